@@ -1,0 +1,55 @@
+"""Building blocks shared by every model of the package."""
+import paddle
+import paddle.nn as nn
+
+__all__ = ["DropPath", "Mlp", "init_weights"]
+
+_trunc_normal = nn.initializer.TruncatedNormal(std=0.02)
+_zeros = nn.initializer.Constant(0.0)
+_ones = nn.initializer.Constant(1.0)
+
+
+class DropPath(nn.Layer):
+    """Stochastic depth: drops the whole residual branch per sample while training."""
+
+    def __init__(self, drop_prob=0.0):
+        super().__init__()
+        if not 0.0 <= drop_prob < 1.0:
+            raise ValueError(f"drop_prob must be in [0, 1), got {drop_prob}")
+        self.drop_prob = drop_prob
+
+    def forward(self, x):
+        if self.drop_prob == 0.0 or not self.training:
+            return x
+        keep_prob = 1.0 - self.drop_prob
+        shape = [x.shape[0]] + [1] * (x.ndim - 1)
+        keep = paddle.floor(keep_prob + paddle.rand(shape, dtype="float32")).astype(x.dtype)
+        return x / keep_prob * keep
+
+    def extra_repr(self):
+        return f"drop_prob={self.drop_prob}"
+
+
+class Mlp(nn.Layer):
+    """Two linear layers with GELU between (Eq. 8), expansion ratio R_i."""
+
+    def __init__(self, dim, hidden_dim, drop=0.0):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+def init_weights(layer):
+    """Truncated-normal(0.02) linear weights, zero biases, unit LayerNorm (ViT practice)."""
+    if isinstance(layer, nn.Linear):
+        _trunc_normal(layer.weight)
+        if layer.bias is not None:
+            _zeros(layer.bias)
+    elif isinstance(layer, nn.LayerNorm):
+        _ones(layer.weight)
+        _zeros(layer.bias)

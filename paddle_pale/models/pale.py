@@ -1,0 +1,236 @@
+"""Pale Transformer (Wu et al., AAAI 2022): block (Eq. 6-8) and 4-stage backbone.
+
+Inside a stage every tensor is channels last, ``[B, H, W, C]``: LayerNorm, the linear
+layers and PS-Attention all work on the last axis, and the depth-wise convolutions run
+with ``data_format="NHWC"``, so a block needs no layout transposes of its own.
+"""
+import paddle.nn as nn
+
+from .attention import pale_attention, to_pale_size
+from .layers import DropPath, Mlp, init_weights
+
+__all__ = ["PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
+           "CLASSIFIER_PREFIXES"]
+
+# state-dict key prefixes of the classifier (pooled norm + linear head)
+CLASSIFIER_PREFIXES = ("norm.", "head.")
+
+
+class SeparableProjection(nn.Layer):
+    """3x3 depth-wise conv then a linear layer (phi_Q / phi_K / phi_V, as in CvT)."""
+
+    def __init__(self, dim, bias=True):
+        super().__init__()
+        self.depthwise = nn.Conv2D(dim, dim, 3, padding=1, groups=dim, data_format="NHWC")
+        self.pointwise = nn.Linear(dim, dim, bias_attr=None if bias else False)
+
+    def forward(self, x):  # [B, H, W, C]
+        return self.pointwise(self.depthwise(x))
+
+
+class PaleAttention(nn.Layer):
+    """PS-Attention module of Eq. 7: separable-conv Q/K/V, parallel row/column
+    attention (Eq. 1-3) and an output projection.
+
+    Args:
+        dim: channels C.
+        num_heads: heads H_i (even: half per direction).
+        pale_size: S_i, an int or ``(s_r, s_c)``.
+        qkv_bias: bias in the Q/K/V linear layers.
+        proj_drop: dropout after the output projection.
+    """
+
+    def __init__(self, dim, num_heads, pale_size=7, qkv_bias=True, proj_drop=0.0):
+        super().__init__()
+        if num_heads < 2 or num_heads % 2 or dim % num_heads:
+            raise ValueError(
+                f"PaleAttention needs an even num_heads dividing dim, got dim={dim}, "
+                f"num_heads={num_heads}")
+        self.dim = dim
+        self.num_heads = num_heads
+        self.pale_size = to_pale_size(pale_size)
+        self.query = SeparableProjection(dim, qkv_bias)
+        self.key = SeparableProjection(dim, qkv_bias)
+        self.value = SeparableProjection(dim, qkv_bias)
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
+
+    def forward(self, x):  # [B, H, W, C]
+        out = pale_attention(self.query(x), self.key(x), self.value(x), self.num_heads,
+                             self.pale_size)
+        return self.proj_drop(self.proj(out))
+
+    def extra_repr(self):
+        return f"dim={self.dim}, num_heads={self.num_heads}, pale_size={self.pale_size}"
+
+
+class PaleBlock(nn.Layer):
+    """Pale Transformer block (Eq. 6-8): CPE, LN + PS-Attention, LN + MLP."""
+
+    def __init__(self, dim, num_heads, pale_size=7, mlp_ratio=4.0, qkv_bias=True,
+                 drop=0.0, drop_path=0.0):
+        super().__init__()
+        # conditional position encoding: depth-wise 3x3 conv with a residual (Eq. 6)
+        self.cpe = nn.Conv2D(dim, dim, 3, padding=1, groups=dim, data_format="NHWC")
+        self.norm1 = nn.LayerNorm(dim)
+        self.attn = PaleAttention(dim, num_heads, pale_size, qkv_bias, drop)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.norm2 = nn.LayerNorm(dim)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
+
+    def forward(self, x):  # [B, H, W, C]
+        x = x + self.cpe(x)
+        x = x + self.drop_path(self.attn(self.norm1(x)))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+class ConvPatchEmbed(nn.Layer):
+    """Overlapping-conv patch merging + LayerNorm (7x7/4 for stage 1, 3x3/2 after)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride, data_format):
+        super().__init__()
+        self.data_format = data_format
+        self.proj = nn.Conv2D(in_channels, out_channels, kernel_size, stride,
+                              padding=kernel_size // 2, data_format=data_format)
+        self.norm = nn.LayerNorm(out_channels)
+
+    def forward(self, x):
+        x = self.proj(x)
+        if self.data_format == "NCHW":
+            x = x.transpose([0, 2, 3, 1])  # [B, H, W, C]
+        return self.norm(x)
+
+
+def _per_stage(value, name, num_stages, is_entry):
+    """Broadcast ``value`` to one entry per stage, or validate a per-stage sequence."""
+    if is_entry(value):
+        return [value] * num_stages
+    if isinstance(value, (list, tuple)) and len(value) == num_stages and all(
+            is_entry(v) for v in value):
+        return list(value)
+    raise ValueError(f"{name} must be one value or {num_stages} per-stage values, got {value!r}")
+
+
+def _is_pale_entry(value):
+    try:
+        to_pale_size(value)
+        return True
+    except ValueError:
+        return False
+
+
+class PaleTransformer(nn.Layer):
+    """Pale Transformer backbone and classifier.
+
+    One class serves classification (``forward``) and dense prediction
+    (``forward_pyramid``): the stage norms ``stage_norms.{i}`` exist in both, so a
+    classification checkpoint loads into a segmentation or detection backbone with only
+    the classifier left over.
+
+    Args:
+        in_channels: image channels.
+        num_classes: classifier outputs; 0 keeps the pooled, normed features.
+        embed_dims: C_i per stage.
+        depths: blocks per stage.
+        num_heads: H_i per stage (even).
+        pale_size: S_i; an int, ``(s_r, s_c)``, or one of those per stage.
+        mlp_ratio: R_i.
+        qkv_bias: bias in the Q/K/V linear layers.
+        drop_rate: dropout after projections, in the MLP and before the classifier.
+        drop_path_rate: stochastic depth, growing linearly from 0 to this over the blocks.
+        with_classifier: build the pooled norm and the linear head; backbones for dense
+            tasks pass False and then own no parameter they do not use.
+    """
+
+    def __init__(self, in_channels=3, num_classes=1000, embed_dims=(64, 128, 256, 512),
+                 depths=(2, 2, 16, 2), num_heads=(2, 4, 8, 16), pale_size=7, mlp_ratio=4.0,
+                 qkv_bias=True, drop_rate=0.0, drop_path_rate=0.0, with_classifier=True):
+        super().__init__()
+        num_stages = len(depths)
+        if len(embed_dims) != num_stages or len(num_heads) != num_stages:
+            raise ValueError(
+                f"embed_dims, depths and num_heads need one entry per stage, got "
+                f"{len(embed_dims)}, {num_stages}, {len(num_heads)}")
+        for stage, (dim, heads) in enumerate(zip(embed_dims, num_heads)):
+            if heads < 2 or heads % 2 or dim % heads:
+                raise ValueError(
+                    f"stage {stage + 1}: num_heads must be even and divide embed_dim, got "
+                    f"embed_dim={dim}, num_heads={heads}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        pale_sizes = _per_stage(pale_size, "pale_size", num_stages, _is_pale_entry)
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.embed_dims = list(embed_dims)
+        self.pale_sizes = [to_pale_size(s) for s in pale_sizes]
+
+        total_blocks = sum(depths)
+        drop_paths = [drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
+        self.patch_embeds = nn.LayerList()
+        self.stages = nn.LayerList()
+        self.stage_norms = nn.LayerList()
+        previous = in_channels
+        for stage, (dim, depth, heads) in enumerate(zip(embed_dims, depths, num_heads)):
+            first = stage == 0
+            self.patch_embeds.append(ConvPatchEmbed(
+                previous, dim, kernel_size=7 if first else 3, stride=4 if first else 2,
+                data_format="NCHW" if first else "NHWC"))
+            start = sum(depths[:stage])
+            self.stages.append(nn.Sequential(*[
+                PaleBlock(dim, heads, self.pale_sizes[stage], mlp_ratio, qkv_bias, drop_rate,
+                          drop_paths[start + i]) for i in range(depth)]))
+            self.stage_norms.append(nn.LayerNorm(dim))
+            previous = dim
+        self.feature_info = [
+            dict(num_chs=dim, reduction=4 * 2 ** stage, module=f"stages.{stage}")
+            for stage, dim in enumerate(embed_dims)]
+
+        self.with_classifier = with_classifier
+        if with_classifier:
+            self.norm = nn.LayerNorm(embed_dims[-1])
+            self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
+            self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 \
+                else nn.Identity()
+            # classification never reads the stage norms; freezing them keeps data
+            # parallel training from waiting for gradients that never come
+            for param in self.stage_norms.parameters():
+                param.stop_gradient = True
+        self.apply(init_weights)
+
+    @property
+    def feat_channels(self):
+        """Channels of the four stage outputs (PaddleSeg's backbone contract)."""
+        return list(self.embed_dims)
+
+    def _check_input(self, x):
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"PaleTransformer expects images of shape [B, {self.in_channels}, H, W], "
+                f"got {list(x.shape)}")
+
+    def forward_pyramid(self, x, out_indices=(0, 1, 2, 3)):
+        """NCHW feature maps of the stages in ``out_indices`` (strides 4/8/16/32),
+        each through its own LayerNorm."""
+        self._check_input(x)
+        features = []
+        for index, (embed, stage) in enumerate(zip(self.patch_embeds, self.stages)):
+            x = stage(embed(x))  # [B, H_i, W_i, C_i]
+            if index in out_indices:
+                features.append(self.stage_norms[index](x).transpose([0, 3, 1, 2]))
+        return features
+
+    def forward_features(self, x):
+        """Last stage output ``[B, H/32, W/32, C_4]`` (channels last)."""
+        self._check_input(x)
+        for embed, stage in zip(self.patch_embeds, self.stages):
+            x = stage(embed(x))
+        return x
+
+    def forward_head(self, x, pre_logits=False):
+        if not self.with_classifier:
+            raise ValueError("this PaleTransformer was built with with_classifier=False")
+        x = self.norm(x.mean(axis=[1, 2]))  # average pool, then LN
+        return x if pre_logits else self.head(self.head_drop(x))
+
+    def forward(self, x):
+        return self.forward_head(self.forward_features(x))
