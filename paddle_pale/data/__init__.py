@@ -1,0 +1,1 @@
+from .transforms import build_eval_transform, load_image
