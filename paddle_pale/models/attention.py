@@ -36,6 +36,9 @@ def to_pale_size(pale_size):
     return pair
 
 
+# Plain Python also under paddle.jit.to_static: converted, the dynamic batch entry of
+# ``q.shape`` becomes a tensor and the list comparison a bool(Tensor) error.
+@paddle.jit.not_to_static
 def check_attention_inputs(q, k, v, num_heads):
     """Validate shapes shared by every PS-Attention implementation."""
     for name, t in (("q", q), ("k", k), ("v", v)):
