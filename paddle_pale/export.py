@@ -1,0 +1,367 @@
+"""Getting trained weights out of a training checkpoint.
+
+Three forms:
+
+* ``backbone``: weights-only ``.pdparams`` without the classifier, for the PaddleSeg and
+  PaddleDetection backbones' ``pretrained`` option;
+* ``inference``: ``paddle.jit.save`` of the classifier (``NAME.json`` + ``NAME.pdiparams``)
+  with a dynamic batch, for the Paddle Inference predictor;
+* ``onnx``: the same program converted by paddle2onnx.
+
+Each writes a ``NAME.meta.json`` sidecar (``paddle.jit.save`` already owns ``NAME.json``)
+with the architecture, the source checkpoint and the eval preprocessing, so that users of
+the files need nothing else.
+
+A training checkpoint is a prefix ``P`` with ``P.pdparams`` (model weights), optionally
+``P.pdema`` (EMA weights, same keys), ``P.pdopt`` and ``P.pdstates`` (a dict with ``arch``:
+``{'name': variant, **model kwargs}``, ``input_size``, ``crop_pct``, ``mean``, ``std``, ...).
+"""
+import copy
+import importlib
+import json
+import logging
+import os
+import tempfile
+
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from .models.pale import CLASSIFIER_PREFIXES
+from .models.registry import create_model, list_models, pretrained_cfg
+from .utils.checkpoint import load_pretrained, load_state_dict
+
+__all__ = ["META_SUFFIX", "CHECKPOINT_SUFFIXES", "checkpoint_prefix", "load_checkpoint",
+           "export_backbone", "export_inference", "export_onnx", "read_meta", "write_meta",
+           "EXPORT_FORMATS"]
+
+logger = logging.getLogger("paddle_pale")
+
+META_SUFFIX = ".meta.json"
+CHECKPOINT_SUFFIXES = (".pdparams", ".pdema", ".pdopt", ".pdstates")
+EXPORT_FORMATS = ("backbone", "inference", "onnx")
+# keys of the eval preprocessing carried from the checkpoint to every export
+PREPROCESS_KEYS = ("input_size", "crop_pct", "mean", "std", "interpolation")
+
+
+def checkpoint_prefix(checkpoint):
+    """``P`` from ``P`` or ``P.pdparams`` (or another checkpoint file of ``P``); raise
+    FileNotFoundError when ``P.pdparams`` does not exist."""
+    path = os.fspath(checkpoint)
+    prefix = path
+    for suffix in CHECKPOINT_SUFFIXES:
+        if path.endswith(suffix):
+            prefix = path[:-len(suffix)]
+            break
+    if not os.path.isfile(prefix + ".pdparams"):
+        raise FileNotFoundError(
+            f"no training checkpoint at {path!r}: expected the weights file "
+            f"{prefix + '.pdparams'!r} (pass a checkpoint prefix such as output/best, or "
+            f"its .pdparams file)")
+    return prefix
+
+
+def _read_states(prefix):
+    path = prefix + ".pdstates"
+    if not os.path.isfile(path):
+        return None
+    try:
+        states = paddle.load(path)
+    except Exception as error:  # paddle raises several types for unreadable files
+        raise ValueError(f"cannot read training states {path!r}: {error}") from error
+    if not isinstance(states, dict):
+        raise ValueError(f"{path!r} should hold a dict of training states, got "
+                         f"{type(states).__name__}")
+    return states
+
+
+def _requested_arch(arch):
+    if arch is None:
+        return {}
+    if isinstance(arch, str):
+        return {"name": arch}
+    if isinstance(arch, dict):
+        return dict(arch)
+    raise TypeError(f"arch must be a variant name or a dict with 'name', got {arch!r}")
+
+
+def _resolve_arch(prefix, states, requested, weights):
+    """The model arguments to rebuild the checkpoint's model with.
+
+    ``arch`` in ``.pdstates`` wins; what the caller asks for must agree with it. Without
+    states the caller must name the variant; ``num_classes`` then comes from the head.
+    """
+    stored = None if states is None else states.get("arch")
+    if stored is not None:
+        if not isinstance(stored, dict) or not isinstance(stored.get("name"), str):
+            raise ValueError(f"'arch' in {prefix + '.pdstates'!r} must be a dict with a "
+                             f"variant 'name', got {stored!r}")
+        stored = dict(stored)
+        conflicts = [f"{key}={value!r} (checkpoint has {stored.get(key)!r})"
+                     for key, value in requested.items()
+                     if key in stored and _plain(stored[key]) != _plain(value)]
+        if conflicts:
+            raise ValueError(
+                f"checkpoint {prefix!r} was trained as {stored['name']} with "
+                f"{_describe(stored)}; requested {', '.join(conflicts)}: wrong variant?")
+        return dict(stored, **requested)
+    if "name" not in requested:
+        raise ValueError(
+            f"checkpoint {prefix!r} has no .pdstates recording its architecture: name the "
+            f"variant (--model, one of {', '.join(list_models())})")
+    arch = dict(requested)
+    if "num_classes" not in arch and "head.weight" in weights:
+        arch["num_classes"] = int(weights["head.weight"].shape[-1])  # Linear: [in, out]
+    return arch
+
+
+def _plain(value):
+    """Tuples and lists compare alike (YAML and paddle.save give lists)."""
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def _describe(arch):
+    return ", ".join(f"{k}={v!r}" for k, v in arch.items() if k != "name") or "defaults"
+
+
+def _eval_config(name, states, input_size=None):
+    """Eval preprocessing: the checkpoint's, else the variant's pretrained config."""
+    config = pretrained_cfg(name)
+    config["input_size"] = config["input_size"][-1]  # (3, S, S) -> S
+    for key in PREPROCESS_KEYS:
+        if states is not None and states.get(key) is not None:
+            config[key] = states[key]
+    if input_size is not None:
+        config["input_size"] = input_size
+    size = config["input_size"]
+    if isinstance(size, (list, tuple)):
+        if len(set(size[-2:])) != 1:
+            raise ValueError(f"eval input size must be square, got {size!r}")
+        size = size[-1]
+    if not isinstance(size, int) or size < 32:
+        raise ValueError(f"input size must be an int of at least 32 (stride of the last "
+                         f"stage), got {size!r}")
+    return {"input_size": size, "crop_pct": float(config["crop_pct"]),
+            "mean": [float(m) for m in config["mean"]],
+            "std": [float(s) for s in config["std"]],
+            "interpolation": str(config["interpolation"])}
+
+
+def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
+                    input_size=None):
+    """Rebuild a trained model from a training checkpoint, in eval mode.
+
+    Args:
+        checkpoint: prefix ``P`` (or ``P.pdparams``) of the checkpoint files.
+        arch: variant name or ``{'name': ..., **model kwargs}``; needed when the
+            checkpoint has no ``.pdstates``, checked against it otherwise.
+        use_ema: load ``P.pdema`` when it exists (the weights that were evaluated).
+        with_classifier: False builds the backbone only (classifier weights left out).
+        input_size: eval crop size; defaults to the checkpoint's, then the variant's.
+
+    Returns:
+        ``(model, meta)``: meta holds ``arch``, ``source_checkpoint``, ``weights`` (the
+        file loaded), ``epoch`` and the eval preprocessing.
+
+    Raises:
+        FileNotFoundError: no checkpoint at ``checkpoint``.
+        ValueError: the weights do not fit the architecture (wrong variant, other
+            model arguments), or the architecture is unknown.
+    """
+    prefix = checkpoint_prefix(checkpoint)
+    states = _read_states(prefix)
+    weights_path = prefix + ".pdema"
+    if not (use_ema and os.path.isfile(weights_path)):
+        weights_path = prefix + ".pdparams"
+    weights = load_state_dict(weights_path)
+    arch = _resolve_arch(prefix, states, _requested_arch(arch), weights)
+    name, kwargs = arch["name"], {k: v for k, v in arch.items() if k != "name"}
+    model = create_model(name, **dict(kwargs, with_classifier=with_classifier))
+    # load_pretrained raises on backbone shape mismatches ("wrong variant?"); an export
+    # must also not keep freshly initialised tensors or leave checkpoint tensors behind
+    missing, unexpected = load_pretrained(model, weights_path)
+    if missing or unexpected:
+        raise ValueError(
+            f"weights {weights_path!r} do not fit {name} ({_describe(kwargs)}): "
+            + "; ".join(f"{label} {len(keys)} keys, e.g. {', '.join(keys[:3])}"
+                        for label, keys in (("missing", missing), ("unexpected", unexpected))
+                        if keys)
+            + " (wrong variant or model arguments?)")
+    model.eval()
+    meta = {"arch": arch, "variant": name,
+            "num_classes": arch.get("num_classes", pretrained_cfg(name)["num_classes"]),
+            "source_checkpoint": os.path.abspath(prefix),
+            "weights": os.path.basename(weights_path),
+            "epoch": None if states is None else states.get("epoch")}
+    meta.update(_eval_config(name, states, input_size))
+    return model, meta
+
+
+def write_meta(path, meta):
+    with open(path, "w") as f:
+        json.dump(meta, f, indent=2, default=_plain)
+        f.write("\n")
+    return path
+
+
+def read_meta(path):
+    """The sidecar of an export; FileNotFoundError / ValueError naming the file."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no export metadata at {path!r} (written by "
+                                f"tools/export.py next to the exported weights)")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read export metadata {path!r}: {error}") from error
+    missing = [key for key in PREPROCESS_KEYS + ("num_classes",) if key not in meta]
+    if missing:
+        raise ValueError(f"export metadata {path!r} lacks {', '.join(missing)}")
+    return meta
+
+
+def _strip(path, suffix):
+    path = os.fspath(path)
+    return path[:-len(suffix)] if path.endswith(suffix) else path
+
+
+def _check_writable(paths, meta):
+    """Never overwrite the checkpoint an export is read from."""
+    source = meta.get("source_checkpoint")
+    protected = {os.path.abspath(source + s) for s in CHECKPOINT_SUFFIXES} if source else set()
+    for path in paths:
+        if os.path.abspath(path) in protected:
+            raise ValueError(f"refusing to overwrite the source checkpoint file {path!r}; "
+                             f"choose another output")
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def export_backbone(model, meta, output):
+    """Write the weights without the classifier (``norm.*``, ``head.*``) to
+    ``output.pdparams`` and the sidecar to ``output.meta.json``.
+
+    Returns the paths written.
+    """
+    base = _strip(output, ".pdparams")
+    paths = [base + ".pdparams", base + META_SUFFIX]
+    _check_writable(paths, meta)
+    state = {key: value for key, value in model.state_dict().items()
+             if not key.startswith(CLASSIFIER_PREFIXES)}
+    paddle.save(state, paths[0])
+    write_meta(paths[1], dict(meta, format="backbone", num_tensors=len(state)))
+    return paths
+
+
+def _to_static(model, input_size):
+    # the model reads H, W as Python ints from x.shape: only the batch may be dynamic
+    spec = paddle.static.InputSpec([None, 3, input_size, input_size], "float32", "image")
+    model = copy.deepcopy(model)  # to_static converts the layer it is given in place
+    model.eval()
+    return paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
+
+
+def export_inference(model, meta, output):
+    """``paddle.jit.save`` the classifier to ``output.json`` + ``output.pdiparams``
+    (batch dynamic, H = W = ``meta['input_size']``) and write ``output.meta.json``.
+
+    Returns the paths written.
+    """
+    prefix = _strip(output, ".json")
+    paths = [prefix + ".json", prefix + ".pdiparams", prefix + META_SUFFIX]
+    _check_writable(paths, meta)
+    size = meta["input_size"]
+    paddle.jit.save(_to_static(model, size), prefix)
+    write_meta(paths[2], dict(meta, format="inference", input_name="image",
+                              input_shape=[-1, 3, size, size]))
+    return paths
+
+
+class _ChannelsFirstConv(nn.Layer):
+    """A channels-last Conv2D computed as transpose, NCHW conv, transpose back.
+
+    paddle2onnx cannot convert NHWC convolutions (ONNX Conv is NCHW only); the weights
+    of a Conv2D have the same layout in both formats, so they are shared as they are.
+    """
+
+    def __init__(self, conv):
+        super().__init__()
+        self.conv = conv
+
+    def forward(self, x):  # [B, H, W, C]
+        conv = self.conv
+        x = F.conv2d(x.transpose([0, 3, 1, 2]), conv.weight, conv.bias, conv._stride,
+                     conv._padding, conv._dilation, conv._groups, data_format="NCHW")
+        return x.transpose([0, 2, 3, 1])
+
+
+def _channels_first_convs(model):
+    for parent in model.sublayers(include_self=True):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Conv2D) and child._data_format == "NHWC":
+                if child._padding_mode != "zeros":
+                    raise ValueError(f"cannot convert {name} with padding_mode "
+                                     f"{child._padding_mode!r} for ONNX")
+                setattr(parent, name, _ChannelsFirstConv(child))
+    return model
+
+
+def _import_or_explain(module, purpose):
+    try:
+        return importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(
+            f"{purpose} needs the {module} package, which is not installed: "
+            f"pip install paddle2onnx onnxoptimizer \"numpy<1.24\"") from error
+
+
+def export_onnx(model, meta, output, opset_version=13):
+    """Convert the classifier to ONNX with paddle2onnx (batch dynamic, H = W =
+    ``meta['input_size']``) and write ``output.meta.json`` beside ``output.onnx``.
+
+    Raises ImportError naming paddle2onnx when it is not installed.
+    """
+    paddle2onnx = _import_or_explain("paddle2onnx", "ONNX export")
+    base = _strip(output, ".onnx")
+    paths = [base + ".onnx", base + META_SUFFIX]
+    _check_writable(paths, meta)
+    try:
+        importlib.import_module("onnxoptimizer")
+        # paddle2onnx's default tool (polygraphy) pip-installs packages at run time
+        optimize_tool = "onnxoptimizer"
+    except ImportError:
+        optimize_tool = "none"
+    channels_first = _channels_first_convs(copy.deepcopy(model))
+    with tempfile.TemporaryDirectory() as tmp:
+        prefix = os.path.join(tmp, "model")
+        paddle.jit.save(_to_static(channels_first, meta["input_size"]), prefix)
+        if os.path.exists(paths[0]):
+            os.remove(paths[0])  # a stale file would hide a failed conversion
+        try:
+            paddle2onnx.export(prefix + ".json", prefix + ".pdiparams", save_file=paths[0],
+                               opset_version=opset_version, optimize_tool=optimize_tool)
+        except Exception as error:  # paddle2onnx logs the cause, then fails on its own
+            raise RuntimeError(f"paddle2onnx could not convert {meta['variant']}: "
+                               f"{error!r} (see its log above)") from error
+    if not os.path.isfile(paths[0]):
+        raise RuntimeError(f"paddle2onnx wrote no {paths[0]!r} (see its log above)")
+    size = meta["input_size"]
+    write_meta(paths[1], dict(meta, format="onnx", input_name="image",
+                              input_shape=[-1, 3, size, size], opset_version=opset_version))
+    return paths
+
+
+def export(kind, checkpoint, output, arch=None, use_ema=True, input_size=None,
+           opset_version=13):
+    """Load ``checkpoint`` and write it as ``kind`` (one of ``EXPORT_FORMATS``)."""
+    if kind not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {kind!r}; expected one of "
+                         f"{', '.join(EXPORT_FORMATS)}")
+    if kind == "onnx":  # fail before the (slow) model build when it cannot work
+        _import_or_explain("paddle2onnx", "ONNX export")
+    model, meta = load_checkpoint(checkpoint, arch, use_ema=use_ema,
+                                  with_classifier=kind != "backbone", input_size=input_size)
+    if kind == "backbone":
+        return export_backbone(model, meta, output)
+    if kind == "inference":
+        return export_inference(model, meta, output)
+    return export_onnx(model, meta, output, opset_version)

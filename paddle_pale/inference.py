@@ -1,0 +1,129 @@
+"""Classifying image files with an exported inference model (Paddle Inference).
+
+Images go through :func:`paddle_pale.data.transforms.build_eval_transform`, the same
+preprocessing as validation during training, configured by the ``.meta.json`` that
+``tools/export.py inference`` writes next to the model.
+"""
+import glob
+import os
+
+import numpy as np
+
+from .data.transforms import build_eval_transform, load_image
+from .export import META_SUFFIX, read_meta
+
+__all__ = ["ImageClassifier", "resolve_inference_prefix", "softmax", "top_k"]
+
+
+def resolve_inference_prefix(model):
+    """``P`` from ``P``, ``P.json``/``P.pdiparams``, or a directory holding one model."""
+    path = os.fspath(model)
+    if os.path.isdir(path):
+        found = sorted(glob.glob(os.path.join(path, "*.pdiparams")))
+        if len(found) != 1:
+            raise FileNotFoundError(
+                f"expected one exported model (*.pdiparams) in directory {path!r}, found "
+                f"{len(found)}; pass its prefix instead")
+        path = found[0]
+    for suffix in (".pdiparams", ".json", META_SUFFIX):
+        if path.endswith(suffix):
+            path = path[:-len(suffix)]
+            break
+    needed = [path + suffix for suffix in (".json", ".pdiparams", META_SUFFIX)]
+    absent = [p for p in needed if not os.path.isfile(p)]
+    if absent:
+        raise FileNotFoundError(
+            f"no exported inference model at {model!r}: missing {', '.join(absent)} "
+            f"(write them with tools/export.py inference)")
+    return path
+
+
+def softmax(logits):
+    """Row-wise softmax in float64 (probabilities that sum to 1 to print precision)."""
+    shifted = np.asarray(logits, "float64")
+    shifted = shifted - shifted.max(axis=-1, keepdims=True)
+    exp = np.exp(shifted)
+    return exp / exp.sum(axis=-1, keepdims=True)
+
+
+def top_k(probs, k):
+    """Indices and values of the ``k`` largest entries per row, largest first."""
+    k = min(k, probs.shape[-1])
+    # stable sort of -p: ties keep the lower class id first
+    order = np.argsort(-probs, axis=-1, kind="stable")[:, :k]
+    return order, np.take_along_axis(probs, order, axis=-1)
+
+
+class ImageClassifier:
+    """A Paddle Inference predictor with the model's eval preprocessing.
+
+    Args:
+        model: prefix of an exported model (``P.json``, ``P.pdiparams``,
+            ``P.meta.json``), one of those files, or a directory holding one model.
+        device: ``"cpu"`` or ``"gpu"`` (needs a CUDA build of Paddle).
+        cpu_threads: math library threads on CPU.
+    """
+
+    def __init__(self, model, device="cpu", cpu_threads=1):
+        from paddle import inference  # import here: paddle is slow to import
+
+        self.prefix = resolve_inference_prefix(model)
+        self.meta = read_meta(self.prefix + META_SUFFIX)
+        config = inference.Config(self.prefix + ".json", self.prefix + ".pdiparams")
+        if device == "gpu":
+            config.enable_use_gpu(256, 0)
+        elif device == "cpu":
+            config.disable_gpu()
+            # the oneDNN passes fuse transposes into pd_op.fused_transpose, which has no
+            # kernel for this program in Paddle 3.3.1 (predictor creation fails)
+            config.disable_mkldnn()
+            config.set_cpu_math_library_num_threads(cpu_threads)
+        else:
+            raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+        config.disable_glog_info()
+        self.predictor = inference.create_predictor(config)
+        self.input_size = int(self.meta["input_size"])
+        self.transform = build_eval_transform(
+            self.input_size, self.meta["crop_pct"], self.meta["mean"], self.meta["std"],
+            self.meta["interpolation"])
+
+    def preprocess(self, paths):
+        """``[len(paths), 3, S, S]`` float32 batch; ValueError naming a bad file."""
+        for path in paths:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"no image file at {path!r}")
+        return np.stack([self.transform(load_image(path)) for path in paths])
+
+    def logits(self, batch):
+        """Run the predictor on a preprocessed ``[B, 3, S, S]`` batch."""
+        batch = np.ascontiguousarray(batch, dtype="float32")
+        expected = (3, self.input_size, self.input_size)
+        if batch.ndim != 4 or batch.shape[1:] != expected:
+            raise ValueError(f"expected a batch of shape [B, {', '.join(map(str, expected))}]"
+                             f", got {list(batch.shape)}")
+        handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
+        handle.reshape(list(batch.shape))
+        handle.copy_from_cpu(batch)
+        self.predictor.run()
+        output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
+        return output.copy_to_cpu()
+
+    def predict(self, paths, k=5, batch_size=8):
+        """Top-``k`` classes of each image file.
+
+        Returns one dict per path: ``{"image": path, "class_ids": [...], "probs": [...]}``,
+        most probable first (softmax of the logits).
+        """
+        if k < 1 or batch_size < 1:
+            raise ValueError(f"k and batch_size must be positive, got k={k}, "
+                             f"batch_size={batch_size}")
+        paths = [os.fspath(p) for p in paths]
+        results = []
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start:start + batch_size]
+            ids, probs = top_k(softmax(self.logits(self.preprocess(chunk))), k)
+            results.extend(
+                {"image": path, "class_ids": [int(i) for i in row_ids],
+                 "probs": [float(p) for p in row_probs]}
+                for path, row_ids, row_probs in zip(chunk, ids, probs))
+        return results

@@ -1,0 +1,36 @@
+"""Classify image files with an exported inference model; one JSON line per image.
+
+    python tools/predict.py --model export/pale_t --topk 5 cat.jpg dog.png
+    {"image": "cat.jpg", "class_ids": [281, 285, ...], "probs": [0.71, 0.12, ...]}
+"""
+import argparse
+import json
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_pale.inference import ImageClassifier  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("images", nargs="+", help="image files")
+    parser.add_argument("--model", required=True,
+                        help="exported model prefix (export/pale_t) or its directory")
+    parser.add_argument("--topk", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--cpu-threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    try:
+        classifier = ImageClassifier(args.model, args.device, args.cpu_threads)
+        results = classifier.predict(args.images, k=args.topk, batch_size=args.batch_size)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    for result in results:
+        print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
