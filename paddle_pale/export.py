@@ -311,7 +311,7 @@ def _import_or_explain(module, purpose):
     except ImportError as error:
         raise ImportError(
             f"{purpose} needs the {module} package, which is not installed: "
-            f"pip install paddle2onnx onnxoptimizer \"numpy<1.24\"") from error
+            f"pip install paddle2onnx onnxruntime \"numpy<1.24\"") from error
 
 
 def export_onnx(model, meta, output, opset_version=13):
@@ -324,12 +324,6 @@ def export_onnx(model, meta, output, opset_version=13):
     base = _strip(output, ".onnx")
     paths = [base + ".onnx", base + META_SUFFIX]
     _check_writable(paths, meta)
-    try:
-        importlib.import_module("onnxoptimizer")
-        # paddle2onnx's default tool (polygraphy) pip-installs packages at run time
-        optimize_tool = "onnxoptimizer"
-    except ImportError:
-        optimize_tool = "none"
     channels_first = _channels_first_convs(copy.deepcopy(model))
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "model")
@@ -337,8 +331,12 @@ def export_onnx(model, meta, output, opset_version=13):
         if os.path.exists(paths[0]):
             os.remove(paths[0])  # a stale file would hide a failed conversion
         try:
+            # no Python-side optimizer: paddle2onnx 2.1.0's default (polygraphy) pip-
+            # installs packages at run time, and its onnxoptimizer pass list holds an
+            # unknown pass name ("eliminate_nop_cast "), so that path always falls back;
+            # the converter's own graph optimization still runs
             paddle2onnx.export(prefix + ".json", prefix + ".pdiparams", save_file=paths[0],
-                               opset_version=opset_version, optimize_tool=optimize_tool)
+                               opset_version=opset_version, optimize_tool="none")
         except Exception as error:  # paddle2onnx logs the cause, then fails on its own
             raise RuntimeError(f"paddle2onnx could not convert {meta['variant']}: "
                                f"{error!r} (see its log above)") from error

@@ -1,0 +1,251 @@
+"""Export (backbone / Paddle inference / ONNX) and predict, against the dygraph model."""
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from paddle_pale import create_model
+from paddle_pale.data.transforms import build_eval_transform, load_image
+from paddle_pale.export import export, load_checkpoint
+from paddle_pale.inference import ImageClassifier
+from paddle_pale.utils.checkpoint import load_pretrained
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# a small pale_t: every stage pads its 16/8/4/2 rows and columns to the pale size 7
+ARCH = dict(name="pale_t", num_classes=10, depths=[1, 1, 1, 1], embed_dims=[16, 32, 48, 64],
+            num_heads=[2, 2, 2, 4], drop_path_rate=0.1)
+SIZE = 64
+MEAN, STD = [0.5, 0.4, 0.3], [0.2, 0.25, 0.3]
+TOL = 1e-4
+
+
+def _tiny(seed, **overrides):
+    paddle.seed(seed)
+    kwargs = {k: v for k, v in ARCH.items() if k != "name"}
+    return create_model(ARCH["name"], **dict(kwargs, **overrides))
+
+
+def _reference(path):
+    """The dygraph model, rebuilt by hand from the checkpoint's weights file."""
+    model = _tiny(0)
+    model.set_state_dict(paddle.load(path))
+    model.eval()
+    return model
+
+
+def _tool(name):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools",
+                                                                     name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _sample_images():
+    import sklearn.datasets
+    folder = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images")
+    return [os.path.join(folder, name) for name in ("china.jpg", "flower.jpg")]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A training checkpoint as the trainer writes it, EMA weights apart from the model's."""
+    folder = tmp_path_factory.mktemp("run")
+    prefix = str(folder / "best")
+    paddle.save(_tiny(1).state_dict(), prefix + ".pdparams")
+    paddle.save(_tiny(2).state_dict(), prefix + ".pdema")
+    paddle.save({"epoch": 7, "best_top1": 0.5, "arch": ARCH, "input_size": SIZE,
+                 "crop_pct": 0.875, "mean": MEAN, "std": STD}, prefix + ".pdstates")
+    return prefix
+
+
+@pytest.fixture(scope="module")
+def inference_model(checkpoint, tmp_path_factory):
+    """Exported through the command-line tool."""
+    prefix = str(tmp_path_factory.mktemp("export") / "pale_t")
+    _tool("export").main(["inference", "--checkpoint", checkpoint, "--output", prefix])
+    return prefix
+
+
+@pytest.fixture
+def batch():
+    return np.random.RandomState(3).randn(3, 3, SIZE, SIZE).astype("float32")
+
+
+@pytest.mark.parametrize("batch_size", [1, 3])
+def test_inference_model_matches_dygraph_ema_weights(checkpoint, inference_model, batch,
+                                                     batch_size):
+    images = batch[:batch_size]
+    expected = _reference(checkpoint + ".pdema")(paddle.to_tensor(images)).numpy()
+    got = ImageClassifier(inference_model).logits(images)
+    assert got.shape == (batch_size, ARCH["num_classes"])
+    np.testing.assert_allclose(got, expected, atol=TOL, rtol=0)
+    # the EMA weights, not the raw ones, were exported
+    raw = _reference(checkpoint + ".pdparams")(paddle.to_tensor(images)).numpy()
+    assert np.abs(raw - got).max() > 100 * TOL
+
+
+def test_inference_meta_records_checkpoint_preprocessing(checkpoint, inference_model):
+    with open(inference_model + ".meta.json") as f:
+        meta = json.load(f)
+    assert meta["arch"] == ARCH and meta["num_classes"] == 10 and meta["epoch"] == 7
+    assert meta["source_checkpoint"] == os.path.abspath(checkpoint)
+    assert meta["weights"] == "best.pdema"
+    assert meta["input_size"] == SIZE and meta["input_shape"] == [-1, 3, SIZE, SIZE]
+    assert meta["mean"] == pytest.approx(MEAN) and meta["std"] == pytest.approx(STD)
+    assert meta["crop_pct"] == 0.875 and meta["interpolation"] == "bicubic"
+
+
+def test_onnx_matches_dygraph(checkpoint, batch, tmp_path):
+    pytest.importorskip("paddle2onnx")
+    ort = pytest.importorskip("onnxruntime")
+    path, meta_path = export("onnx", checkpoint, str(tmp_path / "pale_t"))
+    assert path.endswith(".onnx") and os.path.isfile(meta_path)
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    reference = _reference(checkpoint + ".pdema")
+    for batch_size in (1, 3):
+        images = batch[:batch_size]
+        got, = session.run(None, {session.get_inputs()[0].name: images})
+        expected = reference(paddle.to_tensor(images)).numpy()
+        np.testing.assert_allclose(got, expected, atol=TOL, rtol=0)
+
+
+def test_onnx_without_paddle2onnx_names_the_package(checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "paddle2onnx", None)  # import now raises ImportError
+    with pytest.raises(ImportError, match="needs the paddle2onnx package"):
+        export("onnx", checkpoint, str(tmp_path / "pale_t"))
+    assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("use_ema, weights", [(True, "pdema"), (False, "pdparams")])
+def test_backbone_export_loads_without_missing_keys(checkpoint, tmp_path, use_ema, weights):
+    path, meta_path = export("backbone", checkpoint, str(tmp_path / "backbone"),
+                             use_ema=use_ema)
+    assert path.endswith(".pdparams") and meta_path.endswith(".meta.json")
+    exported = paddle.load(path)
+    assert not [k for k in exported if k.startswith(("norm.", "head."))]
+    source = paddle.load(f"{checkpoint}.{weights}")
+    assert set(exported) == {k for k in source if not k.startswith(("norm.", "head."))}
+    for key, value in exported.items():
+        np.testing.assert_array_equal(value.numpy(), source[key].numpy(), err_msg=key)
+
+    backbone = _tiny(5, with_classifier=False)
+    missing, unexpected = load_pretrained(backbone, path)
+    assert missing == [] and unexpected == []
+    backbone.eval()
+    image = paddle.to_tensor(np.random.RandomState(4).randn(1, 3, 96, 80).astype("float32"))
+    for got, expected in zip(backbone.forward_pyramid(image),
+                             _reference(f"{checkpoint}.{weights}").forward_pyramid(image)):
+        np.testing.assert_allclose(got.numpy(), expected.numpy(), atol=1e-6, rtol=0)
+
+    with open(meta_path) as f:
+        meta = json.load(f)
+    assert meta["format"] == "backbone" and meta["variant"] == "pale_t"
+    assert meta["arch"] == ARCH and meta["weights"] == f"best.{weights}"
+    assert meta["source_checkpoint"] == os.path.abspath(checkpoint)
+    assert meta["input_size"] == SIZE
+    assert meta["mean"] == pytest.approx(MEAN) and meta["std"] == pytest.approx(STD)
+
+
+def test_predict_tool_prints_topk_of_sample_images(checkpoint, inference_model):
+    images = _sample_images() + _sample_images()[:1]  # 3 files in batches of 2
+    run = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "tools", "predict.py"), "--model", inference_model,
+         "--topk", "3", "--batch-size", "2", *images],
+        capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.strip().splitlines()
+    assert len(lines) == 3
+    results = [json.loads(line) for line in lines]
+
+    reference = _reference(checkpoint + ".pdema")
+    transform = build_eval_transform(SIZE, 0.875, MEAN, STD, "bicubic")
+    pixels = paddle.to_tensor(np.stack([transform(load_image(p)) for p in images]))
+    probs, ids = paddle.topk(F.softmax(reference(pixels), axis=-1), k=3)
+    for path, result, row_ids, row_probs in zip(images, results, ids.numpy(), probs.numpy()):
+        assert set(result) == {"image", "class_ids", "probs"}
+        assert result["image"] == path
+        assert result["class_ids"] == row_ids.tolist()
+        np.testing.assert_allclose(result["probs"], row_probs, atol=1e-5, rtol=0)
+        assert result["probs"] == sorted(result["probs"], reverse=True)
+        assert 0 < result["probs"][-1] and result["probs"][0] <= 1
+    # same file in another batch: same classes, probabilities to float32 precision
+    assert results[0]["class_ids"] == results[2]["class_ids"]
+    np.testing.assert_allclose(results[0]["probs"], results[2]["probs"], atol=1e-6)
+
+
+def test_predict_names_a_bad_image(inference_model, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8 not a jpeg")
+    classifier = ImageClassifier(inference_model)
+    with pytest.raises(ValueError, match="corrupt.jpg"):
+        classifier.predict([_sample_images()[0], str(corrupt)])
+    with pytest.raises(FileNotFoundError, match="absent.png"):
+        classifier.predict([str(tmp_path / "absent.png")])
+
+
+def test_predict_without_model_says_what_is_missing(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"nothing\.json.*tools/export.py inference"):
+        ImageClassifier(str(tmp_path / "nothing"))
+
+
+def test_missing_checkpoint_is_named(tmp_path, capsys):
+    missing = str(tmp_path / "no_run" / "best")
+    with pytest.raises(FileNotFoundError, match="no_run/best.pdparams"):
+        load_checkpoint(missing)
+    with pytest.raises(SystemExit) as exit_info:
+        _tool("export").main(["backbone", "--checkpoint", missing, "--output",
+                              str(tmp_path / "out")])
+    assert exit_info.value.code == 1
+    assert "no training checkpoint at" in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out.pdparams")
+
+
+def test_other_variant_than_checkpoint_is_refused(checkpoint):
+    with pytest.raises(ValueError, match="trained as pale_t.*name='pale_s'.*wrong variant"):
+        load_checkpoint(checkpoint, arch="pale_s")
+    with pytest.raises(ValueError, match="num_classes=1000 .checkpoint has 10"):
+        load_checkpoint(checkpoint, arch={"name": "pale_t", "num_classes": 1000})
+
+
+@pytest.fixture
+def bare_weights(checkpoint, tmp_path):
+    """Only the .pdparams of the checkpoint, as after copying it alone."""
+    shutil.copy(checkpoint + ".pdparams", tmp_path / "weights.pdparams")
+    return str(tmp_path / "weights.pdparams")
+
+
+def test_bare_weights_need_and_check_the_variant(checkpoint, bare_weights):
+    with pytest.raises(ValueError, match="no .pdstates.*--model"):
+        load_checkpoint(bare_weights)
+    with pytest.raises(ValueError, match="shape mismatch.*wrong variant"):
+        load_checkpoint(bare_weights, arch={"name": "pale_s", "depths": [1, 1, 1, 1]})
+    arch = {k: v for k, v in ARCH.items() if k != "num_classes"}
+    model, meta = load_checkpoint(bare_weights, arch=arch)
+    assert meta["num_classes"] == 10  # read from the head's shape
+    assert meta["input_size"] == 224 and meta["crop_pct"] == 0.875  # pretrained_cfg
+    for key, value in paddle.load(checkpoint + ".pdparams").items():
+        np.testing.assert_array_equal(model.state_dict()[key].numpy(), value.numpy())
+
+
+def test_states_that_do_not_fit_the_weights_are_refused(checkpoint, tmp_path):
+    prefix = str(tmp_path / "best")
+    shutil.copy(checkpoint + ".pdparams", prefix + ".pdparams")
+    paddle.save({"epoch": 1, "arch": dict(ARCH, depths=[1, 2, 1, 1]), "input_size": SIZE},
+                prefix + ".pdstates")
+    with pytest.raises(ValueError, match=r"do not fit pale_t .*missing \d+ keys.*stages\.1\.1"):
+        load_checkpoint(prefix)
+
+
+def test_export_never_overwrites_the_checkpoint(checkpoint):
+    before = open(checkpoint + ".pdparams", "rb").read()
+    with pytest.raises(ValueError, match="refusing to overwrite the source checkpoint"):
+        export("backbone", checkpoint, checkpoint)
+    assert open(checkpoint + ".pdparams", "rb").read() == before
