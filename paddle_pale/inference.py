@@ -74,8 +74,9 @@ class ImageClassifier:
             config.enable_use_gpu(256, 0)
         elif device == "cpu":
             config.disable_gpu()
-            # the oneDNN passes fuse transposes into pd_op.fused_transpose, which has no
-            # kernel for this program in Paddle 3.3.1 (predictor creation fails)
+            # Paddle 3.3.1's oneDNN passes break this program: creating the predictor
+            # fails on pd_op.fused_transpose (from operator_unsqueeze_onednn_fuse_pass),
+            # and without that pass the NHWC depth-wise convolution is rejected
             config.disable_mkldnn()
             config.set_cpu_math_library_num_threads(cpu_threads)
         else:
