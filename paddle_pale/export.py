@@ -19,7 +19,7 @@ A training checkpoint is a prefix ``P`` with ``P.pdparams`` (model weights), opt
 import copy
 import importlib
 import json
-import logging
+import numbers
 import os
 import tempfile
 
@@ -33,9 +33,7 @@ from .utils.checkpoint import load_pretrained, load_state_dict
 
 __all__ = ["META_SUFFIX", "CHECKPOINT_SUFFIXES", "checkpoint_prefix", "load_checkpoint",
            "export_backbone", "export_inference", "export_onnx", "read_meta", "write_meta",
-           "EXPORT_FORMATS"]
-
-logger = logging.getLogger("paddle_pale")
+           "EXPORT_FORMATS", "export"]
 
 META_SUFFIX = ".meta.json"
 CHECKPOINT_SUFFIXES = (".pdparams", ".pdema", ".pdopt", ".pdstates")
@@ -85,7 +83,7 @@ def _requested_arch(arch):
     raise TypeError(f"arch must be a variant name or a dict with 'name', got {arch!r}")
 
 
-def _resolve_arch(prefix, states, requested, weights):
+def _resolve_arch(prefix, states, requested, weights_path):
     """The model arguments to rebuild the checkpoint's model with.
 
     ``arch`` in ``.pdstates`` wins; what the caller asks for must agree with it. Without
@@ -110,8 +108,10 @@ def _resolve_arch(prefix, states, requested, weights):
             f"checkpoint {prefix!r} has no .pdstates recording its architecture: name the "
             f"variant (--model, one of {', '.join(list_models())})")
     arch = dict(requested)
-    if "num_classes" not in arch and "head.weight" in weights:
-        arch["num_classes"] = int(weights["head.weight"].shape[-1])  # Linear: [in, out]
+    if "num_classes" not in arch:
+        head = load_state_dict(weights_path).get("head.weight")
+        if head is not None:
+            arch["num_classes"] = int(head.shape[-1])  # Linear weight: [in, out]
     return arch
 
 
@@ -138,10 +138,10 @@ def _eval_config(name, states, input_size=None):
         if len(set(size[-2:])) != 1:
             raise ValueError(f"eval input size must be square, got {size!r}")
         size = size[-1]
-    if not isinstance(size, int) or size < 32:
+    if not isinstance(size, numbers.Integral) or size < 32:
         raise ValueError(f"input size must be an int of at least 32 (stride of the last "
                          f"stage), got {size!r}")
-    return {"input_size": size, "crop_pct": float(config["crop_pct"]),
+    return {"input_size": int(size), "crop_pct": float(config["crop_pct"]),
             "mean": [float(m) for m in config["mean"]],
             "std": [float(s) for s in config["std"]],
             "interpolation": str(config["interpolation"])}
@@ -173,10 +173,12 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
     weights_path = prefix + ".pdema"
     if not (use_ema and os.path.isfile(weights_path)):
         weights_path = prefix + ".pdparams"
-    weights = load_state_dict(weights_path)
-    arch = _resolve_arch(prefix, states, _requested_arch(arch), weights)
+    arch = _resolve_arch(prefix, states, _requested_arch(arch), weights_path)
     name, kwargs = arch["name"], {k: v for k, v in arch.items() if k != "name"}
-    model = create_model(name, **dict(kwargs, with_classifier=with_classifier))
+    try:
+        model = create_model(name, **dict(kwargs, with_classifier=with_classifier))
+    except TypeError as error:  # an argument PaleTransformer does not take
+        raise ValueError(f"cannot build {name} from arch {arch!r}: {error}") from error
     # load_pretrained raises on backbone shape mismatches ("wrong variant?"); an export
     # must also not keep freshly initialised tensors or leave checkpoint tensors behind
     missing, unexpected = load_pretrained(model, weights_path)

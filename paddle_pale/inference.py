@@ -75,8 +75,8 @@ class ImageClassifier:
         elif device == "cpu":
             config.disable_gpu()
             # Paddle 3.3.1's oneDNN passes break this program: creating the predictor
-            # fails on pd_op.fused_transpose (from operator_unsqueeze_onednn_fuse_pass),
-            # and without that pass the NHWC depth-wise convolution is rejected
+            # fails on pd_op.fused_transpose, and with operator_unsqueeze_onednn_fuse_pass
+            # deleted the NHWC depth-wise convolution is rejected instead
             config.disable_mkldnn()
             config.set_cpu_math_library_num_threads(cpu_threads)
         else:

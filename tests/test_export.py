@@ -249,3 +249,11 @@ def test_export_never_overwrites_the_checkpoint(checkpoint):
     with pytest.raises(ValueError, match="refusing to overwrite the source checkpoint"):
         export("backbone", checkpoint, checkpoint)
     assert open(checkpoint + ".pdparams", "rb").read() == before
+
+
+def test_unknown_model_argument_in_states_is_named(checkpoint, tmp_path):
+    prefix = str(tmp_path / "best")
+    shutil.copy(checkpoint + ".pdparams", prefix + ".pdparams")
+    paddle.save({"arch": dict(ARCH, window_size=7)}, prefix + ".pdstates")
+    with pytest.raises(ValueError, match="cannot build pale_t .*window_size"):
+        load_checkpoint(prefix)
