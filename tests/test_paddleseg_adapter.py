@@ -121,10 +121,14 @@ def test_paddle_pale_imports_without_paddleseg():
     code = ("import sys; sys.modules['paddleseg'] = None\n"  # makes `import paddleseg` fail
             "import paddle_pale, paddle_pale.adapters\n"
             "m = paddle_pale.create_model('pale_t', depths=[1, 1, 1, 1])\n"
-            "print('ok', 'paddle_pale.adapters.paddleseg' in sys.modules)")
+            "print('ok', 'paddle_pale.adapters.paddleseg' in sys.modules)\n"
+            "try:\n"
+            "    import paddle_pale.adapters.paddleseg\n"
+            "except ImportError as error:\n"
+            "    print('needs' in str(error))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
                          text=True, check=True)
-    assert out.stdout.split() == ["ok", "False"]
+    assert out.stdout.split() == ["ok", "False", "True"]
 
 
 # ------------------------------------------------------------- Paddle 3.x fixes

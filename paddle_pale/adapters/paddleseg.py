@@ -10,7 +10,11 @@ Importing this module registers ``PaleTransformer`` with
 It also applies the Paddle 3.x compatibility fixes of :mod:`.paddleseg_compat`, which
 PaddleSeg 2.8.0 needs to train and evaluate.
 """
-from paddleseg.cvlibs import manager
+try:
+    from paddleseg.cvlibs import manager
+except ImportError as error:
+    raise ImportError("paddle_pale.adapters.paddleseg needs paddleseg==2.8.0: "
+                      "pip install 'paddle-pale[seg]'") from error
 
 from ..models import pale
 from ..models.registry import model_defaults
