@@ -1,0 +1,226 @@
+"""Train and evaluate PaddleSeg configs with the Pale backbone through PaddleSeg's own
+engine (``paddleseg.core.train`` / ``paddleseg.core.evaluate``).
+
+``tools/train_seg.py`` and ``tools/val_seg.py`` are thin wrappers around
+:func:`train_main` and :func:`val_main`; their options follow PaddleSeg's
+``tools/train.py`` and ``tools/val.py``. Multi-GPU: start either under
+``python -m paddle.distributed.launch``, as with PaddleSeg.
+"""
+import argparse
+import os
+
+import paddle
+from paddleseg import core
+from paddleseg.cvlibs import Config, SegBuilder
+from paddleseg.utils import logger as seg_logger
+
+from ..utils.checkpoint import load_state_dict
+from . import paddleseg as _registration  # noqa: F401  registers PaleTransformer
+
+__all__ = ["load_config", "load_segmentation_weights", "train_parser", "val_parser",
+           "train_main", "val_main", "test_config_from_args"]
+
+
+def load_config(path, opts=None, iters=None, batch_size=None, learning_rate=None):
+    """Read a PaddleSeg YAML config; ``opts`` are ``key.sub=value`` overrides."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no config file at {path!r}")
+    if not path.endswith((".yml", ".yaml")):
+        raise ValueError(f"PaddleSeg configs are YAML files ending in .yml/.yaml, got {path!r}")
+    return Config(path, opts=opts, iters=iters, batch_size=batch_size,
+                  learning_rate=learning_rate)
+
+
+def load_segmentation_weights(model, path):
+    """Load a segmentation checkpoint (``model.pdparams`` written by training) into
+    ``model``; any missing, unexpected or differently shaped key raises ValueError,
+    since evaluating a half-loaded model would give a meaningless mIoU."""
+    state = load_state_dict(path)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}"
+                  for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
+    if missing or unexpected or mismatched:
+        def head(keys):
+            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
+        problems = [f"{label}: {head(keys)}" for label, keys in (
+            ("missing keys", missing), ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched)) if keys]
+        if not any(key.startswith("backbone.") for key in state):
+            problems.append("it looks like classification or backbone weights: pass them "
+                            "as model.backbone.pretrained instead")
+        raise ValueError(f"{path!r} does not fit this model (wrong config or variant?); "
+                         + "; ".join(problems))
+    model.set_state_dict(state)
+    seg_logger.info(f"loaded {len(state)} tensors from {path}")
+
+
+def _common_args(parser):
+    parser.add_argument("--config", required=True, help="PaddleSeg YAML config")
+    parser.add_argument("--device", choices=("cpu", "gpu"),
+                        default="gpu" if paddle.is_compiled_with_cuda() else "cpu")
+    parser.add_argument("--num_workers", type=int, default=0, help="data loader workers")
+    parser.add_argument("--precision", choices=("fp32", "fp16"), default="fp32")
+    parser.add_argument("--amp_level", choices=("O1", "O2"), default="O1")
+    parser.add_argument("--opts", nargs="+", default=None, metavar="KEY=VALUE",
+                        help="config overrides, e.g. model.backbone.pretrained=best.pdparams")
+
+
+def _test_args(parser):
+    parser.add_argument("--aug_eval", action="store_true",
+                        help="multi-scale and/or flip evaluation")
+    parser.add_argument("--scales", type=float, nargs="+", default=None,
+                        help="scales for --aug_eval, e.g. 0.5 0.75 1.0 1.25 1.5 1.75")
+    parser.add_argument("--flip_horizontal", action="store_true")
+    parser.add_argument("--flip_vertical", action="store_true")
+    parser.add_argument("--is_slide", action="store_true", help="sliding-window inference")
+    parser.add_argument("--crop_size", type=int, nargs=2, default=None, metavar=("W", "H"))
+    parser.add_argument("--stride", type=int, nargs=2, default=None, metavar=("W", "H"))
+
+
+def train_parser():
+    parser = argparse.ArgumentParser(description="Train a PaddleSeg model with a Pale backbone")
+    _common_args(parser)
+    parser.add_argument("--save_dir", default="output")
+    parser.add_argument("--iters", type=int, default=None, help="override the config's iters")
+    parser.add_argument("--batch_size", type=int, default=None, help="per-device batch size")
+    parser.add_argument("--learning_rate", type=float, default=None)
+    parser.add_argument("--save_interval", type=int, default=1000)
+    parser.add_argument("--log_iters", type=int, default=10)
+    parser.add_argument("--keep_checkpoint_max", type=int, default=5)
+    parser.add_argument("--do_eval", action="store_true",
+                        help="evaluate at every save_interval, keep best_model/")
+    parser.add_argument("--use_vdl", action="store_true", help="log to VisualDL")
+    parser.add_argument("--resume_model", default=None, help="an iter_N directory to resume")
+    parser.add_argument("--seed", type=int, default=None)
+    return parser
+
+
+def val_parser():
+    parser = argparse.ArgumentParser(description="Evaluate a PaddleSeg model with a Pale backbone")
+    _common_args(parser)
+    parser.add_argument("--model_path", required=True,
+                        help="segmentation weights, e.g. output/best_model/model.pdparams")
+    _test_args(parser)
+    return parser
+
+
+def test_config_from_args(config_test, args):
+    """The config's ``test_config`` with the command line's choices on top."""
+    test_config = dict(config_test or {})
+    if args.aug_eval:
+        test_config["aug_eval"] = True
+        test_config["flip_horizontal"] = args.flip_horizontal
+        test_config["flip_vertical"] = args.flip_vertical
+        if args.scales is not None:
+            test_config["scales"] = args.scales if len(args.scales) > 1 else args.scales[0]
+    elif args.scales or args.flip_horizontal or args.flip_vertical:
+        raise ValueError("--scales/--flip_horizontal/--flip_vertical need --aug_eval")
+    if args.is_slide:
+        if args.crop_size is None or args.stride is None:
+            raise ValueError("--is_slide needs --crop_size W H and --stride W H")
+        test_config.update(is_slide=True, crop_size=args.crop_size, stride=args.stride)
+    return test_config
+
+
+def _setup(args):
+    paddle.set_device(args.device)
+    config = load_config(args.config, opts=args.opts, iters=getattr(args, "iters", None),
+                         batch_size=getattr(args, "batch_size", None),
+                         learning_rate=getattr(args, "learning_rate", None))
+    builder = SegBuilder(config)
+    model = builder.model
+    if args.device == "gpu" and paddle.distributed.ParallelEnv().nranks > 1:
+        # batch statistics over all GPUs, as PaddleSeg's own tools do
+        model = paddle.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return config, builder, model
+
+
+def train_main(argv=None):
+    """Build the config's model, data, optimizer and losses and run PaddleSeg training."""
+    args = train_parser().parse_args(argv)
+    if args.seed is not None:
+        paddle.seed(args.seed)
+    config, builder, model = _setup(args)
+    core.train(model, builder.train_dataset,
+               val_dataset=builder.val_dataset if args.do_eval else None,
+               optimizer=builder.optimizer, losses=builder.loss, save_dir=args.save_dir,
+               iters=config.iters, batch_size=config.batch_size,
+               resume_model=args.resume_model, save_interval=args.save_interval,
+               log_iters=args.log_iters, num_workers=args.num_workers, use_vdl=args.use_vdl,
+               keep_checkpoint_max=args.keep_checkpoint_max, test_config=config.test_config,
+               precision=args.precision, amp_level=args.amp_level)
+
+
+def val_main(argv=None):
+    """Evaluate ``--model_path`` on the config's val_dataset; returns (mIoU, accuracy)."""
+    parser = val_parser()
+    args = parser.parse_args(argv)
+    try:
+        test_config_from_args({}, args)  # reject bad flag combinations before building
+    except ValueError as error:
+        parser.error(str(error))
+    config, builder, model = _setup(args)
+    test_config = test_config_from_args(config.test_config, args)
+    load_segmentation_weights(model, args.model_path)
+    miou, acc, *_ = core.evaluate(model, builder.val_dataset, num_workers=args.num_workers,
+                                  precision=args.precision, amp_level=args.amp_level,
+                                  **test_config)
+    return miou, acc
+
+
+def _unused_parameters(model, input_shape):
+    """Names of leaf layers with parameters that one forward pass never calls."""
+    called, hooks = set(), []
+    for name, layer in model.named_sublayers():
+        if not layer.sublayers() and layer.parameters():
+            hooks.append(layer.register_forward_pre_hook(
+                lambda layer, inputs, name=name: called.add(name)))
+    try:
+        with paddle.no_grad():
+            model.eval()
+            model(paddle.zeros(input_shape))
+    finally:
+        for handle in hooks:
+            handle.remove()
+    return {name: layer for name, layer in model.named_sublayers()
+            if not layer.sublayers() and layer.parameters() and name not in called}
+
+
+def seg_model_report(config_path, size, opts=None):
+    """Params and FLOPs (multiply-accumulates of convolutions, linear layers and
+    PS-Attention) of the config's model for one ``size = (H, W)`` image.
+
+    FLOPs leave out the auxiliary head (training only), as is usual for Table 4-style
+    numbers; params are given with and without it, and without layers that PaddleSeg
+    builds but the forward never uses.
+    """
+    from ..utils.flops import count_flops, count_params
+
+    model = SegBuilder(load_config(config_path, opts=opts)).model
+    head = getattr(model, "head", None)
+    aux = getattr(head, "aux_head", None)
+    unused = _unused_parameters(model, [1, 3, 64, 64])
+    total = count_params(model)
+    aux_params = count_params(aux) if aux is not None else 0
+    unused_params = sum(count_params(layer) for layer in unused.values())
+    if aux is not None:
+        head.enable_auxiliary_loss = False  # UPerNetHead runs the aux head only if set
+    try:
+        flops, breakdown = count_flops(model, (3, *size))
+    finally:
+        if aux is not None:
+            head.enable_auxiliary_loss = True
+    used = total - unused_params
+    lines = [f"config {config_path}  input {size[0]}x{size[1]}",
+             f"params: {total / 1e6:.2f}M all, {(total - aux_params) / 1e6:.2f}M without the "
+             f"auxiliary head ({aux_params / 1e6:.2f}M)",
+             f"params used by the forward: {used / 1e6:.2f}M, {(used - aux_params) / 1e6:.2f}M "
+             f"without the auxiliary head (never used: "
+             f"{', '.join(sorted(unused)) or 'none'}, {unused_params / 1e6:.2f}M)",
+             f"FLOPs (MACs, no auxiliary head): {flops / 1e9:.1f}G"]
+    lines += [f"  {group:<10} {macs / 1e9:8.1f}G" for group, macs in breakdown.items()]
+    return dict(params=total, params_without_aux=total - aux_params,
+                params_unused=unused_params, flops=flops, breakdown=breakdown,
+                text="\n".join(lines))

@@ -1,0 +1,25 @@
+"""Print params and FLOPs of a PaddleSeg config's model (e.g. UPerNet + Pale).
+
+    python tools/flops_seg.py --config configs/seg/upernet_pale_t_ade20k_512x512_160k.yml \
+        --size 512 2048
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_pale.adapters.paddleseg_engine import seg_model_report  # noqa: E402
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", required=True)
+    parser.add_argument("--size", type=int, nargs=2, default=(512, 2048), metavar=("H", "W"))
+    parser.add_argument("--opts", nargs="+", default=None, metavar="KEY=VALUE")
+    args = parser.parse_args(argv)
+    print(seg_model_report(args.config, tuple(args.size), opts=args.opts)["text"])
+
+
+if __name__ == "__main__":
+    main()

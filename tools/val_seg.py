@@ -1,0 +1,17 @@
+"""Evaluate a PaddleSeg model with a Pale backbone (mIoU), single- or multi-scale.
+
+    python tools/val_seg.py --config configs/seg/upernet_pale_t_ade20k_512x512_160k.yml \
+        --model_path output/upernet_pale_t/best_model/model.pdparams
+    # multi-scale + flip
+    python tools/val_seg.py --config ... --model_path ... \
+        --aug_eval --flip_horizontal --scales 0.5 0.75 1.0 1.25 1.5 1.75
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_pale.adapters.paddleseg_engine import val_main  # noqa: E402
+
+if __name__ == "__main__":
+    val_main()
