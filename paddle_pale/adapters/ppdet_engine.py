@@ -11,7 +11,9 @@ import os
 import paddle
 import yaml
 from ppdet.core import workspace
+from ppdet.core.config.schema import SchemaDict
 from ppdet.engine import Trainer, init_parallel_env
+from ppdet.engine.callbacks import Callback
 
 from . import ppdet as _registers_backbone  # noqa: F401  (ppdet must know the name)
 from . import ppdet_compat
@@ -60,6 +62,18 @@ def _merge(target, overrides, where=""):
             setattr(target, key, value)
 
 
+def _reset_workspace():
+    """Forget the values of a previously loaded config: ppdet merges every config
+    into one process-wide dict, so a second load would inherit keys the first one
+    set and the second does not (``PaleTransformer.depths``, say)."""
+    for key in list(workspace.global_config):
+        value = workspace.global_config[key]
+        if isinstance(value, SchemaDict):
+            dict.clear(value)  # registered module: keep its schema, drop set values
+        else:
+            del workspace.global_config[key]
+
+
 def load_config(path, overrides=None):
     """Read a ppdet config naming ``PaleTransformer`` and merge ``overrides``
     (a nested dict, as ppdet's ``-o A.b=c`` parser gives).
@@ -69,6 +83,7 @@ def load_config(path, overrides=None):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no detection config at {path!r}")
     ppdet_compat.apply()
+    _reset_workspace()
     cfg = workspace.load_config(path)
     _merge(cfg, overrides or {})
     for key in ("architecture", "num_classes"):
@@ -127,13 +142,31 @@ def train(cfg, validate=False, resume=None):
     return trainer
 
 
+class _KeepEvalResults(Callback):
+    """Copies the metrics' results at the end of an evaluation, before the Trainer
+    resets its metrics."""
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        self.results = {}
+
+    def on_epoch_end(self, status):
+        if status.get("mode") == "eval":
+            self.results = {}
+            for metric in self.model._metrics:
+                self.results.update(metric.get_results())
+
+
 def evaluate(cfg, weights=None):
     """COCO bbox + segm evaluation of ``weights`` (default: the config's
-    ``weights``); returns ppdet's metric objects (``get_results()`` per metric)."""
+    ``weights``). Returns ``{"bbox": stats, "mask": stats}``, the 12 COCO
+    AP/AR numbers of each, as pycocotools' ``COCOeval.stats``."""
     weights = weights or cfg.get("weights")
     if not weights:
         raise ValueError("no weights to evaluate: pass -o weights=PATH")
     trainer = build_trainer(cfg, "eval")
     trainer.load_weights(weights)
+    keep = _KeepEvalResults(trainer)
+    trainer.register_callbacks([keep])
     trainer.evaluate()
-    return trainer._metrics
+    return keep.results
