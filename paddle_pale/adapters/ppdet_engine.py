@@ -1,0 +1,172 @@
+"""Train and evaluate PaddleDetection configs that use the Pale backbone.
+
+Everything here hands off to ``ppdet.engine.Trainer``; this module only makes sure
+that the backbone is registered before the config is read, that the Paddle 3.x
+compatibility fixes are in place, and that bad settings fail with a clear message
+before a long run starts.
+"""
+import logging
+import os
+
+import paddle
+import yaml
+from ppdet.core import workspace
+from ppdet.core.config.schema import SchemaDict
+from ppdet.engine import Trainer, init_parallel_env
+from ppdet.engine.callbacks import Callback
+
+from . import ppdet as _registers_backbone  # noqa: F401  (ppdet must know the name)
+from . import ppdet_compat
+
+__all__ = ["parse_overrides", "load_config", "check_datasets", "build_trainer", "train", "evaluate"]
+
+logger = logging.getLogger("paddle_pale")
+
+
+def parse_overrides(options):
+    """``["A.b=1", "c=[2, 3]"]`` (the ``-o`` options of PaddleDetection's tools) ->
+    ``{"A": {"b": 1}, "c": [2, 3]}``; values are read as YAML."""
+    overrides = {}
+    for option in options or ():
+        key, sep, value = option.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {option!r} is not KEY=VALUE (e.g. epoch=24)")
+        *parents, leaf = key.strip().split(".")
+        node = overrides
+        for parent in parents:
+            node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {option!r} conflicts with an earlier one")
+        node[leaf] = yaml.safe_load(value)
+    return overrides
+
+
+def _merge(target, overrides, where=""):
+    """Merge nested ``overrides`` into ``target``; unlike ppdet's ``merge_config``
+    it sets attributes of objects built from ``!Tags`` (datasets) instead of
+    replacing the object with a dict, so ``TrainDataset.dataset_dir=...`` works."""
+    for key, value in overrides.items():
+        path = f"{where}.{key}" if where else key
+        current = target.get(key) if isinstance(target, dict) else getattr(target, key, None)
+        if isinstance(value, dict) and isinstance(current, dict):
+            _merge(current, value, path)
+        elif isinstance(value, dict) and hasattr(current, "__dict__"):
+            for attr in value:
+                if not hasattr(current, attr):
+                    raise KeyError(f"{path} ({type(current).__name__}) has no setting "
+                                   f"{attr!r}")
+            _merge(current, value, path)
+        elif isinstance(target, dict):
+            target[key] = value
+        else:
+            setattr(target, key, value)
+
+
+def _reset_workspace():
+    """Forget the values of a previously loaded config: ppdet merges every config
+    into one process-wide dict, so a second load would inherit keys the first one
+    set and the second does not (``PaleTransformer.depths``, say)."""
+    for key in list(workspace.global_config):
+        value = workspace.global_config[key]
+        if isinstance(value, SchemaDict):
+            dict.clear(value)  # registered module: keep its schema, drop set values
+        else:
+            del workspace.global_config[key]
+
+
+def load_config(path, overrides=None):
+    """Read a ppdet config naming ``PaleTransformer`` and merge ``overrides``
+    (a nested dict, as ppdet's ``-o A.b=c`` parser gives).
+
+    Returns ppdet's global config (ppdet keeps one per process).
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no detection config at {path!r}")
+    ppdet_compat.apply()
+    _reset_workspace()
+    cfg = workspace.load_config(path)
+    _merge(cfg, overrides or {})
+    for key in ("architecture", "num_classes"):
+        if key not in cfg:
+            raise KeyError(f"{path!r} sets no {key!r}")
+    return cfg
+
+
+def _check_device(cfg):
+    if cfg.get("use_gpu", False) and not paddle.is_compiled_with_cuda():
+        raise RuntimeError("the config says use_gpu: true but this Paddle is a CPU build; "
+                           "install paddlepaddle-gpu or pass -o use_gpu=false")
+    paddle.set_device("gpu" if cfg.get("use_gpu", False) else "cpu")
+
+
+def check_datasets(cfg, names):
+    """Fail before training if a dataset's annotation file or image folder is
+    missing: ppdet would otherwise try to download COCO in its place."""
+    for name in names:
+        dataset = cfg[name]
+        root = dataset.dataset_dir or ""
+        anno = os.path.join(root, dataset.anno_path or "")
+        images = os.path.join(root, dataset.image_dir or "")
+        if not os.path.isfile(anno):
+            raise FileNotFoundError(f"{name}: no annotation file at {anno!r}; set "
+                                    f"-o {name}.dataset_dir=... / {name}.anno_path=...")
+        if not os.path.isdir(images):
+            raise FileNotFoundError(f"{name}: no image folder at {images!r}; set "
+                                    f"-o {name}.image_dir=...")
+
+
+def build_trainer(cfg, mode):
+    """``ppdet.engine.Trainer`` for ``mode`` ('train' or 'eval') on the configured
+    device; multi-card runs come from ``python -m paddle.distributed.launch``."""
+    _check_device(cfg)
+    check_datasets(cfg, ["TrainDataset"] if mode == "train" else ["EvalDataset"])
+    if mode == "train" and not cfg.get("pretrain_weights") and \
+            not cfg.get("PaleTransformer", {}).get("pretrained"):
+        logger.warning("neither PaleTransformer.pretrained nor pretrain_weights is set: "
+                       "the backbone starts from random weights")
+    init_parallel_env()
+    return Trainer(cfg, mode=mode)
+
+
+def train(cfg, validate=False, resume=None):
+    """Train as PaddleDetection's ``tools/train.py`` does; ``validate`` runs COCO
+    evaluation after every snapshot, ``resume`` continues from a checkpoint."""
+    if validate:
+        check_datasets(cfg, ["EvalDataset"])
+    trainer = build_trainer(cfg, "train")
+    if resume:
+        trainer.resume_weights(resume)
+    elif cfg.get("pretrain_weights"):
+        trainer.load_weights(cfg.pretrain_weights)
+    trainer.train(validate)
+    return trainer
+
+
+class _KeepEvalResults(Callback):
+    """Copies the metrics' results at the end of an evaluation, before the Trainer
+    resets its metrics."""
+
+    def __init__(self, trainer):
+        super().__init__(trainer)
+        self.results = {}
+
+    def on_epoch_end(self, status):
+        if status.get("mode") == "eval":
+            self.results = {}
+            for metric in self.model._metrics:
+                self.results.update(metric.get_results())
+
+
+def evaluate(cfg, weights=None):
+    """COCO bbox + segm evaluation of ``weights`` (default: the config's
+    ``weights``). Returns ``{"bbox": stats, "mask": stats}``, the 12 COCO
+    AP/AR numbers of each, as pycocotools' ``COCOeval.stats``."""
+    weights = weights or cfg.get("weights")
+    if not weights:
+        raise ValueError("no weights to evaluate: pass -o weights=PATH")
+    trainer = build_trainer(cfg, "eval")
+    trainer.load_weights(weights)
+    keep = _KeepEvalResults(trainer)
+    trainer.register_callbacks([keep])
+    trainer.evaluate()
+    return keep.results
