@@ -189,6 +189,14 @@ def _check_section(values, schema, where):
                               f"{'.'.join(where) or 'the config'}: {', '.join(schema)}")
         if path in CHOICES and value not in CHOICES[path]:
             raise ConfigError(f"{dotted} must be one of {list(CHOICES[path])}, got {value!r}")
+        default = schema[key]
+        if isinstance(default, (int, float)) and not isinstance(default, bool) and isinstance(
+                value, str):
+            # YAML 1.1 reads "2e-3" (no dot) as a string; a number is meant
+            try:
+                values[key] = value = float(value)
+            except ValueError:
+                raise ConfigError(f"{dotted} must be a number, got {value!r}") from None
         if isinstance(schema[key], dict) and value is not None:
             _check_section(value, schema[key], path)
         elif not isinstance(schema[key], dict) and isinstance(value, dict):
@@ -210,7 +218,8 @@ def _check_arch(arch):
 
 
 def validate_config(config):
-    """Raise :class:`ConfigError` on any unknown section/key or a value outside its choices."""
+    """Raise :class:`ConfigError` on any unknown section/key or a value outside its choices
+    (and turn numbers YAML read as strings, like ``2e-3``, into floats)."""
     _check_section(config, SCHEMA, ())
     _check_arch(config.get("Arch"))
     global_ = config["Global"]
