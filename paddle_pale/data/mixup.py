@@ -18,11 +18,13 @@ class Mixup:
     a box of area ``1 - lam``, ``lam ~ Beta(cutmix_alpha)``; ``switch_prob`` picks CutMix
     when both are on; the whole batch is mixed with probability ``prob``.
 
-    Returns ``(images, soft_targets)``.
+    Returns ``(images, soft_targets)``. Draws come from its own generator ``rng``:
+    paddle's loader decodes batches in a background thread that draws from numpy's
+    global one at the same time, so sharing it would make runs irreproducible.
     """
 
     def __init__(self, num_classes, mixup_alpha=0.8, cutmix_alpha=1.0, prob=1.0,
-                 switch_prob=0.5, label_smoothing=0.1):
+                 switch_prob=0.5, label_smoothing=0.1, seed=0):
         if mixup_alpha <= 0 and cutmix_alpha <= 0:
             raise ValueError("Mixup needs mixup_alpha > 0 or cutmix_alpha > 0")
         self.num_classes = num_classes
@@ -31,23 +33,23 @@ class Mixup:
         self.prob = prob
         self.switch_prob = switch_prob
         self.label_smoothing = label_smoothing
+        self.rng = np.random.RandomState(seed)
 
     def _choose(self):
         """-> (lam, use_cutmix)."""
-        if np.random.rand() >= self.prob:
+        if self.rng.rand() >= self.prob:
             return 1.0, False
         use_cutmix = self.cutmix_alpha > 0 and (
-            self.mixup_alpha <= 0 or np.random.rand() < self.switch_prob)
+            self.mixup_alpha <= 0 or self.rng.rand() < self.switch_prob)
         alpha = self.cutmix_alpha if use_cutmix else self.mixup_alpha
-        return float(np.random.beta(alpha, alpha)), use_cutmix
+        return float(self.rng.beta(alpha, alpha)), use_cutmix
 
-    @staticmethod
-    def cutmix_box(height, width, lam):
+    def cutmix_box(self, height, width, lam):
         """Random box of area ``(1 - lam) * H * W`` (clipped at the border):
         -> (top, bottom, left, right)."""
         cut = np.sqrt(1.0 - lam)
         cut_h, cut_w = int(height * cut), int(width * cut)
-        center_y, center_x = np.random.randint(height), np.random.randint(width)
+        center_y, center_x = self.rng.randint(height), self.rng.randint(width)
         top, bottom = np.clip([center_y - cut_h // 2, center_y + cut_h // 2], 0, height)
         left, right = np.clip([center_x - cut_w // 2, center_x + cut_w // 2], 0, width)
         return int(top), int(bottom), int(left), int(right)

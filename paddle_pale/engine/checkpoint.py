@@ -15,7 +15,8 @@ import random
 import numpy as np
 import paddle
 
-__all__ = ["SUFFIXES", "save_checkpoint", "load_checkpoint", "checkpoint_exists",
+__all__ = ["SUFFIXES", "optimizer_state_by_structured_name",
+           "optimizer_state_by_param_name", "save_checkpoint", "load_checkpoint", "checkpoint_exists",
            "capture_rng_state", "restore_rng_state"]
 
 logger = logging.getLogger("paddle_pale")
@@ -23,18 +24,53 @@ logger = logging.getLogger("paddle_pale")
 SUFFIXES = (".pdparams", ".pdopt", ".pdema", ".pdstates")
 
 
-def capture_rng_state():
-    """Python, numpy and paddle RNG states as a text blob (paddle.save keeps strings)."""
+def capture_rng_state(generators=None):
+    """Python, numpy and paddle RNG states, plus those of ``generators`` (name ->
+    numpy RandomState), as a text blob (paddle.save keeps strings)."""
     state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "paddle": paddle.get_rng_state()}
+             "paddle": paddle.get_rng_state(),
+             "generators": {name: g.get_state() for name, g in (generators or {}).items()}}
     return base64.b64encode(pickle.dumps(state)).decode("ascii")
 
 
-def restore_rng_state(blob):
+def restore_rng_state(blob, generators=None):
     state = pickle.loads(base64.b64decode(blob))
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
     paddle.set_rng_state(state["paddle"])
+    for name, generator in (generators or {}).items():
+        if name in state["generators"]:
+            generator.set_state(state["generators"][name])
+
+
+def _rename_keys(state, renames):
+    """Rename keys ``<old>_<accumulator>`` -> ``<new>_<accumulator>`` (and the keys of
+    ``master_weights``); other keys (``LR_Scheduler``) pass unchanged."""
+    olds = sorted(renames, key=len, reverse=True)  # "linear_1" must not match "linear_10"
+
+    def rename(key):
+        for old in olds:
+            if key == old or key.startswith(old + "_"):
+                return renames[old] + key[len(old):]
+        return key
+    renamed = {}
+    for key, value in state.items():
+        if key == "master_weights" and isinstance(value, dict):
+            renamed[key] = {rename(k): v for k, v in value.items()}
+        else:
+            renamed[rename(key)] = value
+    return renamed
+
+
+def optimizer_state_by_structured_name(optimizer_state, model):
+    """Paddle keys optimizer state by generated parameter names (``linear_3.w_0``), which
+    depend on how many layers a process built before; key it by ``state_dict`` names."""
+    return _rename_keys(optimizer_state, {p.name: n for n, p in model.named_parameters()})
+
+
+def optimizer_state_by_param_name(optimizer_state, model):
+    """Inverse of :func:`optimizer_state_by_structured_name` for this process's model."""
+    return _rename_keys(optimizer_state, {n: p.name for n, p in model.named_parameters()})
 
 
 def save_checkpoint(prefix, model_state, optimizer_state, states, ema_state=None):

@@ -19,7 +19,8 @@ from ..utils.checkpoint import load_pretrained
 from ..utils.config import ConfigError, dump_config
 from .builder import (arch_record, build_lr_scheduler, build_model, build_optimizer,
                       scaled_learning_rate, soft_target_cross_entropy)
-from .checkpoint import (capture_rng_state, load_checkpoint, restore_rng_state,
+from .checkpoint import (capture_rng_state, load_checkpoint, optimizer_state_by_param_name,
+                         optimizer_state_by_structured_name, restore_rng_state,
                          save_checkpoint)
 from .ema import ModelEMA
 from .logging_utils import VisualDLWriter, format_eta, setup_logging
@@ -173,7 +174,8 @@ class Engine:
                     if config["EMA"] and config["EMA"]["enable"] else None)
         mixup_cfg = train_cfg["mixup"]
         smoothing = config["Loss"]["label_smoothing"]
-        self.mixup = (Mixup(self.arch["num_classes"], label_smoothing=smoothing, **mixup_cfg)
+        self.mixup = (Mixup(self.arch["num_classes"], label_smoothing=smoothing,
+                            seed=global_cfg["seed"] + self.rank, **mixup_cfg)
                       if mixup_cfg else None)
         self.train_model = self.model
         if self.world_size > 1:
@@ -199,7 +201,7 @@ class Engine:
 
     def save(self, name, epoch):
         """Write checkpoint ``OUTPUT_DIR/name``; a collective call, rank 0 writes."""
-        rng_state = capture_rng_state()
+        rng_state = capture_rng_state(self._generators())
         if self.world_size > 1:
             rng_states = []
             dist.all_gather_object(rng_states, rng_state)
@@ -208,10 +210,15 @@ class Engine:
         if self.rank != 0:
             return None
         prefix = os.path.join(self.output_dir, name)
-        save_checkpoint(prefix, self.model.state_dict(), self.optimizer.state_dict(),
+        optimizer_state = optimizer_state_by_structured_name(self.optimizer.state_dict(),
+                                                             self.model)
+        save_checkpoint(prefix, self.model.state_dict(), optimizer_state,
                         self._states(epoch, rng_states),
                         self.ema.state_dict() if self.ema else None)
         return prefix
+
+    def _generators(self):
+        return {"mixup": self.mixup.rng} if self.mixup is not None else {}
 
     def _resume(self, prefix):
         loaded = load_checkpoint(prefix)
@@ -220,7 +227,8 @@ class Engine:
             raise ValueError(f"cannot resume from {prefix!r}: it was trained with Arch "
                              f"{states.get('arch')}, the config has {self.arch}")
         self.model.set_state_dict(loaded["model"])
-        self.optimizer.set_state_dict(loaded["optimizer"])
+        self.optimizer.set_state_dict(optimizer_state_by_param_name(loaded["optimizer"],
+                                                                    self.model))
         self.lr_scheduler.set_state_dict(states["lr_scheduler"])
         self.scaler.load_state_dict(states["scaler"])
         if self.ema is not None:
@@ -233,7 +241,7 @@ class Engine:
         self.best_top1 = float(states["best_top1"])
         rng_states = states.get("rng_states") or []
         if len(rng_states) == self.world_size:
-            restore_rng_state(rng_states[self.rank])
+            restore_rng_state(rng_states[self.rank], self._generators())
         else:
             logger.warning("checkpoint was written by %d process(es), this run has %d: random "
                            "streams restart from the seed", len(rng_states), self.world_size)
