@@ -126,3 +126,18 @@ def test_exponent_without_dot_is_a_number_and_text_is_an_error(tmp_path):
     assert load_config(path, ["Optimizer.weight_decay=5e-2"])["Optimizer"]["weight_decay"] == 0.05
     with pytest.raises(ConfigError, match="Optimizer.weight_decay must be a number, got 'high'"):
         load_config(path, ["Optimizer.weight_decay=high"])
+
+
+def test_flops_tool_reads_arch_and_input_size_from_a_config(capsys):
+    import runpy
+    import sys
+    argv = sys.argv
+    sys.argv = ["flops.py", "-c", os.path.join(CONFIGS, "demo.yaml")]
+    try:
+        runpy.run_path(os.path.join(ROOT, "tools", "flops.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    from paddle_pale.utils.flops import format_flops_report
+    config = load_config(os.path.join(CONFIGS, "demo.yaml"))
+    arch = {k: v for k, v in config["Arch"].items() if k != "name"}
+    assert capsys.readouterr().out.strip() == format_flops_report("pale_t", (32, 32), **arch)
