@@ -1,6 +1,7 @@
 """Print parameters and FLOPs (multiply-accumulates) of a Pale model, per stage.
 
     python tools/flops.py --model pale_t --size 224 224
+    python tools/flops.py -c configs/pale_t.yaml      (Arch and eval input size of a config)
 """
 import argparse
 import os
@@ -16,7 +17,21 @@ def main(argv=None):
     parser.add_argument("--model", default="pale_t", help="registered variant name")
     parser.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
     parser.add_argument("--num-classes", type=int, default=1000)
+    parser.add_argument("-c", "--config", help="training config: its Arch and eval input size "
+                        "(an explicit --size wins)")
+    parser.add_argument("-o", "--override", action="append", default=[],
+                        metavar="Section.key=value")
     args = parser.parse_args(argv)
+    if args.config:
+        from paddle_pale.utils.config import load_config
+
+        config = load_config(args.config, args.override)
+        arch = {k: v for k, v in config["Arch"].items() if k != "name"}
+        if "--size" not in (argv if argv is not None else sys.argv[1:]):
+            size = config["DataLoader"]["Eval"]["transforms"]["input_size"]
+            args.size = (size, size)
+        print(format_flops_report(config["Arch"]["name"], tuple(args.size), **arch))
+        return
     print(format_flops_report(args.model, tuple(args.size), num_classes=args.num_classes))
 
 

@@ -1,0 +1,411 @@
+"""One engine for training and evaluation (PaddleClas style): builds everything from a
+config, trains with fleet data parallelism, evaluates, checkpoints and resumes."""
+import logging
+import math
+import os
+import random
+import time
+
+import numpy as np
+import paddle
+import paddle.distributed as dist
+import paddle.nn.functional as F
+from paddle.distributed import fleet
+
+from ..data.builder import build_dataloader, build_dataset
+from ..data.datasets import IGNORE_LABEL
+from ..data.mixup import Mixup, one_hot_smoothed
+from ..utils.checkpoint import load_pretrained
+from ..utils.config import ConfigError, dump_config
+from .builder import (arch_record, build_lr_scheduler, build_model, build_optimizer,
+                      scaled_learning_rate, soft_target_cross_entropy)
+from .checkpoint import (capture_rng_state, load_checkpoint, optimizer_state_by_param_name,
+                         optimizer_state_by_structured_name, restore_rng_state,
+                         save_checkpoint)
+from .ema import ModelEMA
+from .logging_utils import VisualDLWriter, format_eta, setup_logging
+
+__all__ = ["Engine", "NonFiniteLossError", "topk_correct"]
+
+logger = logging.getLogger("paddle_pale")
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def _world_size():
+    return int(os.environ.get("PADDLE_TRAINERS_NUM", "1"))
+
+
+def _init_distributed():
+    if _world_size() > 1 and not getattr(_init_distributed, "done", False):
+        fleet.init(is_collective=True)
+        _init_distributed.done = True
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _set_device(device):
+    has_gpu = paddle.is_compiled_with_cuda() and paddle.device.cuda.device_count() > 0
+    if device == "gpu" and not has_gpu:
+        raise ConfigError("Global.device is 'gpu' but this Paddle build sees no GPU; use "
+                          "Global.device=cpu (or auto)")
+    if device == "auto":
+        device = "gpu" if has_gpu else "cpu"
+    if device == "gpu":
+        paddle.set_device(f"gpu:{os.environ.get('FLAGS_selected_gpus', '0').split(',')[0]}")
+    else:
+        paddle.set_device("cpu")
+    return device
+
+
+def _seed_everything(seed):
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    paddle.seed(seed)
+
+
+def topk_correct(logits, labels, topk):
+    """Number of samples whose label is among the top-k logits, per k; samples with
+    label ``IGNORE_LABEL`` (unreadable images) are left out. -> (list of ints, count)."""
+    valid = labels != IGNORE_LABEL
+    count = int(valid.astype("int64").sum())
+    if count == 0:
+        return [0 for _ in topk], 0
+    logits, labels = logits[valid], labels[valid]
+    num_classes = logits.shape[-1]
+    _, ranked = paddle.topk(logits, k=min(max(topk), num_classes), axis=-1)
+    hits = ranked == labels.unsqueeze(-1)
+    return [int(hits[:, :min(k, num_classes)].any(axis=-1).astype("int64").sum())
+            for k in topk], count
+
+
+class Engine:
+    """Train or evaluate one model from a validated config (see utils.config).
+
+    Args:
+        config: the dict returned by :func:`paddle_pale.utils.config.load_config`.
+        mode: ``"train"`` or ``"eval"``.
+    """
+
+    def __init__(self, config, mode="train"):
+        if mode not in ("train", "eval"):
+            raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
+        self.config = config
+        self.mode = mode
+        global_cfg = config["Global"]
+        self.rank, self.world_size = _init_distributed()
+        self.output_dir = global_cfg["output_dir"]
+        setup_logging(self.rank, os.path.join(self.output_dir, f"{mode}.log"))
+        self.device = _set_device(global_cfg["device"])
+        self._check_amp()
+        # identical initial weights on every rank, then rank-specific augmentation
+        _seed_everything(global_cfg["seed"])
+        self.model = build_model(config["Arch"])
+        self.arch = arch_record(config["Arch"], self.model)
+        _seed_everything(global_cfg["seed"] + self.rank)
+        if global_cfg["pretrained"]:
+            load_pretrained(self.model, global_cfg["pretrained"])
+        self.eval_loader = None
+        if config["DataLoader"]["Eval"]["dataset"].get("root"):
+            self.eval_loader = self._build_eval_loader()
+        elif mode == "eval":
+            build_dataset(config["DataLoader"]["Eval"], "Eval")  # raises: root not set
+        self.best_top1 = 0.0
+        self.start_epoch = 0
+        if mode == "train":
+            self._build_training()
+
+    # ----------------------------------------------------------------- building
+    def _check_amp(self):
+        amp = self.config["AMP"]
+        self.amp_enabled = bool(amp["enable"])
+        if self.amp_enabled and amp["dtype"] == "float16" and self.device == "cpu":
+            raise ConfigError("AMP.dtype float16 needs a GPU; on CPU set AMP.dtype=bfloat16 "
+                              "or AMP.enable=False")
+
+    def _build_eval_loader(self):
+        loader_cfg = self.config["DataLoader"]["Eval"]
+        dataset = build_dataset(loader_cfg, "Eval")
+        self._check_labels(dataset, "Eval")
+        # every rank takes a disjoint slice (no padding), so no image is counted twice
+        shard = paddle.io.Subset(dataset, list(range(self.rank, len(dataset), self.world_size)))
+        return paddle.io.DataLoader(shard, batch_size=loader_cfg["batch_size"], shuffle=False,
+                                    num_workers=loader_cfg["num_workers"],
+                                    use_shared_memory=False)
+
+    def _check_labels(self, dataset, mode):
+        num_classes = self.arch["num_classes"]
+        largest = max(label for _, label in dataset.samples)
+        if largest >= num_classes:
+            raise ValueError(f"DataLoader.{mode} has label {largest} but the model has "
+                             f"Arch.num_classes={num_classes}; set -o Arch.num_classes="
+                             f"{largest + 1} (or more)")
+
+    def _build_training(self):
+        config = self.config
+        global_cfg, train_cfg = config["Global"], config["DataLoader"]["Train"]
+        train_set = build_dataset(train_cfg, "Train")
+        self._check_labels(train_set, "Train")
+        self.train_loader = build_dataloader(train_cfg, "Train", dataset=train_set)
+        self.accum_steps = global_cfg["accum_steps"]
+        self.steps_per_epoch = len(self.train_loader) // self.accum_steps
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"an epoch has no optimizer step: {len(train_set)} training images, "
+                f"{self.world_size} process(es) x batch_size {train_cfg['batch_size']} x "
+                f"accum_steps {self.accum_steps}; lower the batch size")
+        self.epochs = global_cfg["epochs"]
+        self.global_batch = train_cfg["batch_size"] * self.world_size * self.accum_steps
+        lr_cfg = config["Optimizer"]["lr"]
+        self.peak_lr = scaled_learning_rate(lr_cfg, self.global_batch)
+        self.lr_scheduler = build_lr_scheduler(lr_cfg, self.peak_lr, self.steps_per_epoch,
+                                               self.epochs)
+        self.optimizer = build_optimizer(config["Optimizer"], self.model, self.lr_scheduler)
+        amp = config["AMP"]
+        if self.amp_enabled and amp["level"] == "O2":
+            self.model, self.optimizer = paddle.amp.decorate(
+                self.model, self.optimizer, level="O2", dtype=amp["dtype"])
+        # loss scaling guards float16 gradients from underflow; bfloat16 needs none
+        self.scaler = paddle.amp.GradScaler(
+            enable=self.amp_enabled and amp["dtype"] == "float16",
+            init_loss_scaling=amp["init_loss_scaling"])
+        self.ema = (ModelEMA(self.model, config["EMA"]["decay"])
+                    if config["EMA"] and config["EMA"]["enable"] else None)
+        mixup_cfg = train_cfg["mixup"]
+        smoothing = config["Loss"]["label_smoothing"]
+        self.mixup = (Mixup(self.arch["num_classes"], label_smoothing=smoothing,
+                            seed=global_cfg["seed"] + self.rank, **mixup_cfg)
+                      if mixup_cfg else None)
+        self.train_model = self.model
+        if self.world_size > 1:
+            self.train_model = fleet.distributed_model(self.model)
+            self.optimizer = fleet.distributed_optimizer(self.optimizer)
+        if global_cfg["resume"]:
+            self._resume(global_cfg["resume"])
+        self.vdl = VisualDLWriter(os.path.join(self.output_dir, "vdl"),
+                                  enabled=global_cfg["use_visualdl"] and self.rank == 0)
+
+    # -------------------------------------------------------------- checkpoints
+    def _states(self, epoch, rng_states):
+        eval_tf = self.config["DataLoader"]["Eval"]["transforms"]
+        return {
+            "epoch": epoch, "best_top1": float(self.best_top1), "arch": dict(self.arch),
+            "input_size": int(eval_tf["input_size"]), "crop_pct": float(eval_tf["crop_pct"]),
+            "mean": list(eval_tf["mean"]), "std": list(eval_tf["std"]),
+            "interpolation": eval_tf["interpolation"],
+            "lr_scheduler": self.lr_scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "world_size": self.world_size,
+            "rng_states": rng_states, "config": dump_config(self.config),
+        }
+
+    def save(self, name, epoch):
+        """Write checkpoint ``OUTPUT_DIR/name``; a collective call, rank 0 writes."""
+        rng_state = capture_rng_state(self._generators())
+        if self.world_size > 1:
+            rng_states = []
+            dist.all_gather_object(rng_states, rng_state)
+        else:
+            rng_states = [rng_state]
+        if self.rank != 0:
+            return None
+        prefix = os.path.join(self.output_dir, name)
+        optimizer_state = optimizer_state_by_structured_name(self.optimizer.state_dict(),
+                                                             self.model)
+        save_checkpoint(prefix, self.model.state_dict(), optimizer_state,
+                        self._states(epoch, rng_states),
+                        self.ema.state_dict() if self.ema else None)
+        return prefix
+
+    def _generators(self):
+        return {"mixup": self.mixup.rng} if self.mixup is not None else {}
+
+    def _resume(self, prefix):
+        loaded = load_checkpoint(prefix)
+        states = loaded["states"]
+        if states.get("arch") != self.arch:
+            raise ValueError(f"cannot resume from {prefix!r}: it was trained with Arch "
+                             f"{states.get('arch')}, the config has {self.arch}")
+        self.model.set_state_dict(loaded["model"])
+        self.optimizer.set_state_dict(optimizer_state_by_param_name(loaded["optimizer"],
+                                                                    self.model))
+        self.lr_scheduler.set_state_dict(states["lr_scheduler"])
+        self.scaler.load_state_dict(states["scaler"])
+        if self.ema is not None:
+            if loaded["ema"] is None:
+                logger.warning("%s has no EMA weights; EMA restarts from the model", prefix)
+                self.ema = ModelEMA(self.model, self.ema.decay)
+            else:
+                self.ema.set_state_dict(loaded["ema"])
+        self.start_epoch = int(states["epoch"])
+        self.best_top1 = float(states["best_top1"])
+        rng_states = states.get("rng_states") or []
+        if len(rng_states) == self.world_size:
+            restore_rng_state(rng_states[self.rank], self._generators())
+        else:
+            logger.warning("checkpoint was written by %d process(es), this run has %d: random "
+                           "streams restart from the seed", len(rng_states), self.world_size)
+            _seed_everything(self.config["Global"]["seed"] + self.rank + self.start_epoch)
+        logger.info("resumed from %s: %d epoch(s) done, best top-1 %.4f", prefix,
+                    self.start_epoch, self.best_top1)
+
+    # --------------------------------------------------------------- evaluation
+    @paddle.no_grad()
+    def evaluate(self, model=None):
+        """Top-k accuracy and loss over the validation set (all ranks together).
+        -> dict ``top1``, ``top5`` (per Metric.topk), ``loss``, ``count``, ``skipped``."""
+        if self.eval_loader is None:
+            raise ValueError("DataLoader.Eval.dataset.root is not set: nothing to evaluate")
+        model = model or self.model
+        was_training = model.training
+        model.eval()
+        topk = list(self.config["Metric"]["topk"])
+        totals = np.zeros(len(topk) + 3, "float64")  # corrects..., count, loss sum, skipped
+        for images, labels, skipped in self.eval_loader:
+            with self._autocast():
+                logits = model(images)
+            logits = logits.astype("float32")
+            corrects, count = topk_correct(logits, labels, topk)
+            if count:
+                loss = F.cross_entropy(logits, labels, ignore_index=IGNORE_LABEL,
+                                       reduction="sum")
+                totals[len(topk) + 1] += float(loss)
+            totals[:len(topk)] += corrects
+            totals[len(topk)] += count
+            totals[len(topk) + 2] += int(skipped.sum())
+        if self.world_size > 1:
+            summed = paddle.to_tensor(totals)
+            dist.all_reduce(summed)
+            totals = summed.numpy()
+        if was_training:
+            model.train()
+        count = max(totals[len(topk)], 1.0)
+        metrics = {f"top{k}": totals[i] / count for i, k in enumerate(topk)}
+        metrics.update(loss=totals[len(topk) + 1] / count, count=int(totals[len(topk)]),
+                       skipped=int(totals[len(topk) + 2]))
+        return metrics
+
+    def _autocast(self):
+        amp = self.config["AMP"]
+        return paddle.amp.auto_cast(enable=self.amp_enabled, level=amp["level"],
+                                    dtype=amp["dtype"])
+
+    # ----------------------------------------------------------------- training
+    def _train_one_epoch(self, epoch):
+        config = self.config
+        print_interval = config["Global"]["print_interval"]
+        smoothing = config["Loss"]["label_smoothing"]
+        num_classes = self.arch["num_classes"]
+        self.train_model.train()
+        self.train_loader.batch_sampler.set_epoch(epoch)
+        iters = self.steps_per_epoch * self.accum_steps
+        loss_sum, loss_count, skipped_total, images_seen = 0.0, 0, 0, 0
+        tic = time.time()
+        for it, (images, labels, skipped) in enumerate(self.train_loader):
+            if it >= iters:
+                break  # a trailing partial accumulation would not reach the optimizer
+            skipped_total += int(skipped.sum())
+            if self.mixup is not None:
+                images, targets = self.mixup(images, labels)
+            else:
+                targets = one_hot_smoothed(labels, num_classes, smoothing)
+            with self._autocast():
+                logits = self.train_model(images)
+            loss = soft_target_cross_entropy(logits, targets)
+            loss_value = self._mean_across_ranks(loss)
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"loss is {loss_value} at epoch {epoch + 1}, iteration {it + 1}; training "
+                    f"stopped. The last good checkpoint is kept in {self.output_dir!r} "
+                    "(lower Optimizer.lr.base_lr, set Optimizer.grad_clip, or check the data)")
+            self.scaler.scale(loss / self.accum_steps).backward()
+            if (it + 1) % self.accum_steps == 0:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+                self.optimizer.clear_grad()
+                self.lr_scheduler.step()
+                if self.ema is not None:
+                    self.ema.update(self.model)
+            loss_sum += loss_value
+            loss_count += 1
+            images_seen += images.shape[0] * self.world_size
+            if (it + 1) % print_interval == 0 or it + 1 == iters:
+                elapsed = time.time() - tic
+                step = epoch * iters + it + 1
+                remaining = (self.epochs - epoch) * iters - (it + 1)
+                lr = self.optimizer.get_lr()
+                logger.info("epoch %d/%d iter %d/%d loss %.4f (avg %.4f) lr %.3e "
+                            "%.1f images/s eta %s", epoch + 1, self.epochs, it + 1, iters,
+                            loss_value, loss_sum / loss_count, lr, images_seen / elapsed,
+                            format_eta(elapsed / (it + 1) * remaining))
+                self.vdl.add_scalar("train/loss", loss_value, step)
+                self.vdl.add_scalar("train/lr", lr, step)
+        if self.world_size > 1:
+            count = paddle.to_tensor([skipped_total], dtype="int64")
+            dist.all_reduce(count)
+            skipped_total = int(count.item())
+        return {"loss": loss_sum / max(loss_count, 1), "skipped": skipped_total,
+                "seconds": time.time() - tic, "images": images_seen}
+
+    def _mean_across_ranks(self, loss):
+        """Loss value, averaged over ranks so that all ranks agree on a NaN stop."""
+        value = loss.detach().astype("float32")
+        if self.world_size > 1:
+            value = value.clone()
+            dist.all_reduce(value)
+            value = value / self.world_size
+        return float(value)
+
+    def train(self):
+        """Train from ``start_epoch`` to ``Global.epochs``; -> dict of final figures."""
+        global_cfg = self.config["Global"]
+        train_cfg = self.config["DataLoader"]["Train"]
+        logger.info("config:\n%s", dump_config(self.config))
+        logger.info("training %s on %s: %d process(es) x batch %d x accum %d = global batch "
+                    "%d; lr %.3e = base_lr %.3e x %d / %d (linear scaling)", self.arch["name"],
+                    self.device, self.world_size, train_cfg["batch_size"], self.accum_steps,
+                    self.global_batch, self.peak_lr, self.config["Optimizer"]["lr"]["base_lr"],
+                    self.global_batch, self.config["Optimizer"]["lr"]["reference_batch"])
+        logger.info("%d training images, %d optimizer steps per epoch, epochs %d..%d",
+                    len(self.train_loader.dataset), self.steps_per_epoch,
+                    self.start_epoch + 1, self.epochs)
+        metrics = {}
+        for epoch in range(self.start_epoch, self.epochs):
+            summary = self._train_one_epoch(epoch)
+            logger.info("epoch %d/%d done: loss %.4f, %.1f s, %.1f images/s, %d unreadable "
+                        "image(s) skipped", epoch + 1, self.epochs, summary["loss"],
+                        summary["seconds"], summary["images"] / summary["seconds"],
+                        summary["skipped"])
+            self.vdl.add_scalar("train/epoch_loss", summary["loss"], epoch + 1)
+            last = epoch + 1 == self.epochs
+            if self.eval_loader is not None and ((epoch + 1) % global_cfg["eval_interval"] == 0
+                                                 or last):
+                metrics = self._evaluate_and_report(epoch)
+                if metrics["top1"] > self.best_top1:
+                    self.best_top1 = metrics["top1"]
+                    self.save("best", epoch + 1)
+                    logger.info("new best top-1 %.4f: saved %s", self.best_top1,
+                                os.path.join(self.output_dir, "best"))
+            if (epoch + 1) % global_cfg["save_interval"] == 0 or last:
+                self.save("latest", epoch + 1)
+        self.vdl.close()
+        return dict(metrics, best_top1=self.best_top1,
+                    latest=os.path.join(self.output_dir, "latest"),
+                    best=os.path.join(self.output_dir, "best"))
+
+    def _evaluate_and_report(self, epoch):
+        metrics = self.evaluate()
+        text = ", ".join(f"top{k} {metrics[f'top{k}']:.4f}" for k in self.config["Metric"]["topk"])
+        logger.info("epoch %d/%d val: %s, loss %.4f on %d images (%d unreadable skipped)",
+                    epoch + 1, self.epochs, text, metrics["loss"], metrics["count"],
+                    metrics["skipped"])
+        for key in ("top1", "loss"):
+            self.vdl.add_scalar(f"val/{key}", metrics[key], epoch + 1)
+        if self.ema is not None:
+            with self.ema.applied_to(self.model):
+                ema_metrics = self.evaluate()
+            metrics["ema_top1"] = ema_metrics["top1"]
+            logger.info("epoch %d/%d val (EMA weights): top1 %.4f", epoch + 1, self.epochs,
+                        ema_metrics["top1"])
+            self.vdl.add_scalar("val/ema_top1", ema_metrics["top1"], epoch + 1)
+        return metrics

@@ -1,0 +1,25 @@
+"""Run by test_distributed.py under paddle.distributed.launch: train like tools/train.py,
+then let every rank save the weights it ended with, so ranks can be compared."""
+import os
+import sys
+
+import paddle
+import paddle.distributed as dist
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_pale.engine.cli import train_main  # noqa: E402
+
+if __name__ == "__main__":
+    weights_dir, argv = sys.argv[1], sys.argv[2:]
+    from paddle_pale.engine import engine as engine_module
+    built = []
+    original_init = engine_module.Engine.__init__
+
+    def remember(self, *args, **kwargs):
+        original_init(self, *args, **kwargs)
+        built.append(self)
+    engine_module.Engine.__init__ = remember
+    train_main(argv)
+    paddle.save(built[0].model.state_dict(),
+                os.path.join(weights_dir, f"rank{dist.get_rank()}.pdparams"))

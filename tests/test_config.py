@@ -1,0 +1,143 @@
+import os
+
+import pytest
+import yaml
+
+from paddle_pale.utils.config import (ConfigError, SCHEMA, apply_overrides, load_config,
+                                      parse_override)
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "configs")
+
+
+def write(path, data):
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def test_base_include_merges_sections_key_by_key(tmp_path):
+    write(tmp_path / "base.yaml", {"Global": {"epochs": 300, "seed": 7},
+                                   "Optimizer": {"lr": {"base_lr": 1e-3, "warmup_epochs": 20}}})
+    child = write(tmp_path / "child.yaml", {"_base_": "base.yaml", "Global": {"epochs": 5},
+                                            "Optimizer": {"lr": {"warmup_epochs": 1}}})
+    config = load_config(child)
+    assert config["Global"]["epochs"] == 5          # child wins
+    assert config["Global"]["seed"] == 7            # kept from the base
+    assert config["Optimizer"]["lr"] == dict(SCHEMA["Optimizer"]["lr"], base_lr=1e-3,
+                                             warmup_epochs=1)
+    assert config["Global"]["print_interval"] == SCHEMA["Global"]["print_interval"]
+
+
+def test_overrides_are_parsed_as_yaml(tmp_path):
+    path = write(tmp_path / "c.yaml", {"Arch": {"name": "pale_t"}})
+    config = load_config(path, ["Global.epochs=3", "Optimizer.grad_clip=null",
+                                "AMP.enable=True", "Arch.depths=[1, 1, 2, 1]",
+                                "Global.output_dir=out/run 1", "Optimizer.lr.base_lr=2e-3"])
+    assert config["Global"]["epochs"] == 3
+    assert config["Optimizer"]["grad_clip"] is None
+    assert config["AMP"]["enable"] is True
+    assert config["Arch"]["depths"] == [1, 1, 2, 1]
+    assert config["Global"]["output_dir"] == "out/run 1"
+    assert config["Optimizer"]["lr"]["base_lr"] == 2e-3
+
+
+def test_override_of_a_disabled_subsection_turns_it_on_with_defaults():
+    config = apply_overrides({"DataLoader": {"Train": {"mixup": None}}},
+                             ["DataLoader.Train.mixup.prob=0.5"])
+    assert config["DataLoader"]["Train"]["mixup"] == {"prob": 0.5}
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"Globl": {"epochs": 1}}, "unknown config key 'Globl'; valid keys of the config: Global"),
+    ({"Global": {"epoch": 1}}, "unknown config key 'Global.epoch'; valid keys of Global: "
+                               "epochs"),
+    ({"Optimizer": {"lr": {"warmup": 3}}}, "valid keys of Optimizer.lr: name, base_lr"),
+    ({"Arch": {"name": "pale_t", "drop_path": 0.1}}, "unknown config key 'Arch.drop_path'"),
+    ({"Arch": {"name": "pale_x"}}, "Arch.name must be one of ['pale_b', 'pale_s', 'pale_t']"),
+    ({"AMP": {"dtype": "fp16"}}, "AMP.dtype must be one of ['float16', 'bfloat16'], got 'fp16'"),
+    ({"Global": {"epochs": 0}}, "Global.epochs must be a positive integer, got 0"),
+    ({"Metric": {"topk": [5]}}, "Metric.topk must be a list of positive ints including 1"),
+    ({"Loss": 0.1}, "Loss must be a mapping"),
+])
+def test_bad_config_is_an_error_naming_the_key_and_the_valid_ones(tmp_path, data, message):
+    path = write(tmp_path / "bad.yaml", data)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("override, message", [
+    ("Global.epoch=3", "unknown config key 'Global.epoch'"),
+    ("Globl.epochs=3", "'Globl' is not a config section; sections here: Global, AMP"),
+    ("Global.epochs", "must look like Section.key=value"),
+    ("Optimizer..lr=1", "empty key"),
+    ("Global.epochs=[1,", "cannot parse value"),
+])
+def test_bad_override_is_an_error(tmp_path, override, message):
+    path = write(tmp_path / "c.yaml", {})
+    with pytest.raises(ConfigError, match=None) as error:
+        load_config(path, [override])
+    assert message in str(error.value)
+
+
+def test_parse_override_splits_at_the_first_equal_sign():
+    assert parse_override("Global.output_dir=a=b") == (["Global", "output_dir"], "a=b")
+
+
+def test_missing_file_and_include_cycle(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(str(tmp_path / "nope.yaml"))
+    write(tmp_path / "a.yaml", {"_base_": "b.yaml"})
+    write(tmp_path / "b.yaml", {"_base_": "a.yaml"})
+    with pytest.raises(ConfigError, match="include cycle"):
+        load_config(str(tmp_path / "a.yaml"))
+
+
+@pytest.mark.parametrize("variant, drop_path_rate", [("t", 0.2), ("s", 0.3), ("b", 0.5)])
+def test_shipped_imagenet_configs_hold_the_recipe(variant, drop_path_rate):
+    config = load_config(os.path.join(CONFIGS, f"pale_{variant}.yaml"))
+    assert config["Arch"] == {"name": f"pale_{variant}", "num_classes": 1000,
+                              "drop_path_rate": drop_path_rate}
+    # paper: 300 epochs, total batch 1024 on 8 GPUs, 224x224 train and eval
+    assert config["Global"]["epochs"] == 300
+    assert 8 * config["DataLoader"]["Train"]["batch_size"] == 1024
+    assert config["DataLoader"]["Train"]["transforms"]["input_size"] == 224
+    assert config["DataLoader"]["Eval"]["transforms"]["input_size"] == 224
+    optimizer = config["Optimizer"]
+    assert (optimizer["name"], optimizer["weight_decay"]) == ("AdamW", 0.05)
+    assert optimizer["lr"]["base_lr"] / optimizer["lr"]["reference_batch"] == 1e-3 / 1024
+    assert optimizer["lr"]["warmup_epochs"] == 20
+    assert config["Loss"]["label_smoothing"] == 0.1
+    train = config["DataLoader"]["Train"]
+    assert train["mixup"]["mixup_alpha"] == 0.8 and train["mixup"]["cutmix_alpha"] == 1.0
+    assert train["transforms"]["random_erasing"] == 0.25
+    assert train["transforms"]["randaugment"] == {"num_ops": 2, "magnitude": 9,
+                                                  "magnitude_std": 0.5}
+
+
+def test_demo_config_loads():
+    config = load_config(os.path.join(CONFIGS, "demo.yaml"))
+    assert config["DataLoader"]["Train"]["dataset"]["generate"] == "sklearn_digits"
+    assert config["Arch"]["num_classes"] == 10
+
+
+def test_exponent_without_dot_is_a_number_and_text_is_an_error(tmp_path):
+    path = write(tmp_path / "c.yaml", {})
+    assert load_config(path, ["Optimizer.weight_decay=5e-2"])["Optimizer"]["weight_decay"] == 0.05
+    with pytest.raises(ConfigError, match="Optimizer.weight_decay must be a number, got 'high'"):
+        load_config(path, ["Optimizer.weight_decay=high"])
+
+
+def test_flops_tool_reads_arch_and_input_size_from_a_config(capsys):
+    import runpy
+    import sys
+    argv = sys.argv
+    sys.argv = ["flops.py", "-c", os.path.join(CONFIGS, "demo.yaml")]
+    try:
+        runpy.run_path(os.path.join(ROOT, "tools", "flops.py"), run_name="__main__")
+    finally:
+        sys.argv = argv
+    from paddle_pale.utils.flops import format_flops_report
+    config = load_config(os.path.join(CONFIGS, "demo.yaml"))
+    arch = {k: v for k, v in config["Arch"].items() if k != "name"}
+    assert capsys.readouterr().out.strip() == format_flops_report("pale_t", (32, 32), **arch)

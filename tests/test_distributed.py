@@ -1,0 +1,49 @@
+"""Two CPU processes through paddle.distributed.launch (gloo): the multi-GPU code path."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+
+from engine_helpers import TINY_ARCH, tiny_config, write_image_folder
+from paddle_pale.models.registry import create_model
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_two_process_launch_trains_one_model_and_only_rank_0_writes(tmp_path):
+    write_image_folder(tmp_path / "data")
+    config = tiny_config(tmp_path, tmp_path / "data")
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    command = [sys.executable, "-m", "paddle.distributed.launch", "--nproc_per_node", "2",
+               "--log_dir", str(tmp_path / "log"),
+               os.path.join(ROOT, "tests", "distributed_rank_weights.py"), str(weights),
+               "-c", config, "-o", "Global.epochs=2"]
+    run = subprocess.run(command, cwd=str(tmp_path), capture_output=True, text=True,
+                         timeout=240)
+    logs = {rank: (tmp_path / "log" / f"workerlog.{rank}").read_text() for rank in (0, 1)}
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:] + logs[0][-3000:]
+
+    # 24 images / (2 ranks x batch 4) = 3 steps per epoch on each rank
+    assert "2 process(es) x batch 4 x accum 1 = global batch 8" in logs[0]
+    assert "lr 5.000e-03 = base_lr 5.000e-03 x 8 / 8" in logs[0]
+    assert "epoch 2/2 iter 3/3" in logs[0]
+    assert "epoch 2/2" not in logs[1] and "global batch" not in logs[1]  # rank 1 is quiet
+    out = tmp_path / "out"
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["best.pdopt", "best.pdparams", "best.pdstates", "latest.pdopt", "latest.pdparams",
+         "latest.pdstates", "train.log"])
+    assert paddle.load(str(out / "latest.pdstates"))["world_size"] == 2
+
+    rank0 = paddle.load(str(weights / "rank0.pdparams"))
+    rank1 = paddle.load(str(weights / "rank1.pdparams"))
+    saved = paddle.load(str(out / "latest.pdparams"))
+    paddle.seed(3)  # Global.seed of the tiny config: the initial weights of the run
+    initial = create_model(**TINY_ARCH).state_dict()
+    for key in rank0:
+        np.testing.assert_allclose(rank1[key].numpy(), rank0[key].numpy(), atol=1e-6,
+                                   err_msg=key)
+        np.testing.assert_array_equal(saved[key].numpy(), rank0[key].numpy())
+    assert not np.allclose(rank0["head.weight"].numpy(), initial["head.weight"].numpy())

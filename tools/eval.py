@@ -1,0 +1,15 @@
+"""Evaluate a Pale Transformer classifier: top-1/top-5 on the validation set.
+
+    python tools/eval.py -c configs/pale_t.yaml -o Global.pretrained=output/pale_t/best
+"""
+import os
+import sys
+
+# before paddle loads: its bundled MKL takes a slow code path on AMD CPUs otherwise
+os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_pale.engine.cli import eval_main  # noqa: E402
+
+if __name__ == "__main__":
+    eval_main()

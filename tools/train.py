@@ -1,0 +1,17 @@
+"""Train a Pale Transformer classifier.
+
+    python tools/train.py -c configs/pale_t.yaml [-o Section.key=value ...]
+    python -m paddle.distributed.launch --devices 0,1,2,3,4,5,6,7 \
+        tools/train.py -c configs/pale_t.yaml
+"""
+import os
+import sys
+
+# before paddle loads: its bundled MKL takes a slow code path on AMD CPUs otherwise
+os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_pale.engine.cli import train_main  # noqa: E402
+
+if __name__ == "__main__":
+    train_main()
