@@ -4,28 +4,54 @@ Inside a stage every tensor is channels last, ``[B, H, W, C]``: LayerNorm, the l
 layers and PS-Attention all work on the last axis, and the depth-wise convolutions run
 with ``data_format="NHWC"``, so a block needs no layout transposes of its own.
 """
+import paddle
 import paddle.nn as nn
 
-from .attention import pale_attention, to_pale_size
+from .attention import attention_backend, pale_attention_packed, to_pale_size
 from .layers import DropPath, Mlp, init_weights
 
-__all__ = ["PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
+__all__ = ["QKVProjection", "PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
            "CLASSIFIER_PREFIXES"]
 
 # state-dict key prefixes of the classifier (pooled norm + linear head)
 CLASSIFIER_PREFIXES = ("norm.", "head.")
 
 
-class SeparableProjection(nn.Layer):
-    """3x3 depth-wise conv then a linear layer (phi_Q / phi_K / phi_V, as in CvT)."""
+class QKVProjection(nn.Layer):
+    """phi_Q, phi_K and phi_V of Eq. 7 at once: separable convolutions (CvT style), a 3x3
+    depth-wise conv then a C x C linear map per projection.
+
+    The three depth-wise convs are one grouped conv with three filters per channel, and
+    the three linear maps one batched matmul that writes the packed layout
+    ``[2, 3, B, H, W, C / 2]`` (direction, q/k/v) that :func:`pale_attention_packed`
+    groups with one transpose per direction.
+    """
 
     def __init__(self, dim, bias=True):
         super().__init__()
-        self.depthwise = nn.Conv2D(dim, dim, 3, padding=1, groups=dim, data_format="NHWC")
-        self.pointwise = nn.Linear(dim, dim, bias_attr=None if bias else False)
+        self.dim = dim
+        # output channel 3 c + j: filter j (q, k, v) of input channel c
+        self.depthwise = nn.Conv2D(dim, 3 * dim, 3, padding=1, groups=dim, data_format="NHWC")
+        # weight[d, j]: the C channels of filter j -> the C / 2 channels of direction d
+        # (rows, columns), i.e. W_j[:, d * C / 2 : (d + 1) * C / 2]
+        self.weight = self.create_parameter(
+            [2, 3, dim, dim // 2], default_initializer=nn.initializer.TruncatedNormal(std=0.02))
+        self.bias = self.create_parameter([2, 3, 1, dim // 2], is_bias=True) if bias else None
 
-    def forward(self, x):  # [B, H, W, C]
-        return self.pointwise(self.depthwise(x))
+    def forward(self, x, query_scale=None):
+        """``[B, H, W, C]`` -> ``[2, 3, B, H, W, C / 2]``; queries times ``query_scale``."""
+        _, height, width, channels = x.shape
+        taps = self.depthwise(x).reshape([-1, channels, 3])  # [BHW, C, 3]
+        taps = taps.transpose([2, 0, 1]).unsqueeze(0)  # [1, 3, BHW, C]
+        weight, bias = self.weight, self.bias
+        if query_scale is not None:  # on the small weights, not on the activations
+            weight = paddle.concat([weight[:, :1] * query_scale, weight[:, 1:]], axis=1)
+            if bias is not None:
+                bias = paddle.concat([bias[:, :1] * query_scale, bias[:, 1:]], axis=1)
+        out = paddle.matmul(taps, weight)  # [2, 3, BHW, C / 2]
+        if bias is not None:
+            out = out + bias
+        return out.reshape([2, 3, -1, height, width, channels // 2])
 
 
 class PaleAttention(nn.Layer):
@@ -36,7 +62,7 @@ class PaleAttention(nn.Layer):
         dim: channels C.
         num_heads: heads H_i (even: half per direction).
         pale_size: S_i, an int or ``(s_r, s_c)``.
-        qkv_bias: bias in the Q/K/V linear layers.
+        qkv_bias: bias in the Q/K/V linear maps.
         proj_drop: dropout after the output projection.
     """
 
@@ -49,15 +75,26 @@ class PaleAttention(nn.Layer):
         self.dim = dim
         self.num_heads = num_heads
         self.pale_size = to_pale_size(pale_size)
-        self.query = SeparableProjection(dim, qkv_bias)
-        self.key = SeparableProjection(dim, qkv_bias)
-        self.value = SeparableProjection(dim, qkv_bias)
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = QKVProjection(dim, qkv_bias)
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
 
+    def qkv_projection(self, x):
+        """Unscaled ``(q, k, v)``, each ``[B, H, W, C]``: the inputs of
+        :func:`pale_attention` that this layer's fused path computes."""
+        packed = self.qkv(x)  # [2, 3, B, H, W, C / 2]
+        _, height, width, channels = x.shape
+        qkv = packed.transpose([1, 2, 3, 4, 0, 5]).reshape([3, -1, height, width, channels])
+        return qkv[0], qkv[1], qkv[2]
+
     def forward(self, x):  # [B, H, W, C]
-        out = pale_attention(self.query(x), self.key(x), self.value(x), self.num_heads,
-                             self.pale_size)
+        _, height, width, _ = x.shape
+        s_r, s_c = self.pale_size
+        backend = attention_backend(paddle.device.get_device().startswith("gpu"), x.dtype,
+                                    padded=bool(height % s_r or width % s_c))
+        out = pale_attention_packed(self.qkv(x, self.scale), self.num_heads, self.pale_size,
+                                    backend)
         return self.proj_drop(self.proj(out))
 
     def extra_repr(self):

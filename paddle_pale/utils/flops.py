@@ -11,7 +11,7 @@ import paddle
 import paddle.nn as nn
 
 from ..models.attention import pale_attention_macs
-from ..models.pale import PaleAttention
+from ..models.pale import PaleAttention, QKVProjection
 
 __all__ = ["count_params", "count_flops"]
 
@@ -38,6 +38,12 @@ def _attention_macs(layer, inputs, output):
     return pale_attention_macs(height, width, channels, layer.pale_size)
 
 
+def _qkv_macs(layer, inputs, output):
+    # the three C x C maps run as one functional matmul, not as Linear layers
+    _, height, width, channels = inputs[0].shape
+    return 3 * height * width * channels * channels
+
+
 def _group_of(name):
     """'stages.2.5.attn.query' -> 'stage3'; classifier and others by their first name."""
     parts = name.split(".")
@@ -48,11 +54,13 @@ def _group_of(name):
     return parts[0]
 
 
-def count_flops(model, input_size, forward=None):
+def count_flops(model, input_size, forward=None, extra_counters=()):
     """MACs of one image of ``input_size = (C, H, W)`` (or ``(H, W)``).
 
     Args:
         model: a Layer; ``forward(model, x)`` runs it (default ``model(x)``).
+        extra_counters: ``(LayerClass, macs(layer, inputs, output))`` pairs for layers
+            that do functional work the built-in counters miss (checked first).
 
     Returns:
         ``(total, breakdown)``: an int, and an OrderedDict group -> MACs where groups
@@ -60,8 +68,8 @@ def count_flops(model, input_size, forward=None):
     """
     if len(input_size) == 2:
         input_size = (getattr(model, "in_channels", 3), *input_size)
-    counters = ((PaleAttention, _attention_macs), (nn.Conv2D, _conv_macs),
-                (nn.Linear, _linear_macs))
+    counters = (*extra_counters, (PaleAttention, _attention_macs),
+                (QKVProjection, _qkv_macs), (nn.Conv2D, _conv_macs), (nn.Linear, _linear_macs))
     breakdown = OrderedDict()
     hooks = []
     for name, layer in model.named_sublayers(include_self=True):
