@@ -165,24 +165,19 @@ def _column_attention(qkv, num_heads, s_c, backend):
 
 
 def pack_qkv(q, k, v, scale=None):
-    """``[B, H, W, C]`` x 3 -> ``[2, 3, B, H, W, C / 2]`` (direction, q/k/v, ...).
-
-    Direction 0 (rows) holds the first ``C / 2`` channels, direction 1 (columns) the
-    last. ``scale`` multiplies the queries (the attention scale, folded in here because
-    q is ``L / d`` times smaller than the scores).
+    """``[B, H, W, C]`` x 3 -> ``[3, B, H, W, C]``, queries times ``scale`` (the
+    attention scale, applied here because q is ``L / d`` times smaller than the scores).
     """
     if scale is not None:
         q = q * scale
-    batch, height, width, channels = q.shape
-    qkv = paddle.stack([q, k, v]).reshape([3, -1, height, width, 2, channels // 2])
-    return qkv.transpose([4, 0, 1, 2, 3, 5])
+    return paddle.stack([q, k, v])
 
 
 def pale_attention_packed(qkv, num_heads, pale_size, backend="matmul"):
     """PS-Attention on packed, pre-scaled projections: the layer's fast path.
 
     Args:
-        qkv: ``[2, 3, B, H, W, C / 2]``, see :func:`pack_qkv`; queries already
+        qkv: ``[3, B, H, W, C]`` (q, k, v), see :func:`pack_qkv`; queries already
             multiplied by ``head_dim ** -0.5``.
         num_heads, pale_size: as in :func:`pale_attention`.
         backend: ``"matmul"`` or ``"sdpa"`` (no padding support, see
@@ -194,13 +189,16 @@ def pale_attention_packed(qkv, num_heads, pale_size, backend="matmul"):
     if backend not in ("matmul", "sdpa"):
         raise ValueError(f"backend must be 'matmul' or 'sdpa', got {backend!r}")
     s_r, s_c = to_pale_size(pale_size)
-    height, width = qkv.shape[3], qkv.shape[4]
+    height, width = qkv.shape[2], qkv.shape[3]
     if backend == "sdpa" and (height % s_r or width % s_c):
         raise ValueError(
             f"the sdpa backend takes no mask: H={height}, W={width} must be multiples of "
             f"the pale size ({s_r}, {s_c})")
-    rows = _row_attention(qkv[0], num_heads // 2, s_r, backend)
-    cols = _column_attention(qkv[1], num_heads // 2, s_c, backend)
+    # split, not two slices: its gradient is one concat instead of two zero-padded
+    # full-size tensors summed
+    row_qkv, col_qkv = paddle.split(qkv, 2, axis=-1)
+    rows = _row_attention(row_qkv, num_heads // 2, s_r, backend)
+    cols = _column_attention(col_qkv, num_heads // 2, s_c, backend)
     return paddle.concat([rows, cols], axis=-1)
 
 

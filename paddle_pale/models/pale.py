@@ -8,7 +8,7 @@ import paddle
 import paddle.nn as nn
 
 from .attention import attention_backend, pale_attention_packed, to_pale_size
-from .layers import DropPath, Mlp, init_weights
+from .layers import DropPath, Linear, Mlp, init_weights
 
 __all__ = ["QKVProjection", "PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
            "CLASSIFIER_PREFIXES"]
@@ -21,10 +21,9 @@ class QKVProjection(nn.Layer):
     """phi_Q, phi_K and phi_V of Eq. 7 at once: separable convolutions (CvT style), a 3x3
     depth-wise conv then a C x C linear map per projection.
 
-    The three depth-wise convs are one grouped conv with three filters per channel, and
-    the three linear maps one batched matmul that writes the packed layout
-    ``[2, 3, B, H, W, C / 2]`` (direction, q/k/v) that :func:`pale_attention_packed`
-    groups with one transpose per direction.
+    The three depth-wise convs are one grouped conv with three filters per channel and
+    the three linear maps one batched matmul (bias fused in), which writes the packed
+    ``[3, B, H, W, C]`` (q, k, v) layout of :func:`pale_attention_packed`.
     """
 
     def __init__(self, dim, bias=True):
@@ -32,26 +31,26 @@ class QKVProjection(nn.Layer):
         self.dim = dim
         # output channel 3 c + j: filter j (q, k, v) of input channel c
         self.depthwise = nn.Conv2D(dim, 3 * dim, 3, padding=1, groups=dim, data_format="NHWC")
-        # weight[d, j]: the C channels of filter j -> the C / 2 channels of direction d
-        # (rows, columns), i.e. W_j[:, d * C / 2 : (d + 1) * C / 2]
+        # weight[j]: the C x C map of projection j (q, k, v), laid out [in, out] like Linear
         self.weight = self.create_parameter(
-            [2, 3, dim, dim // 2], default_initializer=nn.initializer.TruncatedNormal(std=0.02))
-        self.bias = self.create_parameter([2, 3, 1, dim // 2], is_bias=True) if bias else None
+            [3, dim, dim], default_initializer=nn.initializer.TruncatedNormal(std=0.02))
+        self.bias = self.create_parameter([3, 1, dim], is_bias=True) if bias else None
 
     def forward(self, x, query_scale=None):
-        """``[B, H, W, C]`` -> ``[2, 3, B, H, W, C / 2]``; queries times ``query_scale``."""
+        """``[B, H, W, C]`` -> ``[3, B, H, W, C]``; queries times ``query_scale``."""
         _, height, width, channels = x.shape
         taps = self.depthwise(x).reshape([-1, channels, 3])  # [BHW, C, 3]
-        taps = taps.transpose([2, 0, 1]).unsqueeze(0)  # [1, 3, BHW, C]
+        taps = taps.transpose([2, 0, 1])  # [3, BHW, C]
         weight, bias = self.weight, self.bias
         if query_scale is not None:  # on the small weights, not on the activations
-            weight = paddle.concat([weight[:, :1] * query_scale, weight[:, 1:]], axis=1)
+            weight = paddle.concat([weight[:1] * query_scale, weight[1:]])
             if bias is not None:
-                bias = paddle.concat([bias[:, :1] * query_scale, bias[:, 1:]], axis=1)
-        out = paddle.matmul(taps, weight)  # [2, 3, BHW, C / 2]
-        if bias is not None:
-            out = out + bias
-        return out.reshape([2, 3, -1, height, width, channels // 2])
+                bias = paddle.concat([bias[:1] * query_scale, bias[1:]])
+        if bias is None:
+            out = paddle.bmm(taps, weight)
+        else:
+            out = paddle.baddbmm(bias, taps, weight)
+        return out.reshape([3, -1, height, width, channels])
 
 
 class PaleAttention(nn.Layer):
@@ -77,15 +76,13 @@ class PaleAttention(nn.Layer):
         self.pale_size = to_pale_size(pale_size)
         self.scale = (dim // num_heads) ** -0.5
         self.qkv = QKVProjection(dim, qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
 
     def qkv_projection(self, x):
         """Unscaled ``(q, k, v)``, each ``[B, H, W, C]``: the inputs of
         :func:`pale_attention` that this layer's fused path computes."""
-        packed = self.qkv(x)  # [2, 3, B, H, W, C / 2]
-        _, height, width, channels = x.shape
-        qkv = packed.transpose([1, 2, 3, 4, 0, 5]).reshape([3, -1, height, width, channels])
+        qkv = self.qkv(x)  # [3, B, H, W, C]
         return qkv[0], qkv[1], qkv[2]
 
     def forward(self, x):  # [B, H, W, C]

@@ -275,22 +275,32 @@ def matmul_gflops(n=1024, repeats=5):
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
-def _time(fn, iters):
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _time(fn, iters, clock):
     _sync()
-    start = time.perf_counter()
+    start = clock()
     for _ in range(iters):
         fn()
     _sync()
-    return (time.perf_counter() - start) / iters
+    return (clock() - start) / iters
 
 
-def run_benchmark(cases, batch, rounds=3, warmup=1, iters=1):
+def run_benchmark(cases, batch, rounds=3, warmup=1, iters=1, clock="wall"):
     """Time every case and mode in interleaved rounds; measure peak memory once each.
+
+    ``clock="cpu"`` times with the process CPU time instead of the wall clock: with one
+    thread (``OMP_NUM_THREADS=1``) it counts the work done, whatever else the machine
+    runs, which makes before/after comparisons on a shared machine stable. Not for
+    several threads (idle threads spin) nor for the predictor's own thread pool.
 
     Returns a list of dicts: name, group, mode, images_per_s, ms_per_batch (median),
     round_ms (all rounds), peak_mb, peak_growth_mb (peak minus memory at the start),
     gmacs_per_image, achieved_gflops.
     """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
     if rounds < 1 or iters < 1 or warmup < 0:
         raise ValueError(f"need rounds >= 1, iters >= 1, warmup >= 0; got rounds={rounds}, "
                          f"iters={iters}, warmup={warmup}")
@@ -312,7 +322,8 @@ def run_benchmark(cases, batch, rounds=3, warmup=1, iters=1):
     for _ in range(rounds):
         for case in cases:
             for mode, fn in case.modes.items():
-                results[(case.name, mode)]["round_ms"].append(_time(fn, iters) * 1e3)
+                results[(case.name, mode)]["round_ms"].append(
+                    _time(fn, iters, CLOCKS[clock]) * 1e3)
     rows = []
     for row in results.values():
         row["ms_per_batch"] = statistics.median(row["round_ms"])
@@ -382,7 +393,8 @@ def _fmt(value, spec):
 def format_report(report):
     """Plain-text tables of a :func:`benchmark` report."""
     lines = [f"device {report['device']}  threads {report['threads']}  batch {report['batch']}"
-             f"  input {report['size'][0]}x{report['size'][1]}  rounds {report['rounds']}",
+             f"  input {report['size'][0]}x{report['size'][1]}  rounds {report['rounds']}"
+             f"  clock {report['clock']}",
              f"fp32 matmul 1024^3: {report['matmul_gflops']:.1f} GFLOP/s",
              "",
              f"{'case':<22}{'mode':<7}{'img/s':>9}{'ms/batch':>10}{'speedup':>9}  "
@@ -414,20 +426,20 @@ def format_report(report):
 
 def benchmark(batch=8, size=(224, 224), models=("pale_t", "swin_t", "pale_t/predictor"),
               attention=True, naive=True, train=True, rounds=3, warmup=1, iters=1,
-              sweep=(), sweep_batch=1, onednn=False, model_overrides=None):
+              sweep=(), sweep_batch=1, onednn=False, model_overrides=None, clock="wall"):
     """Run the whole benchmark; return a JSON-ready dict (see :func:`format_report`)."""
     with tempfile.TemporaryDirectory() as workdir:
         cases = model_cases(batch, size, models, train, workdir, onednn, model_overrides)
         if attention:
             cases += attention_cases(batch, size, train, naive)
         matmul = matmul_gflops()
-        results = run_benchmark(cases, batch, rounds, warmup, iters)
+        results = run_benchmark(cases, batch, rounds, warmup, iters, clock)
     _add_ratios(results, {"model": "swin_t" if "swin_t" in models else None,
                           "attention": "ps_attention/naive" if naive else None})
     report = OrderedDict(
         device=paddle.device.get_device(), threads=os.environ.get("OMP_NUM_THREADS"),
         mkl_debug_cpu_type=os.environ.get("MKL_DEBUG_CPU_TYPE"), batch=batch,
-        size=list(size), rounds=rounds, iters=iters, memory=MemoryMeter().kind,
+        size=list(size), rounds=rounds, iters=iters, clock=clock, memory=MemoryMeter().kind,
         matmul_gflops=matmul, results=results, sweep_batch=sweep_batch,
         sweep=resolution_sweep(sweep, sweep_batch) if sweep else [])
     return report
