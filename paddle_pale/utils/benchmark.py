@@ -369,14 +369,16 @@ def attention_score_elements(model, size, batch=1):
 
 
 def resolution_sweep(sizes=(224, 448, 896), batch=1, names=("pale_t", "swin_t"),
-                     rounds=1):
+                     rounds=1, model_overrides=None):
     """Inference time and peak-memory growth per input size, plus score tensor sizes."""
     rows = []
     for size in sizes:
-        cases = model_cases(batch, (size, size), names=names, train=False)
+        cases = model_cases(batch, (size, size), names=names, train=False,
+                            model_overrides=model_overrides)
         for row in run_benchmark(cases, batch, rounds=rounds, warmup=0):
             if row["name"] == "pale_t":
-                model = create_model("pale_t", with_classifier=False)
+                model = create_model("pale_t", with_classifier=False,
+                                     **(model_overrides or {}))
                 pale, naive = attention_score_elements(model, (size, size), batch)
                 row["max_score_elements"], row["naive_score_elements"] = pale, naive
             row["size"] = size
@@ -441,7 +443,8 @@ def benchmark(batch=8, size=(224, 224), models=("pale_t", "swin_t", "pale_t/pred
         mkl_debug_cpu_type=os.environ.get("MKL_DEBUG_CPU_TYPE"), batch=batch,
         size=list(size), rounds=rounds, iters=iters, clock=clock, memory=MemoryMeter().kind,
         matmul_gflops=matmul, results=results, sweep_batch=sweep_batch,
-        sweep=resolution_sweep(sweep, sweep_batch) if sweep else [])
+        sweep=resolution_sweep(sweep, sweep_batch, model_overrides=model_overrides)
+        if sweep else [])
     return report
 
 
