@@ -6,6 +6,7 @@ with ``data_format="NHWC"``, so a block needs no layout transposes of its own.
 """
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from .attention import attention_backend, pale_attention_packed, to_pale_size
 from .layers import DropPath, Linear, Mlp, init_weights
@@ -22,8 +23,9 @@ class QKVProjection(nn.Layer):
     depth-wise conv then a C x C linear map per projection.
 
     The three depth-wise convs are one grouped conv with three filters per channel and
-    the three linear maps one batched matmul (bias fused in), which writes the packed
-    ``[3, B, H, W, C]`` (q, k, v) layout of :func:`pale_attention_packed`.
+    the three linear maps one batched matmul (both biases fused in), which writes the
+    packed ``[3, B, H, W, C]`` (q, k, v) layout of :func:`pale_attention_packed`. The
+    ``depthwise`` Conv2D holds the conv parameters; its forward is not called.
     """
 
     def __init__(self, dim, bias=True):
@@ -39,13 +41,21 @@ class QKVProjection(nn.Layer):
     def forward(self, x, query_scale=None):
         """``[B, H, W, C]`` -> ``[3, B, H, W, C]``; queries times ``query_scale``."""
         _, height, width, channels = x.shape
-        taps = self.depthwise(x).reshape([-1, channels, 3])  # [BHW, C, 3]
+        conv = self.depthwise
+        # the conv runs without its bias: the bias passes through the linear maps, so it
+        # folds into theirs, which saves a pass over the [B, H, W, 3C] taps
+        taps = F.conv2d(x, conv.weight, None, padding=1, groups=channels,
+                        data_format="NHWC").reshape([-1, channels, 3])  # [BHW, C, 3]
         taps = taps.transpose([2, 0, 1])  # [3, BHW, C]
         weight, bias = self.weight, self.bias
         if query_scale is not None:  # on the small weights, not on the activations
             weight = paddle.concat([weight[:1] * query_scale, weight[1:]])
             if bias is not None:
                 bias = paddle.concat([bias[:1] * query_scale, bias[1:]])
+        if conv.bias is not None:
+            conv_bias = conv.bias.reshape([channels, 3]).transpose([1, 0]).unsqueeze(1)
+            folded = paddle.bmm(conv_bias, weight)  # [3, 1, C]
+            bias = folded if bias is None else bias + folded
         if bias is None:
             out = paddle.bmm(taps, weight)
         else:

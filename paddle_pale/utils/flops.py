@@ -39,9 +39,10 @@ def _attention_macs(layer, inputs, output):
 
 
 def _qkv_macs(layer, inputs, output):
-    # the three C x C maps run as one functional matmul, not as Linear layers
+    # functional: the 3x3 depth-wise conv with 3 filters per channel (27 hwc) and the
+    # three C x C maps (3 hwc^2) as one batched matmul
     _, height, width, channels = inputs[0].shape
-    return 3 * height * width * channels * channels
+    return 3 * height * width * channels * channels + 27 * height * width * channels
 
 
 def _group_of(name):
