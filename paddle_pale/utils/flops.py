@@ -22,15 +22,17 @@ def count_params(model, trainable_only=False):
                if not (trainable_only and p.stop_gradient))
 
 
+# count_flops feeds ONE image, so a layer's whole output belongs to it: the leading
+# axis is not always the image axis (Swin's window attention batches windows there)
 def _conv_macs(layer, inputs, output):
     kernel = layer.weight.shape  # [out, in / groups, kh, kw]
     per_output = kernel[1] * kernel[2] * kernel[3]
-    return int(output.numel()) // output.shape[0] * per_output
+    return int(output.numel()) * per_output
 
 
 def _linear_macs(layer, inputs, output):
     in_features, out_features = layer.weight.shape
-    return int(output.numel()) // output.shape[0] // out_features * in_features * out_features
+    return int(output.numel()) // out_features * in_features * out_features
 
 
 def _attention_macs(layer, inputs, output):
