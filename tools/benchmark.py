@@ -37,8 +37,6 @@ def main(argv=None):
                         help="resolution sweep sizes (inference, --sweep-batch); "
                              "--sweep alone: 224 448 896")
     parser.add_argument("--sweep-batch", type=int, default=1)
-    parser.add_argument("--onednn", action="store_true",
-                        help="run the Paddle Inference predictor with oneDNN kernels")
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: process CPU time, stable on a busy machine with "
                              "OMP_NUM_THREADS=1 (before/after comparisons)")
@@ -49,7 +47,7 @@ def main(argv=None):
                        attention=not args.no_attention, naive=not args.no_naive,
                        train=not args.no_train, rounds=args.rounds, warmup=args.warmup,
                        iters=args.iters, sweep=sweep, sweep_batch=args.sweep_batch,
-                       onednn=args.onednn, clock=args.clock)
+                       clock=args.clock)
     print(format_report(report))
     if args.json:
         save_json(report, args.json)
