@@ -17,7 +17,8 @@ import numbers
 import paddle
 import paddle.nn.functional as F
 
-__all__ = ["pale_attention", "to_pale_size", "pale_attention_macs", "check_attention_inputs"]
+__all__ = ["pale_attention", "pale_attention_packed", "pack_qkv", "attention_backend",
+           "to_pale_size", "pale_attention_macs", "check_attention_inputs"]
 
 
 def to_pale_size(pale_size):
@@ -77,68 +78,131 @@ def _key_bias(is_real, dtype):
     return bias.reshape([1, num_groups, 1, 1, -1])
 
 
-def _attend(q, k, v, scale, bias):
-    """Softmax attention on ``[B, N, heads, L, d]`` tensors (N: groups)."""
-    scores = paddle.matmul(q, k, transpose_y=True) * scale  # [B, N, heads, L, L]
+def attention_backend(on_gpu, dtype, padded):
+    """Which kernel computes the group attention: ``"sdpa"`` or ``"matmul"``.
+
+    Paddle's fused ``scaled_dot_product_attention`` (flash attention) is only fast on GPU
+    in half precision, and is given no mask here, so it is used only when no line is
+    padded. The matmul path (QK^T, softmax, AV) is the checked reference elsewhere.
+    """
+    half = str(dtype).split(".")[-1] in ("float16", "bfloat16")
+    return "sdpa" if on_gpu and half and not padded else "matmul"
+
+
+def _attend(q, k, v, bias, backend):
+    """Softmax attention of already scaled queries.
+
+    ``matmul``: ``[..., heads, L, d]`` tensors, ``bias`` broadcast onto the
+    ``[..., heads, L, L]`` scores. ``sdpa``: ``[batch, L, heads, d]``, no bias.
+    """
+    if backend == "sdpa":
+        return F.scaled_dot_product_attention(q, k, v, scale=1.0, training=False)
+    scores = paddle.matmul(q, k, transpose_y=True)
     if bias is not None:
         scores = scores + bias
     return paddle.matmul(F.softmax(scores, axis=-1), v)
 
 
-def _row_attention(q, k, v, num_heads, s_r, scale):
-    """Attention within interlaced row groups. Inputs ``[B, H, W, C']``."""
-    _, height, width, channels = q.shape
+def _pad_axis(t, axis, amount):
+    pad = [0, 0] * t.ndim
+    pad[2 * axis + 1] = amount
+    return F.pad(t, pad)
+
+
+def _row_attention(qkv, num_heads, s_r, backend):
+    """Attention within interlaced row groups; ``qkv``: ``[3, B, H, W, C']``."""
+    _, _, height, width, channels = qkv.shape
     head_dim = channels // num_heads
     padded = -(-height // s_r) * s_r
     num_groups = padded // s_r  # N_r
+    bias = None
     if padded != height:
-        pad = [0, 0, 0, padded - height, 0, 0, 0, 0]
-        q, k, v = (F.pad(t, pad) for t in (q, k, v))
+        qkv = _pad_axis(qkv, 2, padded - height)
         is_real = _real_line_mask(padded, s_r, num_groups, height)  # [N_r, s_r]
         # keys of a row group are laid out [s_r, W]
-        is_real = is_real.unsqueeze(-1).expand([num_groups, s_r, width])
-        bias = _key_bias(is_real, q.dtype)
+        bias = _key_bias(is_real.unsqueeze(-1).expand([num_groups, s_r, width]), qkv.dtype)
+    qkv = qkv.reshape([3, -1, s_r, num_groups, width, num_heads, head_dim])
+    if backend == "sdpa":
+        qkv = qkv.transpose([0, 1, 3, 2, 4, 5, 6])  # [3, B, N_r, s_r, W, heads, d]
+        qkv = qkv.reshape([3, -1, s_r * width, num_heads, head_dim])
+        out = _attend(qkv[0], qkv[1], qkv[2], None, backend)
+        out = out.reshape([-1, num_groups, s_r, width, num_heads * head_dim])
+        out = out.transpose([0, 2, 1, 3, 4])  # [B, s_r, N_r, W, C']
     else:
-        bias = None
-
-    def group(t):
-        t = t.reshape([-1, s_r, num_groups, width, num_heads, head_dim])
-        t = t.transpose([0, 2, 4, 1, 3, 5])  # [B, N_r, heads, s_r, W, d]
-        return t.reshape([-1, num_groups, num_heads, s_r * width, head_dim])
-
-    out = _attend(group(q), group(k), group(v), scale, bias)
-    out = out.reshape([-1, num_groups, num_heads, s_r, width, head_dim])
-    out = out.transpose([0, 3, 1, 4, 2, 5])  # [B, s_r, N_r, W, heads, d]
+        qkv = qkv.transpose([0, 1, 3, 5, 2, 4, 6])  # [3, B, N_r, heads, s_r, W, d]
+        qkv = qkv.reshape([3, -1, num_groups, num_heads, s_r * width, head_dim])
+        out = _attend(qkv[0], qkv[1], qkv[2], bias, backend)
+        out = out.reshape([-1, num_groups, num_heads, s_r, width, head_dim])
+        out = out.transpose([0, 3, 1, 4, 2, 5])  # [B, s_r, N_r, W, heads, d]
     out = out.reshape([-1, padded, width, channels])
     return out[:, :height] if padded != height else out
 
 
-def _column_attention(q, k, v, num_heads, s_c, scale):
-    """Attention within interlaced column groups. Inputs ``[B, H, W, C']``."""
-    _, height, width, channels = q.shape
+def _column_attention(qkv, num_heads, s_c, backend):
+    """Attention within interlaced column groups; ``qkv``: ``[3, B, H, W, C']``."""
+    _, _, height, width, channels = qkv.shape
     head_dim = channels // num_heads
     padded = -(-width // s_c) * s_c
     num_groups = padded // s_c  # N_c
+    bias = None
     if padded != width:
-        pad = [0, 0, 0, 0, 0, padded - width, 0, 0]
-        q, k, v = (F.pad(t, pad) for t in (q, k, v))
+        qkv = _pad_axis(qkv, 3, padded - width)
         is_real = _real_line_mask(padded, s_c, num_groups, width)  # [N_c, s_c]
         # keys of a column group are laid out [H, s_c]
-        is_real = is_real.unsqueeze(1).expand([num_groups, height, s_c])
-        bias = _key_bias(is_real, q.dtype)
+        bias = _key_bias(is_real.unsqueeze(1).expand([num_groups, height, s_c]), qkv.dtype)
+    qkv = qkv.reshape([3, -1, height, s_c, num_groups, num_heads, head_dim])
+    if backend == "sdpa":
+        qkv = qkv.transpose([0, 1, 4, 2, 3, 5, 6])  # [3, B, N_c, H, s_c, heads, d]
+        qkv = qkv.reshape([3, -1, height * s_c, num_heads, head_dim])
+        out = _attend(qkv[0], qkv[1], qkv[2], None, backend)
+        out = out.reshape([-1, num_groups, height, s_c, num_heads * head_dim])
+        out = out.transpose([0, 2, 3, 1, 4])  # [B, H, s_c, N_c, C']
     else:
-        bias = None
-
-    def group(t):
-        t = t.reshape([-1, height, s_c, num_groups, num_heads, head_dim])
-        t = t.transpose([0, 3, 4, 1, 2, 5])  # [B, N_c, heads, H, s_c, d]
-        return t.reshape([-1, num_groups, num_heads, height * s_c, head_dim])
-
-    out = _attend(group(q), group(k), group(v), scale, bias)
-    out = out.reshape([-1, num_groups, num_heads, height, s_c, head_dim])
-    out = out.transpose([0, 3, 4, 1, 2, 5])  # [B, H, s_c, N_c, heads, d]
+        qkv = qkv.transpose([0, 1, 4, 5, 2, 3, 6])  # [3, B, N_c, heads, H, s_c, d]
+        qkv = qkv.reshape([3, -1, num_groups, num_heads, height * s_c, head_dim])
+        out = _attend(qkv[0], qkv[1], qkv[2], bias, backend)
+        out = out.reshape([-1, num_groups, num_heads, height, s_c, head_dim])
+        out = out.transpose([0, 3, 4, 1, 2, 5])  # [B, H, s_c, N_c, heads, d]
     out = out.reshape([-1, height, padded, channels])
     return out[:, :, :width] if padded != width else out
+
+
+def pack_qkv(q, k, v, scale=None):
+    """``[B, H, W, C]`` x 3 -> ``[3, B, H, W, C]``, queries times ``scale`` (the
+    attention scale, applied here because q is ``L / d`` times smaller than the scores).
+    """
+    if scale is not None:
+        q = q * scale
+    return paddle.stack([q, k, v])
+
+
+def pale_attention_packed(qkv, num_heads, pale_size, backend="matmul"):
+    """PS-Attention on packed, pre-scaled projections: the layer's fast path.
+
+    Args:
+        qkv: ``[3, B, H, W, C]`` (q, k, v), see :func:`pack_qkv`; queries already
+            multiplied by ``head_dim ** -0.5``.
+        num_heads, pale_size: as in :func:`pale_attention`.
+        backend: ``"matmul"`` or ``"sdpa"`` (no padding support, see
+            :func:`attention_backend`).
+
+    Returns:
+        ``[B, H, W, C]``.
+    """
+    if backend not in ("matmul", "sdpa"):
+        raise ValueError(f"backend must be 'matmul' or 'sdpa', got {backend!r}")
+    s_r, s_c = to_pale_size(pale_size)
+    height, width = qkv.shape[2], qkv.shape[3]
+    if backend == "sdpa" and (height % s_r or width % s_c):
+        raise ValueError(
+            f"the sdpa backend takes no mask: H={height}, W={width} must be multiples of "
+            f"the pale size ({s_r}, {s_c})")
+    # split, not two slices: its gradient is one concat instead of two zero-padded
+    # full-size tensors summed
+    row_qkv, col_qkv = paddle.split(qkv, 2, axis=-1)
+    rows = _row_attention(row_qkv, num_heads // 2, s_r, backend)
+    cols = _column_attention(col_qkv, num_heads // 2, s_c, backend)
+    return paddle.concat([rows, cols], axis=-1)
 
 
 def pale_attention(q, k, v, num_heads, pale_size):
@@ -156,14 +220,9 @@ def pale_attention(q, k, v, num_heads, pale_size):
         ``[B, H, W, C]`` tensor: ``concat(Y_r, Y_c)`` of Eq. 3.
     """
     check_attention_inputs(q, k, v, num_heads)
-    s_r, s_c = to_pale_size(pale_size)
-    channels = q.shape[-1]
-    half, heads_half = channels // 2, num_heads // 2
-    scale = (channels // num_heads) ** -0.5
-    rows = _row_attention(q[..., :half], k[..., :half], v[..., :half], heads_half, s_r, scale)
-    cols = _column_attention(q[..., half:], k[..., half:], v[..., half:], heads_half, s_c,
-                             scale)
-    return paddle.concat([rows, cols], axis=-1)
+    to_pale_size(pale_size)
+    scale = (q.shape[-1] // num_heads) ** -0.5
+    return pale_attention_packed(pack_qkv(q, k, v, scale), num_heads, pale_size)
 
 
 def pale_attention_macs(height, width, channels, pale_size):

@@ -2,7 +2,7 @@
 import paddle
 import paddle.nn as nn
 
-__all__ = ["DropPath", "Mlp", "init_weights"]
+__all__ = ["DropPath", "Linear", "Mlp", "init_weights"]
 
 _trunc_normal = nn.initializer.TruncatedNormal(std=0.02)
 _zeros = nn.initializer.Constant(0.0)
@@ -30,14 +30,30 @@ class DropPath(nn.Layer):
         return f"drop_prob={self.drop_prob}"
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` whose bias is added inside the GEMM (``addmm``).
+
+    Paddle's CPU ``linear`` runs a matmul and then a separate broadcast add over the
+    whole output, which costs about as much as the matmul itself at small C. Same
+    parameters and state-dict keys as ``nn.Linear``.
+    """
+
+    def forward(self, x):
+        if self.bias is None:
+            return paddle.matmul(x, self.weight)
+        shape = x.shape
+        out = paddle.addmm(self.bias.unsqueeze(0), x.reshape([-1, shape[-1]]), self.weight)
+        return out.reshape([*shape[:-1], self.weight.shape[1]])
+
+
 class Mlp(nn.Layer):
     """Two linear layers with GELU between (Eq. 8), expansion ratio R_i."""
 
     def __init__(self, dim, hidden_dim, drop=0.0):
         super().__init__()
-        self.fc1 = nn.Linear(dim, hidden_dim)
+        self.fc1 = Linear(dim, hidden_dim)
         self.act = nn.GELU()
-        self.fc2 = nn.Linear(hidden_dim, dim)
+        self.fc2 = Linear(hidden_dim, dim)
         self.drop = nn.Dropout(drop) if drop > 0 else nn.Identity()
 
     def forward(self, x):

@@ -4,28 +4,63 @@ Inside a stage every tensor is channels last, ``[B, H, W, C]``: LayerNorm, the l
 layers and PS-Attention all work on the last axis, and the depth-wise convolutions run
 with ``data_format="NHWC"``, so a block needs no layout transposes of its own.
 """
+import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
-from .attention import pale_attention, to_pale_size
-from .layers import DropPath, Mlp, init_weights
+from .attention import attention_backend, pale_attention_packed, to_pale_size
+from .layers import DropPath, Linear, Mlp, init_weights
 
-__all__ = ["PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
+__all__ = ["QKVProjection", "PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
            "CLASSIFIER_PREFIXES"]
 
 # state-dict key prefixes of the classifier (pooled norm + linear head)
 CLASSIFIER_PREFIXES = ("norm.", "head.")
 
 
-class SeparableProjection(nn.Layer):
-    """3x3 depth-wise conv then a linear layer (phi_Q / phi_K / phi_V, as in CvT)."""
+class QKVProjection(nn.Layer):
+    """phi_Q, phi_K and phi_V of Eq. 7 at once: separable convolutions (CvT style), a 3x3
+    depth-wise conv then a C x C linear map per projection.
+
+    The three depth-wise convs are one grouped conv with three filters per channel and
+    the three linear maps one batched matmul (both biases fused in), which writes the
+    packed ``[3, B, H, W, C]`` (q, k, v) layout of :func:`pale_attention_packed`. The
+    ``depthwise`` Conv2D holds the conv parameters; its forward is not called.
+    """
 
     def __init__(self, dim, bias=True):
         super().__init__()
-        self.depthwise = nn.Conv2D(dim, dim, 3, padding=1, groups=dim, data_format="NHWC")
-        self.pointwise = nn.Linear(dim, dim, bias_attr=None if bias else False)
+        self.dim = dim
+        # output channel 3 c + j: filter j (q, k, v) of input channel c
+        self.depthwise = nn.Conv2D(dim, 3 * dim, 3, padding=1, groups=dim, data_format="NHWC")
+        # weight[j]: the C x C map of projection j (q, k, v), laid out [in, out] like Linear
+        self.weight = self.create_parameter(
+            [3, dim, dim], default_initializer=nn.initializer.TruncatedNormal(std=0.02))
+        self.bias = self.create_parameter([3, 1, dim], is_bias=True) if bias else None
 
-    def forward(self, x):  # [B, H, W, C]
-        return self.pointwise(self.depthwise(x))
+    def forward(self, x, query_scale=None):
+        """``[B, H, W, C]`` -> ``[3, B, H, W, C]``; queries times ``query_scale``."""
+        _, height, width, channels = x.shape
+        conv = self.depthwise
+        # the conv runs without its bias: the bias passes through the linear maps, so it
+        # folds into theirs, which saves a pass over the [B, H, W, 3C] taps
+        taps = F.conv2d(x, conv.weight, None, padding=1, groups=channels,
+                        data_format="NHWC").reshape([-1, channels, 3])  # [BHW, C, 3]
+        taps = taps.transpose([2, 0, 1])  # [3, BHW, C]
+        weight, bias = self.weight, self.bias
+        if query_scale is not None:  # on the small weights, not on the activations
+            weight = paddle.concat([weight[:1] * query_scale, weight[1:]])
+            if bias is not None:
+                bias = paddle.concat([bias[:1] * query_scale, bias[1:]])
+        if conv.bias is not None:
+            conv_bias = conv.bias.reshape([channels, 3]).transpose([1, 0]).unsqueeze(1)
+            folded = paddle.bmm(conv_bias, weight)  # [3, 1, C]
+            bias = folded if bias is None else bias + folded
+        if bias is None:
+            out = paddle.bmm(taps, weight)
+        else:
+            out = paddle.baddbmm(bias, taps, weight)
+        return out.reshape([3, -1, height, width, channels])
 
 
 class PaleAttention(nn.Layer):
@@ -36,7 +71,7 @@ class PaleAttention(nn.Layer):
         dim: channels C.
         num_heads: heads H_i (even: half per direction).
         pale_size: S_i, an int or ``(s_r, s_c)``.
-        qkv_bias: bias in the Q/K/V linear layers.
+        qkv_bias: bias in the Q/K/V linear maps.
         proj_drop: dropout after the output projection.
     """
 
@@ -49,15 +84,24 @@ class PaleAttention(nn.Layer):
         self.dim = dim
         self.num_heads = num_heads
         self.pale_size = to_pale_size(pale_size)
-        self.query = SeparableProjection(dim, qkv_bias)
-        self.key = SeparableProjection(dim, qkv_bias)
-        self.value = SeparableProjection(dim, qkv_bias)
-        self.proj = nn.Linear(dim, dim)
+        self.scale = (dim // num_heads) ** -0.5
+        self.qkv = QKVProjection(dim, qkv_bias)
+        self.proj = Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
 
+    def qkv_projection(self, x):
+        """Unscaled ``(q, k, v)``, each ``[B, H, W, C]``: the inputs of
+        :func:`pale_attention` that this layer's fused path computes."""
+        qkv = self.qkv(x)  # [3, B, H, W, C]
+        return qkv[0], qkv[1], qkv[2]
+
     def forward(self, x):  # [B, H, W, C]
-        out = pale_attention(self.query(x), self.key(x), self.value(x), self.num_heads,
-                             self.pale_size)
+        _, height, width, _ = x.shape
+        s_r, s_c = self.pale_size
+        backend = attention_backend(paddle.device.get_device().startswith("gpu"), x.dtype,
+                                    padded=bool(height % s_r or width % s_c))
+        out = pale_attention_packed(self.qkv(x, self.scale), self.num_heads, self.pale_size,
+                                    backend)
         return self.proj_drop(self.proj(out))
 
     def extra_repr(self):

@@ -11,7 +11,7 @@ import paddle
 import paddle.nn as nn
 
 from ..models.attention import pale_attention_macs
-from ..models.pale import PaleAttention
+from ..models.pale import PaleAttention, QKVProjection
 
 __all__ = ["count_params", "count_flops"]
 
@@ -22,20 +22,29 @@ def count_params(model, trainable_only=False):
                if not (trainable_only and p.stop_gradient))
 
 
+# count_flops feeds ONE image, so a layer's whole output belongs to it: the leading
+# axis is not always the image axis (Swin's window attention batches windows there)
 def _conv_macs(layer, inputs, output):
     kernel = layer.weight.shape  # [out, in / groups, kh, kw]
     per_output = kernel[1] * kernel[2] * kernel[3]
-    return int(output.numel()) // output.shape[0] * per_output
+    return int(output.numel()) * per_output
 
 
 def _linear_macs(layer, inputs, output):
     in_features, out_features = layer.weight.shape
-    return int(output.numel()) // output.shape[0] // out_features * in_features * out_features
+    return int(output.numel()) // out_features * in_features * out_features
 
 
 def _attention_macs(layer, inputs, output):
     _, height, width, channels = inputs[0].shape
     return pale_attention_macs(height, width, channels, layer.pale_size)
+
+
+def _qkv_macs(layer, inputs, output):
+    # functional: the 3x3 depth-wise conv with 3 filters per channel (27 hwc) and the
+    # three C x C maps (3 hwc^2) as one batched matmul
+    _, height, width, channels = inputs[0].shape
+    return 3 * height * width * channels * channels + 27 * height * width * channels
 
 
 def _group_of(name):
@@ -48,11 +57,13 @@ def _group_of(name):
     return parts[0]
 
 
-def count_flops(model, input_size, forward=None):
+def count_flops(model, input_size, forward=None, extra_counters=()):
     """MACs of one image of ``input_size = (C, H, W)`` (or ``(H, W)``).
 
     Args:
         model: a Layer; ``forward(model, x)`` runs it (default ``model(x)``).
+        extra_counters: ``(LayerClass, macs(layer, inputs, output))`` pairs for layers
+            that do functional work the built-in counters miss (checked first).
 
     Returns:
         ``(total, breakdown)``: an int, and an OrderedDict group -> MACs where groups
@@ -60,8 +71,8 @@ def count_flops(model, input_size, forward=None):
     """
     if len(input_size) == 2:
         input_size = (getattr(model, "in_channels", 3), *input_size)
-    counters = ((PaleAttention, _attention_macs), (nn.Conv2D, _conv_macs),
-                (nn.Linear, _linear_macs))
+    counters = (*extra_counters, (PaleAttention, _attention_macs),
+                (QKVProjection, _qkv_macs), (nn.Conv2D, _conv_macs), (nn.Linear, _linear_macs))
     breakdown = OrderedDict()
     hooks = []
     for name, layer in model.named_sublayers(include_self=True):

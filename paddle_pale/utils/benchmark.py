@@ -1,0 +1,455 @@
+"""Side-by-side speed and memory benchmark of Pale-T and its peers, in one process.
+
+Every case is timed in interleaved rounds (round r runs case 1, case 2, ..., then round
+r + 1 starts again), so a noisy neighbour on the machine slows all cases alike; the
+figure reported is the median over rounds. Cases:
+
+* ``pale_t`` (eager) and ``pale_t/predictor`` (exported with ``paddle.jit.save`` and run
+  by a Paddle Inference predictor): the backbone, ``forward_pyramid`` (4 normed NCHW maps),
+* ``swin_t``: PaddleSeg's ``SwinTransformer_tiny_patch4_window7_224`` backbone, which
+  returns the same 4 normed NCHW maps (so both run without a classifier),
+* ``ps_attention`` cores at the stage-1 shape (56x56x64, 2 heads at 224 input): the
+  module's fused path, the public ``pale_attention``, paddle's
+  ``scaled_dot_product_attention`` on the same groups, and the naive masked reference.
+
+FLOP figures are multiply-accumulates (the paper's convention) for FLOPs columns and
+2 x MACs for GFLOP/s, the convention of the matmul figure beside them.
+"""
+import json
+import os
+import statistics
+import tempfile
+import time
+from collections import OrderedDict
+
+import numpy as np
+import paddle
+
+from ..models import attention as attention_ops
+from ..models.attention import pale_attention, pale_attention_macs
+from ..models.attention_reference import naive_pale_attention
+from ..models.pale import PaleAttention
+from ..models.registry import create_model
+from .flops import count_flops
+
+__all__ = ["Case", "model_cases", "attention_cases", "run_benchmark", "matmul_gflops",
+           "format_report", "attention_score_elements", "resolution_sweep", "MemoryMeter"]
+
+
+# ----------------------------------------------------------------------------- memory
+class MemoryMeter:
+    """Peak memory of a block of code: max allocated on GPU, peak RSS on CPU (Linux).
+
+    On CPU the kernel's peak-RSS counter (VmHWM) is reset through
+    ``/proc/self/clear_refs`` before the block, so each case gets its own peak.
+    """
+
+    def __init__(self):
+        self.on_gpu = paddle.device.get_device().startswith("gpu")
+        self.kind = "max_allocated" if self.on_gpu else "peak_rss"
+
+    @staticmethod
+    def _status(field):
+        with open("/proc/self/status") as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError(f"{field} missing from /proc/self/status")
+
+    def start(self):
+        if self.on_gpu:
+            paddle.device.cuda.reset_max_memory_allocated()
+            self.base = paddle.device.cuda.memory_allocated()
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as handle:
+                handle.write("5")
+            self.base = self._status("VmRSS")
+        except OSError:  # not Linux: no per-case peak available
+            self.base = None
+
+    def stop(self):
+        """``(peak_bytes, peak_minus_start_bytes)``; ``(None, None)`` where unknown."""
+        if self.on_gpu:
+            peak = paddle.device.cuda.max_memory_allocated()
+        elif self.base is None:
+            return None, None
+        else:
+            peak = self._status("VmHWM")
+        return peak, peak - self.base
+
+
+# ----------------------------------------------------------------------------- cases
+class Case:
+    """One benchmarked thing: ``infer()`` / ``train()`` each run one batch.
+
+    Args:
+        name: row label.
+        macs: multiply-accumulates per image (None: unknown, no GFLOP/s reported).
+        infer: callable running one inference batch, or None.
+        train: callable running one training step (forward, backward, optimizer), or None.
+        group: ``"model"`` or ``"attention"``; ratios are taken within a group.
+    """
+
+    def __init__(self, name, macs, infer=None, train=None, group="model"):
+        self.name, self.macs, self.group = name, macs, group
+        self.modes = OrderedDict((mode, fn) for mode, fn in (("infer", infer), ("train", train))
+                                 if fn is not None)
+
+
+def _sync():
+    if paddle.device.get_device().startswith("gpu"):
+        paddle.device.synchronize()
+
+
+class _Pyramid(paddle.nn.Layer):
+    """Exports ``forward_pyramid`` as the forward of a layer."""
+
+    def __init__(self, backbone):
+        super().__init__()
+        self.backbone = backbone
+
+    def forward(self, x):
+        return self.backbone.forward_pyramid(x)
+
+
+def _train_step(model, forward, images):
+    optimizer = paddle.optimizer.AdamW(learning_rate=1e-4, parameters=model.parameters())
+
+    def step():
+        model.train()
+        loss = paddle.add_n([out.mean() for out in forward(images)])
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    return step
+
+
+def _infer(model, forward, images):
+    def run():
+        model.eval()
+        with paddle.no_grad():
+            forward(images)
+    return run
+
+
+def build_predictor(layer, input_size, directory, threads=None):
+    """Export ``layer`` (static H, W, dynamic batch) and load it with Paddle Inference.
+
+    oneDNN stays off: Paddle 3.3.1's oneDNN passes reject the Pale-T graph (a reshape
+    output type check fails when the predictor is created).
+    """
+    from paddle.static import InputSpec
+
+    layer.eval()
+    static = paddle.jit.to_static(
+        layer, input_spec=[InputSpec([None, 3, *input_size], "float32", "images")],
+        full_graph=True)
+    prefix = os.path.join(directory, "model")
+    paddle.jit.save(static, prefix)
+    config = paddle.inference.Config(prefix + ".json", prefix + ".pdiparams")
+    if paddle.device.get_device().startswith("gpu"):
+        config.enable_use_gpu(256, 0)
+    else:
+        config.disable_gpu()
+        config.set_cpu_math_library_num_threads(
+            threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
+        config.disable_onednn()
+    config.disable_glog_info()
+    return paddle.inference.create_predictor(config)
+
+
+def _predictor_infer(predictor, images):
+    input_handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    array = images.numpy()
+
+    def run():
+        input_handle.copy_from_cpu(array)
+        predictor.run()
+        for name in predictor.get_output_names():
+            predictor.get_output_handle(name).copy_to_cpu()
+    return run
+
+
+def _swin_macs(model, size):
+    """Swin MACs: conv/linear layers by hook, plus 2 N^2 C per window attention."""
+    from paddleseg.models.backbones.swin_transformer import WindowAttention
+
+    def window_macs(layer, inputs, output):
+        windows, tokens, channels = inputs[0].shape
+        return 2 * windows * tokens * tokens * channels
+
+    total, _ = count_flops(model, (3, *size), extra_counters=((WindowAttention, window_macs),))
+    return total
+
+
+def model_cases(batch, size, names=("pale_t", "swin_t", "pale_t/predictor"), train=True,
+                workdir=None, model_overrides=None):
+    """Cases for the full backbones; ``model_overrides`` shrink Pale for smoke tests."""
+    images = paddle.randn([batch, 3, *size])
+    cases = []
+    overrides = dict(with_classifier=False, **(model_overrides or {}))
+    pale_forward = lambda m, x: m.forward_pyramid(x)  # noqa: E731
+    for name in names:
+        if name in ("pale_t", "pale_t/predictor"):
+            model = create_model("pale_t", **overrides)
+            macs, _ = count_flops(model, (3, *size), forward=pale_forward)
+            if name == "pale_t":
+                cases.append(Case(name, macs, _infer(model, model.forward_pyramid, images),
+                                  _train_step(model, model.forward_pyramid, images)
+                                  if train else None))
+            else:
+                predictor = build_predictor(_Pyramid(model), size,
+                                            workdir or tempfile.mkdtemp())
+                cases.append(Case(name, macs, _predictor_infer(predictor, images)))
+        elif name == "swin_t":
+            try:
+                from paddleseg.models.backbones.swin_transformer import \
+                    SwinTransformer_tiny_patch4_window7_224
+            except ImportError as error:
+                print(f"skipping swin_t: paddleseg is not importable ({error})")
+                continue
+            # no stochastic depth: Pale-T runs without it too
+            model = SwinTransformer_tiny_patch4_window7_224(drop_path_rate=0.0)
+            cases.append(Case(name, _swin_macs(model, size), _infer(model, model, images),
+                              _train_step(model, model, images) if train else None))
+        else:
+            raise ValueError(f"unknown model case {name!r}; expected pale_t, swin_t or "
+                             f"pale_t/predictor")
+    return cases
+
+
+def _attention_train(fn, tensors):
+    def step():
+        for tensor in tensors:
+            tensor.stop_gradient = False
+            tensor.clear_gradient()
+        fn(*tensors).sum().backward()
+    return step
+
+
+def _attention_infer(fn, tensors):
+    def run():
+        with paddle.no_grad():
+            fn(*tensors)
+    return run
+
+
+def attention_cases(batch, size, train=True, naive=True, channels=64, num_heads=2,
+                    pale_size=7):
+    """PS-Attention cores at the stage-1 shape of a ``size`` input (stride 4)."""
+    height, width = size[0] // 4, size[1] // 4
+    layer = PaleAttention(channels, num_heads, pale_size)
+    layer.eval()
+    x = paddle.randn([batch, height, width, channels])
+    with paddle.no_grad():
+        q, k, v = (t.contiguous() for t in layer.qkv_projection(x))
+    macs = pale_attention_macs(height, width, channels, pale_size)
+    scale = (channels // num_heads) ** -0.5
+    funcs = OrderedDict()
+    funcs["ps_attention/fused"] = lambda q, k, v: attention_ops.pale_attention_packed(
+        attention_ops.pack_qkv(q, k, v, scale), num_heads, pale_size)
+    funcs["ps_attention/public"] = lambda q, k, v: pale_attention(q, k, v, num_heads, pale_size)
+    if height % pale_size == 0 and width % pale_size == 0:  # sdpa takes no padding mask
+        funcs["ps_attention/sdpa"] = lambda q, k, v: attention_ops.pale_attention_packed(
+            attention_ops.pack_qkv(q, k, v, scale), num_heads, pale_size, backend="sdpa")
+    if naive:
+        funcs["ps_attention/naive"] = lambda q, k, v: naive_pale_attention(
+            q, k, v, num_heads, pale_size)
+    return [Case(name, macs, _attention_infer(fn, (q, k, v)),
+                 _attention_train(fn, [t.clone() for t in (q, k, v)]) if train else None,
+                 group="attention") for name, fn in funcs.items()]
+
+
+# ----------------------------------------------------------------------------- timing
+def matmul_gflops(n=1024, repeats=5):
+    """fp32 GFLOP/s (2 n^3 per product) of one n x n matmul, median of ``repeats``."""
+    a, b = paddle.randn([n, n]), paddle.randn([n, n])
+    paddle.matmul(a, b)
+    _sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        paddle.matmul(a, b)
+        _sync()
+        times.append(time.perf_counter() - start)
+    return 2 * n ** 3 / statistics.median(times) / 1e9
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def _time(fn, iters, clock):
+    _sync()
+    start = clock()
+    for _ in range(iters):
+        fn()
+    _sync()
+    return (clock() - start) / iters
+
+
+def run_benchmark(cases, batch, rounds=3, warmup=1, iters=1, clock="wall"):
+    """Time every case and mode in interleaved rounds; measure peak memory once each.
+
+    ``clock="cpu"`` times with the process CPU time instead of the wall clock: with one
+    thread (``OMP_NUM_THREADS=1``) it counts the work done, whatever else the machine
+    runs, which makes before/after comparisons on a shared machine stable. Not for
+    several threads (idle threads spin) nor for the predictor's own thread pool.
+
+    Returns a list of dicts: name, group, mode, images_per_s, ms_per_batch (median),
+    round_ms (all rounds), peak_mb, peak_growth_mb (peak minus memory at the start),
+    gmacs_per_image, achieved_gflops.
+    """
+    if clock not in CLOCKS:
+        raise ValueError(f"clock must be one of {sorted(CLOCKS)}, got {clock!r}")
+    if rounds < 1 or iters < 1 or warmup < 0:
+        raise ValueError(f"need rounds >= 1, iters >= 1, warmup >= 0; got rounds={rounds}, "
+                         f"iters={iters}, warmup={warmup}")
+    meter = MemoryMeter()
+    results = OrderedDict()
+    for case in cases:
+        for mode, fn in case.modes.items():
+            meter.start()
+            fn()  # first call: builds kernels and caches, measures peak memory
+            _sync()
+            peak, growth = meter.stop()
+            for _ in range(warmup):
+                fn()
+            results[(case.name, mode)] = dict(
+                name=case.name, group=case.group, mode=mode, round_ms=[],
+                peak_mb=None if peak is None else peak / 2 ** 20,
+                peak_growth_mb=None if growth is None else growth / 2 ** 20,
+                gmacs_per_image=None if case.macs is None else case.macs / 1e9)
+    for _ in range(rounds):
+        for case in cases:
+            for mode, fn in case.modes.items():
+                results[(case.name, mode)]["round_ms"].append(
+                    _time(fn, iters, CLOCKS[clock]) * 1e3)
+    rows = []
+    for row in results.values():
+        row["ms_per_batch"] = statistics.median(row["round_ms"])
+        row["images_per_s"] = batch / row["ms_per_batch"] * 1e3
+        gmacs = row["gmacs_per_image"]
+        row["achieved_gflops"] = None if gmacs is None else 2 * gmacs * row["images_per_s"]
+        rows.append(row)
+    return rows
+
+
+def _add_ratios(rows, reference_by_group):
+    """``speedup``: images/s over the group's reference case in the same mode."""
+    for row in rows:
+        reference = reference_by_group.get(row["group"])
+        base = next((r for r in rows if r["name"] == reference and r["mode"] == row["mode"]),
+                    None)
+        row["speedup_vs"] = reference if base else None
+        row["speedup"] = row["images_per_s"] / base["images_per_s"] if base else None
+
+
+# ----------------------------------------------------------------------------- memory growth
+def attention_score_elements(model, size, batch=1):
+    """Largest attention score tensor (elements) of a Pale forward at ``size``, and the
+    one a naive global-attention implementation would need, both from the shapes.
+
+    Stage i runs at stride 4 * 2^i (convs with padding k // 2 round up).
+    """
+    height, width = size
+    largest, naive = 0, 0
+    for stage_index, stage in enumerate(model.stages):
+        height, width = -(-height // (4 if stage_index == 0 else 2)), \
+            -(-width // (4 if stage_index == 0 else 2))
+        for block in stage:
+            attn = block.attn
+            s_r, s_c = attn.pale_size
+            half_heads = attn.num_heads // 2
+            padded_h, padded_w = -(-height // s_r) * s_r, -(-width // s_c) * s_c
+            rows = batch * half_heads * (padded_h // s_r) * (s_r * width) ** 2
+            cols = batch * half_heads * (padded_w // s_c) * (s_c * height) ** 2
+            largest = max(largest, rows, cols)
+            naive = max(naive, batch * half_heads * (height * width) ** 2)
+    return largest, naive
+
+
+def resolution_sweep(sizes=(224, 448, 896), batch=1, names=("pale_t", "swin_t"),
+                     rounds=1, model_overrides=None):
+    """Inference time and peak-memory growth per input size, plus score tensor sizes."""
+    rows = []
+    for size in sizes:
+        cases = model_cases(batch, (size, size), names=names, train=False,
+                            model_overrides=model_overrides)
+        for row in run_benchmark(cases, batch, rounds=rounds, warmup=0):
+            if row["name"] == "pale_t":
+                model = create_model("pale_t", with_classifier=False,
+                                     **(model_overrides or {}))
+                pale, naive = attention_score_elements(model, (size, size), batch)
+                row["max_score_elements"], row["naive_score_elements"] = pale, naive
+            row["size"] = size
+            rows.append(row)
+        del cases
+    return rows
+
+
+# ----------------------------------------------------------------------------- report
+def _fmt(value, spec):
+    return "-" if value is None else format(value, spec)
+
+
+def format_report(report):
+    """Plain-text tables of a :func:`benchmark` report."""
+    lines = [f"device {report['device']}  threads {report['threads']}  batch {report['batch']}"
+             f"  input {report['size'][0]}x{report['size'][1]}  rounds {report['rounds']}"
+             f"  clock {report['clock']}",
+             f"fp32 matmul 1024^3: {report['matmul_gflops']:.1f} GFLOP/s",
+             "",
+             f"{'case':<22}{'mode':<7}{'img/s':>9}{'ms/batch':>10}{'speedup':>9}  "
+             f"{'vs':<20}{'GMACs/img':>10}{'GFLOP/s':>9}{'%matmul':>8}{'peak MB':>9}"
+             f"{'+MB':>8}"]
+    for row in report["results"]:
+        share = None if row["achieved_gflops"] is None else \
+            100 * row["achieved_gflops"] / report["matmul_gflops"]
+        lines.append(
+            f"{row['name']:<22}{row['mode']:<7}{row['images_per_s']:>9.2f}"
+            f"{row['ms_per_batch']:>10.1f}{_fmt(row['speedup'], '.2f'):>9}  "
+            f"{row['speedup_vs'] or '-':<20}{_fmt(row['gmacs_per_image'], '.3f'):>10}"
+            f"{_fmt(row['achieved_gflops'], '.1f'):>9}{_fmt(share, '.0f'):>8}"
+            f"{_fmt(row['peak_mb'], '.0f'):>9}{_fmt(row['peak_growth_mb'], '.0f'):>8}")
+    if report.get("sweep"):
+        lines += ["", f"resolution sweep (inference, batch {report['sweep_batch']}; "
+                  "+MB: peak RSS growth during one forward; scores: largest attention score "
+                  "tensor, elements)",
+                  f"{'case':<12}{'size':>6}{'ms/img':>10}{'+MB':>8}{'scores':>14}"
+                  f"{'naive scores':>16}"]
+        for row in report["sweep"]:
+            lines.append(
+                f"{row['name']:<12}{row['size']:>6}{1e3 / row['images_per_s']:>10.1f}"
+                f"{_fmt(row['peak_growth_mb'], '.0f'):>8}"
+                f"{_fmt(row.get('max_score_elements'), ',d'):>14}"
+                f"{_fmt(row.get('naive_score_elements'), ',d'):>16}")
+    return "\n".join(lines)
+
+
+def benchmark(batch=8, size=(224, 224), models=("pale_t", "swin_t", "pale_t/predictor"),
+              attention=True, naive=True, train=True, rounds=3, warmup=1, iters=1,
+              sweep=(), sweep_batch=1, model_overrides=None, clock="wall"):
+    """Run the whole benchmark; return a JSON-ready dict (see :func:`format_report`)."""
+    with tempfile.TemporaryDirectory() as workdir:
+        cases = model_cases(batch, size, models, train, workdir, model_overrides)
+        if attention:
+            cases += attention_cases(batch, size, train, naive)
+        matmul = matmul_gflops()
+        results = run_benchmark(cases, batch, rounds, warmup, iters, clock)
+    _add_ratios(results, {"model": "swin_t" if "swin_t" in models else None,
+                          "attention": "ps_attention/naive" if naive else None})
+    report = OrderedDict(
+        device=paddle.device.get_device(), threads=os.environ.get("OMP_NUM_THREADS"),
+        mkl_debug_cpu_type=os.environ.get("MKL_DEBUG_CPU_TYPE"), batch=batch,
+        size=list(size), rounds=rounds, iters=iters, clock=clock, memory=MemoryMeter().kind,
+        matmul_gflops=matmul, results=results, sweep_batch=sweep_batch,
+        sweep=resolution_sweep(sweep, sweep_batch, model_overrides=model_overrides)
+        if sweep else [])
+    return report
+
+
+def save_json(report, path):
+    with open(path, "w") as handle:
+        json.dump(report, handle, indent=1, default=lambda o: o.item() if isinstance(
+            o, np.generic) else str(o))

@@ -1,0 +1,156 @@
+"""Benchmark tool: report structure (no timing assertions), exported predictor, CPU env."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import paddle
+import pytest
+
+import paddle_pale
+from paddle_pale.utils import benchmark as bench
+
+from conftest import ROOT
+
+TINY = dict(embed_dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), num_heads=(2, 2, 2, 2))
+
+
+@pytest.fixture(scope="module")
+def report():
+    return bench.benchmark(batch=2, size=(56, 56), rounds=2, warmup=0, sweep=(56, 112),
+                           model_overrides=TINY)
+
+
+def test_report_has_every_case_and_mode(report):
+    rows = {(r["name"], r["mode"]): r for r in report["results"]}
+    expected = {("pale_t", "infer"), ("pale_t", "train"), ("swin_t", "infer"),
+                ("swin_t", "train"), ("pale_t/predictor", "infer")}
+    expected |= {(f"ps_attention/{kind}", mode) for kind in ("fused", "public", "sdpa", "naive")
+                 for mode in ("infer", "train")}
+    assert set(rows) == expected
+    for row in rows.values():
+        assert len(row["round_ms"]) == 2
+        assert row["ms_per_batch"] == pytest.approx(np.median(row["round_ms"]))
+        assert row["images_per_s"] == pytest.approx(2e3 / row["ms_per_batch"])
+        assert row["peak_mb"] > 0 and row["peak_growth_mb"] >= 0
+        assert row["achieved_gflops"] == pytest.approx(
+            2 * row["gmacs_per_image"] * row["images_per_s"])
+    assert rows[("swin_t", "train")]["speedup"] == 1.0
+    assert rows[("ps_attention/naive", "infer")]["speedup"] == 1.0
+    assert rows[("pale_t", "infer")]["speedup_vs"] == "swin_t"
+    assert report["matmul_gflops"] > 0
+
+
+def test_flops_of_cases_follow_the_models(report):
+    rows = {(r["name"], r["mode"]): r for r in report["results"]}
+    model = paddle_pale.create_model("pale_t", with_classifier=False, **TINY)
+    macs, _ = paddle_pale.utils.flops.count_flops(
+        model, (56, 56), forward=lambda m, x: m.forward_pyramid(x))
+    assert rows[("pale_t", "infer")]["gmacs_per_image"] == pytest.approx(macs / 1e9)
+    assert rows[("swin_t", "infer")]["gmacs_per_image"] > 0
+    assert rows[("ps_attention/fused", "infer")]["gmacs_per_image"] == pytest.approx(
+        paddle_pale.models.pale_attention_macs(14, 14, 64, 7) / 1e9)
+
+
+def test_swin_flops_match_the_published_figure():
+    # Swin-T: 4.5G MACs at 224 (Swin paper; Table 2 of the Pale paper), the classifier
+    # it lacks here is 0.77M of them
+    from paddleseg.models.backbones.swin_transformer import \
+        SwinTransformer_tiny_patch4_window7_224
+    macs = bench._swin_macs(SwinTransformer_tiny_patch4_window7_224(), (224, 224))
+    assert macs / 1e9 == pytest.approx(4.5, rel=0.01)
+
+
+def test_sweep_reports_score_sizes_and_text_table(report):
+    sizes = [(r["name"], r["size"]) for r in report["sweep"]]
+    assert sizes == [("pale_t", 56), ("swin_t", 56), ("pale_t", 112), ("swin_t", 112)]
+    pale_rows = [r for r in report["sweep"] if r["name"] == "pale_t"]
+    assert pale_rows[1]["max_score_elements"] == 8 * pale_rows[0]["max_score_elements"]
+    assert pale_rows[1]["naive_score_elements"] == 16 * pale_rows[0]["naive_score_elements"]
+    text = bench.format_report(report)
+    assert "pale_t/predictor" in text and "resolution sweep" in text
+    json.loads(json.dumps(report))  # JSON-ready as is
+
+
+def test_predictor_matches_eager_model(tmp_path):
+    model = paddle_pale.create_model("pale_t", with_classifier=False, **TINY)
+    model.eval()
+    images = paddle.randn([2, 3, 64, 48])
+    predictor = bench.build_predictor(bench._Pyramid(model), (64, 48), str(tmp_path))
+    predictor.get_input_handle(predictor.get_input_names()[0]).copy_from_cpu(images.numpy())
+    predictor.run()
+    outputs = [predictor.get_output_handle(n).copy_to_cpu()
+               for n in predictor.get_output_names()]
+    with paddle.no_grad():
+        expected = model.forward_pyramid(images)
+    assert len(outputs) == 4
+    for got, want in zip(outputs, expected):
+        np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_sdpa_case_needs_a_map_divisible_by_the_pale_size():
+    # 64 / 4 = 16 is not a multiple of 7: the unmasked sdpa kernel cannot run
+    names = [case.name for case in bench.attention_cases(1, (64, 64), naive=False)]
+    assert names == ["ps_attention/fused", "ps_attention/public"]
+
+
+def test_bad_timing_arguments_raise():
+    with pytest.raises(ValueError, match="rounds=0"):
+        bench.run_benchmark([], 1, rounds=0)
+    with pytest.raises(ValueError, match="'gpu'"):
+        bench.run_benchmark([], 1, clock="gpu")
+    with pytest.raises(ValueError, match="unknown model case 'vit'"):
+        bench.model_cases(1, (32, 32), names=("vit",))
+
+
+def _load_cpu_env():
+    spec = importlib.util.spec_from_file_location(
+        "cpu_env_under_test", os.path.join(ROOT, "tools", "cpu_env.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _cpuinfo(vendor, pairs):
+    return "\n\n".join(f"processor\t: {i}\nvendor_id\t: {vendor}\nphysical id\t: {p}\n"
+                       f"core id\t\t: {c}" for i, (p, c) in enumerate(pairs))
+
+
+def test_cpu_env_counts_physical_cores_and_detects_amd(monkeypatch):
+    cpu_env = _load_cpu_env()
+    monkeypatch.setattr(cpu_env.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    hyperthreaded = _cpuinfo("GenuineIntel", [(0, 0), (0, 1), (0, 0), (0, 1)])
+    assert cpu_env.physical_cores(hyperthreaded) == 2
+    assert cpu_env.recommended_env(hyperthreaded) == {"OMP_NUM_THREADS": "2",
+                                                      "MKL_NUM_THREADS": "2"}
+    amd = _cpuinfo("AuthenticAMD", [(0, 0), (0, 1), (1, 0), (1, 1)])
+    assert cpu_env.recommended_env(amd)["MKL_DEBUG_CPU_TYPE"] == "5"
+    assert cpu_env.recommended_env(amd)["OMP_NUM_THREADS"] == "4"
+
+
+def test_cpu_env_never_overrides_the_user(monkeypatch):
+    cpu_env = _load_cpu_env()
+    amd = _cpuinfo("AuthenticAMD", [(0, 0), (0, 1)])
+    environ = {"OMP_NUM_THREADS": "1"}
+    applied = cpu_env.apply(environ, amd)
+    assert applied == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "2",
+                       "MKL_DEBUG_CPU_TYPE": "5"}
+    assert environ == applied
+
+
+def test_benchmark_tool_sets_cpu_env_before_paddle_and_writes_json(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS",)}
+    env["MKL_DEBUG_CPU_TYPE"] = "0"
+    done = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--batch", "1", "--size", "28", "28",
+         "--models", "pale_t", "--no-train", "--no-naive", "--rounds", "1", "--warmup", "0",
+         "--json", str(out)], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["threads"] is not None and data["threads"] != "1" or os.cpu_count() == 1
+    assert data["mkl_debug_cpu_type"] == "0"  # the user's value wins
+    assert [r["name"] for r in data["results"]][:1] == ["pale_t"]
+    assert "img/s" in done.stdout

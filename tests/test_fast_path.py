@@ -1,0 +1,128 @@
+"""The layer's fused PS-Attention path, its backends, and its memory growth."""
+import numpy as np
+import paddle
+import pytest
+
+import paddle_pale
+from paddle_pale.models import attention, pale
+from paddle_pale.models.attention_reference import naive_pale_attention
+from paddle_pale.models.pale import PaleAttention
+from paddle_pale.utils.benchmark import attention_score_elements
+
+SHAPES = [(14, 14, 16, 4, 7), (13, 17, 16, 4, (3, 5)), (9, 4, 8, 2, (2, 3))]
+
+
+@pytest.mark.parametrize("height,width,channels,heads,pale_size", SHAPES)
+def test_fused_layer_matches_naive_reference(height, width, channels, heads, pale_size):
+    layer = PaleAttention(channels, heads, pale_size)
+    x = paddle.randn([2, height, width, channels])
+    q, k, v = layer.qkv_projection(x)
+    expected = layer.proj(naive_pale_attention(q, k, v, heads, pale_size))
+    unfused = layer.proj(paddle_pale.pale_attention(q, k, v, heads, pale_size))
+    fused = layer(x)
+    np.testing.assert_allclose(fused.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(unfused.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_fused_projection_is_three_separable_convolutions():
+    # q/k/v: depth-wise 3x3 (filter j of channel c is output 3c + j) then W_j, b_j
+    channels = 8
+    layer = PaleAttention(channels, 2, 7)
+    x = paddle.randn([1, 5, 6, channels])
+    got = layer.qkv_projection(x)
+    conv = layer.qkv.depthwise
+    for j in range(3):
+        taps = paddle.nn.functional.conv2d(
+            x, conv.weight[j::3], conv.bias[j::3], padding=1, groups=channels,
+            data_format="NHWC")
+        expected = paddle.matmul(taps, layer.qkv.weight[j]) + layer.qkv.bias[j, 0]
+        np.testing.assert_allclose(got[j].numpy(), expected.numpy(), atol=1e-5)
+
+
+@pytest.mark.parametrize("height,width,channels,heads,pale_size", SHAPES[:2])
+def test_fused_layer_gradients_match_naive_reference(height, width, channels, heads,
+                                                     pale_size):
+    layer = PaleAttention(channels, heads, pale_size)
+    x = paddle.randn([2, height, width, channels])
+    grads = []
+    for fused in (True, False):
+        x_in = x.clone()
+        x_in.stop_gradient = False
+        if fused:
+            out = layer(x_in)
+        else:
+            out = layer.proj(naive_pale_attention(*layer.qkv_projection(x_in), heads,
+                                                  pale_size))
+        (out ** 2).sum().backward()
+        grads.append([x_in.grad.numpy(), layer.qkv.weight.grad.numpy(),
+                      layer.qkv.depthwise.weight.grad.numpy()])
+        layer.clear_gradients()
+    for got, expected in zip(*grads):
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_sdpa_layout_matches_matmul_path():
+    # the GPU backend's tensor plumbing, checked with paddle's CPU kernel
+    q, k, v = (paddle.randn([2, 14, 21, 16]) for _ in range(3))
+    packed = attention.pack_qkv(q, k, v, (16 // 4) ** -0.5)
+    sdpa = attention.pale_attention_packed(packed, 4, 7, backend="sdpa")
+    expected = naive_pale_attention(q, k, v, 4, 7)
+    np.testing.assert_allclose(sdpa.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
+
+
+def test_sdpa_backend_refuses_padding_and_unknown_backends():
+    packed = attention.pack_qkv(*(paddle.randn([1, 13, 14, 8]) for _ in range(3)))
+    with pytest.raises(ValueError, match="H=13.*multiples"):
+        attention.pale_attention_packed(packed, 2, 7, backend="sdpa")
+    with pytest.raises(ValueError, match="'flash'"):
+        attention.pale_attention_packed(packed, 2, 7, backend="flash")
+
+
+@pytest.mark.parametrize("on_gpu,dtype,padded,expected", [
+    (True, paddle.float16, False, "sdpa"),
+    (True, "bfloat16", False, "sdpa"),
+    (True, paddle.float16, True, "matmul"),
+    (True, paddle.float32, False, "matmul"),
+    (False, paddle.float16, False, "matmul"),
+    (False, "float32", False, "matmul"),
+])
+def test_attention_backend_choice(on_gpu, dtype, padded, expected):
+    assert attention.attention_backend(on_gpu, dtype, padded) == expected
+
+
+def test_layer_asks_for_a_backend_with_the_real_padding(monkeypatch):
+    calls = []
+
+    def record(on_gpu, dtype, padded):
+        calls.append((on_gpu, padded))
+        return "matmul"
+    monkeypatch.setattr(pale, "attention_backend", record)
+    layer = PaleAttention(8, 2, (7, 3))
+    layer(paddle.randn([1, 14, 6, 8]))
+    layer(paddle.randn([1, 14, 7, 8]))
+    assert calls == [(False, False), (False, True)]
+
+
+def test_attention_scores_grow_with_lines_not_with_hw_squared(monkeypatch):
+    # no (HW)^2 tensor: the largest score tensor grows as HW * line length (x8 when
+    # the side doubles), where global attention would grow x16
+    recorded = []
+    original = attention._attend
+
+    def spy(q, k, v, bias, backend):
+        recorded.append(int(np.prod(q.shape[:-1])) * k.shape[-2])
+        return original(q, k, v, bias, backend)
+    monkeypatch.setattr(attention, "_attend", spy)
+    model = paddle_pale.create_model("pale_t", embed_dims=(8, 16, 32, 64), depths=(1, 1, 1, 1),
+                                     num_heads=(2, 2, 2, 2), with_classifier=False)
+    model.eval()
+    largest, global_attention = {}, {}
+    for size in (112, 224):
+        recorded.clear()
+        with paddle.no_grad():
+            model.forward_pyramid(paddle.randn([1, 3, size, size]))
+        largest[size] = max(recorded)
+        analytic, global_attention[size] = attention_score_elements(model, (size, size))
+        assert largest[size] == analytic
+    assert largest[224] == 8 * largest[112]
+    assert global_attention[224] == 16 * global_attention[112]

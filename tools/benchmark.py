@@ -1,0 +1,58 @@
+"""Benchmark Pale-T against its peers (images/s, peak memory, GFLOP/s), in one process.
+
+    python tools/benchmark.py                       # batch 8, 224x224, sweep 224/448/896
+    python tools/benchmark.py --json bench.json --rounds 5 --sweep
+
+The CPU environment (threads = physical cores, MKL's AVX2 path on AMD) is set by
+tools/cpu_env.py before paddle is imported; exported variables win, e.g.
+``OMP_NUM_THREADS=1 MKL_DEBUG_CPU_TYPE= python tools/benchmark.py``.
+"""
+import argparse
+import os
+import sys
+
+import cpu_env  # noqa: F401  (sets threads and MKL path; must precede paddle)
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from paddle_pale.utils.benchmark import benchmark, format_report, save_json  # noqa: E402
+
+MODELS = ("pale_t", "swin_t", "pale_t/predictor")
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs per case")
+    parser.add_argument("--iters", type=int, default=1, help="batches per case per round")
+    parser.add_argument("--no-train", action="store_true", help="inference only")
+    parser.add_argument("--no-attention", action="store_true",
+                        help="skip the PS-Attention core cases")
+    parser.add_argument("--no-naive", action="store_true",
+                        help="skip the naive masked-attention reference")
+    parser.add_argument("--sweep", type=int, nargs="*", default=None, metavar="SIZE",
+                        help="resolution sweep sizes (inference, --sweep-batch); "
+                             "--sweep alone: 224 448 896")
+    parser.add_argument("--sweep-batch", type=int, default=1)
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                        help="cpu: process CPU time, stable on a busy machine with "
+                             "OMP_NUM_THREADS=1 (before/after comparisons)")
+    parser.add_argument("--json", help="also write the results to this JSON file")
+    args = parser.parse_args(argv)
+    sweep = () if args.sweep is None else (args.sweep or (224, 448, 896))
+    report = benchmark(batch=args.batch, size=tuple(args.size), models=args.models,
+                       attention=not args.no_attention, naive=not args.no_naive,
+                       train=not args.no_train, rounds=args.rounds, warmup=args.warmup,
+                       iters=args.iters, sweep=sweep, sweep_batch=args.sweep_batch,
+                       clock=args.clock)
+    print(format_report(report))
+    if args.json:
+        save_json(report, args.json)
+        print(f"wrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
