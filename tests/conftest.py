@@ -6,8 +6,10 @@ import paddle
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+# tools/ too: tests load tool scripts in-process, and those import tools/cpu_env.py
+for path in (ROOT, os.path.join(ROOT, "tools")):
+    if path not in sys.path:
+        sys.path.insert(0, path)
 
 
 @pytest.fixture(autouse=True)

@@ -123,11 +123,21 @@ def test_cpu_env_counts_physical_cores_and_detects_amd(monkeypatch):
     monkeypatch.setattr(cpu_env.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     hyperthreaded = _cpuinfo("GenuineIntel", [(0, 0), (0, 1), (0, 0), (0, 1)])
     assert cpu_env.physical_cores(hyperthreaded) == 2
-    assert cpu_env.recommended_env(hyperthreaded) == {"OMP_NUM_THREADS": "2",
+    assert cpu_env.recommended_env(hyperthreaded, environ={}) == {"OMP_NUM_THREADS": "2",
                                                       "MKL_NUM_THREADS": "2"}
     amd = _cpuinfo("AuthenticAMD", [(0, 0), (0, 1), (1, 0), (1, 1)])
-    assert cpu_env.recommended_env(amd)["MKL_DEBUG_CPU_TYPE"] == "5"
-    assert cpu_env.recommended_env(amd)["OMP_NUM_THREADS"] == "4"
+    assert cpu_env.recommended_env(amd, environ={})["MKL_DEBUG_CPU_TYPE"] == "5"
+    assert cpu_env.recommended_env(amd, environ={})["OMP_NUM_THREADS"] == "4"
+
+
+def test_cpu_env_shares_cores_among_launched_processes(monkeypatch):
+    # paddle.distributed.launch sets PADDLE_LOCAL_SIZE: processes of a node split its cores
+    cpu_env = _load_cpu_env()
+    monkeypatch.setattr(cpu_env.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    four_cores = _cpuinfo("AuthenticAMD", [(0, 0), (0, 1), (1, 0), (1, 1)])
+    threads = [cpu_env.recommended_env(four_cores, {"PADDLE_LOCAL_SIZE": size})
+               ["OMP_NUM_THREADS"] for size in ("1", "2", "8", "bad")]
+    assert threads == ["4", "2", "1", "4"]
 
 
 def test_cpu_env_never_overrides_the_user(monkeypatch):

@@ -50,9 +50,18 @@ def is_amd_cpu(cpuinfo=None):
     return "AuthenticAMD" in cpuinfo
 
 
-def recommended_env(cpuinfo=None):
-    """The variables :func:`apply` would set, as a dict."""
-    threads = str(physical_cores(cpuinfo))
+def recommended_env(cpuinfo=None, environ=None):
+    """The variables :func:`apply` would set, as a dict.
+
+    Under ``paddle.distributed.launch`` the processes of one node share its cores
+    (``PADDLE_LOCAL_SIZE`` of them), so each takes its share, at least one.
+    """
+    environ = os.environ if environ is None else environ
+    try:
+        local_processes = max(int(environ.get("PADDLE_LOCAL_SIZE", "1")), 1)
+    except ValueError:
+        local_processes = 1
+    threads = str(max(physical_cores(cpuinfo) // local_processes, 1))
     env = {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     if is_amd_cpu(cpuinfo):
         env["MKL_DEBUG_CPU_TYPE"] = "5"
@@ -66,7 +75,7 @@ def apply(environ=None, cpuinfo=None):
         print("cpu_env: paddle is already imported, thread and MKL settings come too late",
               file=sys.stderr)
     return {key: environ.setdefault(key, value)
-            for key, value in recommended_env(cpuinfo).items()}
+            for key, value in recommended_env(cpuinfo, environ).items()}
 
 
 APPLIED = apply()

@@ -5,8 +5,8 @@
 import os
 import sys
 
-# before paddle loads: its bundled MKL takes a slow code path on AMD CPUs otherwise
-os.environ.setdefault("MKL_DEBUG_CPU_TYPE", "5")
+import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddle_pale.engine.cli import eval_main  # noqa: E402

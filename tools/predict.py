@@ -8,6 +8,8 @@ import json
 import os
 import sys
 
+import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddle_pale.inference import ImageClassifier  # noqa: E402

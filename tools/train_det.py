@@ -8,6 +8,8 @@ import argparse
 import os
 import sys
 
+import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddle_pale.adapters import ppdet_engine  # noqa: E402

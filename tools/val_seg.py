@@ -9,6 +9,8 @@
 import os
 import sys
 
+import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
+
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from paddle_pale.adapters.paddleseg_engine import val_main  # noqa: E402
