@@ -66,7 +66,8 @@ def test_no_weight_decay_on_norms_and_biases():
 
 
 def test_training_lowers_the_loss_and_writes_the_checkpoint_contract(tmp_path, data_root):
-    engine = engine_for(tmp_path, data_root, ["Global.epochs=4", "Global.eval_interval=4"])
+    # 6 epochs: at 4 the loss ratio ranged 0.65-0.73 over seeds, too close to the bound
+    engine = engine_for(tmp_path, data_root, ["Global.epochs=6", "Global.eval_interval=6"])
     before = engine.evaluate()
     result = engine.train()
     after = engine.evaluate()
@@ -77,7 +78,7 @@ def test_training_lowers_the_loss_and_writes_the_checkpoint_contract(tmp_path, d
         assert {p.name for p in out.glob(prefix + ".*")} == {
             prefix + s for s in SUFFIXES if s != ".pdema"}
     states = paddle.load(str(out / "latest.pdstates"))
-    assert states["epoch"] == 4 and states["best_top1"] == pytest.approx(after["top1"])
+    assert states["epoch"] == 6 and states["best_top1"] == pytest.approx(after["top1"])
     assert states["arch"] == dict(engine.config["Arch"])
     assert (states["input_size"], states["crop_pct"]) == (16, 1.0)
     assert states["mean"] == [0.5] * 3 and states["std"] == [0.25] * 3
