@@ -25,8 +25,8 @@ import tempfile
 
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 
+from .models.layers import onnx_compatible_ops
 from .models.pale import CLASSIFIER_PREFIXES
 from .models.registry import create_model, list_models, pretrained_cfg
 from .utils.checkpoint import load_pretrained, load_state_dict
@@ -278,35 +278,6 @@ def export_inference(model, meta, output):
     return paths
 
 
-class _ChannelsFirstConv(nn.Layer):
-    """A channels-last Conv2D computed as transpose, NCHW conv, transpose back.
-
-    paddle2onnx cannot convert NHWC convolutions (ONNX Conv is NCHW only); the weights
-    of a Conv2D have the same layout in both formats, so they are shared as they are.
-    """
-
-    def __init__(self, conv):
-        super().__init__()
-        self.conv = conv
-
-    def forward(self, x):  # [B, H, W, C]
-        conv = self.conv
-        x = F.conv2d(x.transpose([0, 3, 1, 2]), conv.weight, conv.bias, conv._stride,
-                     conv._padding, conv._dilation, conv._groups, data_format="NCHW")
-        return x.transpose([0, 2, 3, 1])
-
-
-def _channels_first_convs(model):
-    for parent in model.sublayers(include_self=True):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Conv2D) and child._data_format == "NHWC":
-                if child._padding_mode != "zeros":
-                    raise ValueError(f"cannot convert {name} with padding_mode "
-                                     f"{child._padding_mode!r} for ONNX")
-                setattr(parent, name, _ChannelsFirstConv(child))
-    return model
-
-
 def _import_or_explain(module, purpose):
     try:
         return importlib.import_module(module)
@@ -326,10 +297,11 @@ def export_onnx(model, meta, output, opset_version=13):
     base = _strip(output, ".onnx")
     paths = [base + ".onnx", base + META_SUFFIX]
     _check_writable(paths, meta)
-    channels_first = _channels_first_convs(copy.deepcopy(model))
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "model")
-        paddle.jit.save(_to_static(channels_first, meta["input_size"]), prefix)
+        # paddle2onnx converts neither NHWC convolutions nor addmm / baddbmm
+        with onnx_compatible_ops():
+            paddle.jit.save(_to_static(model, meta["input_size"]), prefix)
         if os.path.exists(paths[0]):
             os.remove(paths[0])  # a stale file would hide a failed conversion
         try:

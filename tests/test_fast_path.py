@@ -126,3 +126,18 @@ def test_attention_scores_grow_with_lines_not_with_hw_squared(monkeypatch):
         assert largest[size] == analytic
     assert largest[224] == 8 * largest[112]
     assert global_attention[224] == 16 * global_attention[112]
+
+
+def test_onnx_compatible_ops_compute_the_same_model():
+    # the export switch swaps NHWC convs and fused-bias GEMMs for portable ops: same math
+    from paddle_pale.models.layers import onnx_compatible_ops
+    model = paddle_pale.create_model("pale_t", depths=(1, 1, 1, 1), num_classes=5)
+    model.eval()
+    x = paddle.randn([2, 3, 61, 45])
+    with paddle.no_grad():
+        fast = model(x).numpy()
+        with onnx_compatible_ops():
+            portable = model(x).numpy()
+        again = model(x).numpy()  # the switch is off again after the block
+    np.testing.assert_allclose(portable, fast, atol=1e-5, rtol=1e-5)
+    np.testing.assert_array_equal(again, fast)

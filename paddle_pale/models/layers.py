@@ -1,8 +1,11 @@
 """Building blocks shared by every model of the package."""
+import contextlib
+
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
-__all__ = ["DropPath", "Linear", "Mlp", "init_weights"]
+__all__ = ["ChannelsLastConv2D", "conv2d_channels_last", "onnx_compatible_ops", "bias_matmul", "DropPath", "Linear", "Mlp", "init_weights"]
 
 _trunc_normal = nn.initializer.TruncatedNormal(std=0.02)
 _zeros = nn.initializer.Constant(0.0)
@@ -42,7 +45,7 @@ class Linear(nn.Linear):
         if self.bias is None:
             return paddle.matmul(x, self.weight)
         shape = x.shape
-        out = paddle.addmm(self.bias.unsqueeze(0), x.reshape([-1, shape[-1]]), self.weight)
+        out = bias_matmul(self.bias.unsqueeze(0), x.reshape([-1, shape[-1]]), self.weight)
         return out.reshape([*shape[:-1], self.weight.shape[1]])
 
 
@@ -69,3 +72,54 @@ def init_weights(layer):
     elif isinstance(layer, nn.LayerNorm):
         _ones(layer.weight)
         _zeros(layer.bias)
+
+
+# The fast kernels (NHWC convolutions, bias fused into the GEMM by addmm / baddbmm) have
+# no ONNX counterpart: while a graph is traced for ONNX the same math runs as
+# transpose + NCHW convolution, and matmul + add. A mutable holder, not a rebound
+# global: paddle.jit.to_static runs converted copies of functions whose globals are a
+# snapshot taken at conversion.
+_portable = {"onnx": False}
+
+
+@contextlib.contextmanager
+def onnx_compatible_ops():
+    """Within this block the model computes with operators ONNX has: channels-last
+    convolutions as transpose + NCHW convolution + transpose (a Conv2D's weight layout
+    is the same in both formats), fused bias GEMMs as matmul + add. Same parameters,
+    same results."""
+    previous = _portable["onnx"]
+    _portable["onnx"] = True
+    try:
+        yield
+    finally:
+        _portable["onnx"] = previous
+
+
+def bias_matmul(bias, x, weight):
+    """``bias + x @ weight`` (batched when ``x`` is 3-D): one fused GEMM when allowed."""
+    if _portable["onnx"]:
+        return paddle.matmul(x, weight) + bias
+    return paddle.addmm(bias, x, weight) if x.ndim == 2 else paddle.baddbmm(bias, x, weight)
+
+
+def conv2d_channels_last(x, weight, bias=None, stride=1, padding=0, groups=1):
+    """``F.conv2d`` on ``[B, H, W, C]`` input, honouring :func:`onnx_compatible_ops`."""
+    if _portable["onnx"]:
+        out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, bias, stride, padding,
+                       groups=groups, data_format="NCHW")
+        return out.transpose([0, 2, 3, 1])
+    return F.conv2d(x, weight, bias, stride, padding, groups=groups, data_format="NHWC")
+
+
+class ChannelsLastConv2D(nn.Conv2D):
+    """Conv2D on ``[B, H, W, C]`` tensors (parameters as ``nn.Conv2D``)."""
+
+    def __init__(self, in_channels, out_channels, kernel_size, stride=1, padding=0,
+                 groups=1):
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding,
+                         groups=groups, data_format="NHWC")
+
+    def forward(self, x):
+        return conv2d_channels_last(x, self.weight, self.bias, self._stride, self._padding,
+                                    self._groups)

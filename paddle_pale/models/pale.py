@@ -1,15 +1,16 @@
 """Pale Transformer (Wu et al., AAAI 2022): block (Eq. 6-8) and 4-stage backbone.
 
 Inside a stage every tensor is channels last, ``[B, H, W, C]``: LayerNorm, the linear
-layers and PS-Attention all work on the last axis, and the depth-wise convolutions run
-with ``data_format="NHWC"``, so a block needs no layout transposes of its own.
+layers and PS-Attention all work on the last axis, and the convolutions run channels
+last (:class:`~.layers.ChannelsLastConv2D`), so a block needs no layout transposes of
+its own.
 """
 import paddle
 import paddle.nn as nn
-import paddle.nn.functional as F
 
 from .attention import attention_backend, pale_attention_packed, to_pale_size
-from .layers import DropPath, Linear, Mlp, init_weights
+from .layers import (ChannelsLastConv2D, DropPath, Linear, Mlp, bias_matmul,
+                     conv2d_channels_last, init_weights)
 
 __all__ = ["QKVProjection", "PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
            "CLASSIFIER_PREFIXES"]
@@ -32,7 +33,7 @@ class QKVProjection(nn.Layer):
         super().__init__()
         self.dim = dim
         # output channel 3 c + j: filter j (q, k, v) of input channel c
-        self.depthwise = nn.Conv2D(dim, 3 * dim, 3, padding=1, groups=dim, data_format="NHWC")
+        self.depthwise = ChannelsLastConv2D(dim, 3 * dim, 3, padding=1, groups=dim)
         # weight[j]: the C x C map of projection j (q, k, v), laid out [in, out] like Linear
         self.weight = self.create_parameter(
             [3, dim, dim], default_initializer=nn.initializer.TruncatedNormal(std=0.02))
@@ -44,8 +45,8 @@ class QKVProjection(nn.Layer):
         conv = self.depthwise
         # the conv runs without its bias: the bias passes through the linear maps, so it
         # folds into theirs, which saves a pass over the [B, H, W, 3C] taps
-        taps = F.conv2d(x, conv.weight, None, padding=1, groups=channels,
-                        data_format="NHWC").reshape([-1, channels, 3])  # [BHW, C, 3]
+        taps = conv2d_channels_last(x, conv.weight, None, padding=1, groups=channels)
+        taps = taps.reshape([-1, channels, 3])  # [BHW, C, 3]
         taps = taps.transpose([2, 0, 1])  # [3, BHW, C]
         weight, bias = self.weight, self.bias
         if query_scale is not None:  # on the small weights, not on the activations
@@ -59,7 +60,7 @@ class QKVProjection(nn.Layer):
         if bias is None:
             out = paddle.bmm(taps, weight)
         else:
-            out = paddle.baddbmm(bias, taps, weight)
+            out = bias_matmul(bias, taps, weight)
         return out.reshape([3, -1, height, width, channels])
 
 
@@ -115,7 +116,7 @@ class PaleBlock(nn.Layer):
                  drop=0.0, drop_path=0.0):
         super().__init__()
         # conditional position encoding: depth-wise 3x3 conv with a residual (Eq. 6)
-        self.cpe = nn.Conv2D(dim, dim, 3, padding=1, groups=dim, data_format="NHWC")
+        self.cpe = ChannelsLastConv2D(dim, dim, 3, padding=1, groups=dim)
         self.norm1 = nn.LayerNorm(dim)
         self.attn = PaleAttention(dim, num_heads, pale_size, qkv_bias, drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -129,13 +130,20 @@ class PaleBlock(nn.Layer):
 
 
 class ConvPatchEmbed(nn.Layer):
-    """Overlapping-conv patch merging + LayerNorm (7x7/4 for stage 1, 3x3/2 after)."""
+    """Overlapping-conv patch merging + LayerNorm (7x7/4 for stage 1, 3x3/2 after).
+
+    Stage 1 reads the NCHW image; later stages read the previous stage channels last.
+    """
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, data_format):
         super().__init__()
         self.data_format = data_format
-        self.proj = nn.Conv2D(in_channels, out_channels, kernel_size, stride,
-                              padding=kernel_size // 2, data_format=data_format)
+        padding = kernel_size // 2
+        if data_format == "NCHW":
+            self.proj = nn.Conv2D(in_channels, out_channels, kernel_size, stride, padding)
+        else:
+            self.proj = ChannelsLastConv2D(in_channels, out_channels, kernel_size, stride,
+                                           padding)
         self.norm = nn.LayerNorm(out_channels)
 
     def forward(self, x):
