@@ -125,13 +125,13 @@ def _row_attention(qkv, num_heads, s_r, backend):
     if backend == "sdpa":
         qkv = qkv.transpose([0, 1, 3, 2, 4, 5, 6])  # [3, B, N_r, s_r, W, heads, d]
         qkv = qkv.reshape([3, -1, s_r * width, num_heads, head_dim])
-        out = _attend(qkv[0], qkv[1], qkv[2], None, backend)
+        out = _attend(*paddle.unbind(qkv), None, backend)
         out = out.reshape([-1, num_groups, s_r, width, num_heads * head_dim])
         out = out.transpose([0, 2, 1, 3, 4])  # [B, s_r, N_r, W, C']
     else:
         qkv = qkv.transpose([0, 1, 3, 5, 2, 4, 6])  # [3, B, N_r, heads, s_r, W, d]
         qkv = qkv.reshape([3, -1, num_groups, num_heads, s_r * width, head_dim])
-        out = _attend(qkv[0], qkv[1], qkv[2], bias, backend)
+        out = _attend(*paddle.unbind(qkv), bias, backend)
         out = out.reshape([-1, num_groups, num_heads, s_r, width, head_dim])
         out = out.transpose([0, 3, 1, 4, 2, 5])  # [B, s_r, N_r, W, heads, d]
     out = out.reshape([-1, padded, width, channels])
@@ -154,13 +154,13 @@ def _column_attention(qkv, num_heads, s_c, backend):
     if backend == "sdpa":
         qkv = qkv.transpose([0, 1, 4, 2, 3, 5, 6])  # [3, B, N_c, H, s_c, heads, d]
         qkv = qkv.reshape([3, -1, height * s_c, num_heads, head_dim])
-        out = _attend(qkv[0], qkv[1], qkv[2], None, backend)
+        out = _attend(*paddle.unbind(qkv), None, backend)
         out = out.reshape([-1, num_groups, height, s_c, num_heads * head_dim])
         out = out.transpose([0, 2, 3, 1, 4])  # [B, H, s_c, N_c, C']
     else:
         qkv = qkv.transpose([0, 1, 4, 5, 2, 3, 6])  # [3, B, N_c, heads, H, s_c, d]
         qkv = qkv.reshape([3, -1, num_groups, num_heads, height * s_c, head_dim])
-        out = _attend(qkv[0], qkv[1], qkv[2], bias, backend)
+        out = _attend(*paddle.unbind(qkv), bias, backend)
         out = out.reshape([-1, num_groups, num_heads, height, s_c, head_dim])
         out = out.transpose([0, 3, 4, 1, 2, 5])  # [B, H, s_c, N_c, heads, d]
     out = out.reshape([-1, height, padded, channels])
