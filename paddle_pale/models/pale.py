@@ -50,9 +50,12 @@ class QKVProjection(nn.Layer):
         taps = taps.transpose([2, 0, 1])  # [3, BHW, C]
         weight, bias = self.weight, self.bias
         if query_scale is not None:  # on the small weights, not on the activations
-            weight = paddle.concat([weight[:1] * query_scale, weight[1:]])
+            # one multiply by [s, 1, 1]: slices would cost zero-padded gradients
+            scales = paddle.to_tensor([query_scale, 1.0, 1.0], dtype=weight.dtype)
+            scales = scales.reshape([3, 1, 1])
+            weight = weight * scales
             if bias is not None:
-                bias = paddle.concat([bias[:1] * query_scale, bias[1:]])
+                bias = bias * scales
         if conv.bias is not None:
             conv_bias = conv.bias.reshape([channels, 3]).transpose([1, 0]).unsqueeze(1)
             folded = paddle.bmm(conv_bias, weight)  # [3, 1, C]
