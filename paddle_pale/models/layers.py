@@ -103,9 +103,17 @@ def bias_matmul(bias, x, weight):
     return paddle.addmm(bias, x, weight) if x.ndim == 2 else paddle.baddbmm(bias, x, weight)
 
 
+def _nchw_kernels():
+    """ONNX has only NCHW convolutions; on CPU, Paddle's NHWC (depth-wise) kernels are
+    slower than transposing around the NCHW ones (Pale-T step measured 3.8% faster,
+    inference and training alike). GPUs keep the NHWC kernels."""
+    return _portable["onnx"] or not paddle.device.get_device().startswith("gpu")
+
+
 def conv2d_channels_last(x, weight, bias=None, stride=1, padding=0, groups=1):
-    """``F.conv2d`` on ``[B, H, W, C]`` input, honouring :func:`onnx_compatible_ops`."""
-    if _portable["onnx"]:
+    """``F.conv2d`` on ``[B, H, W, C]`` input, with the kernel layout that is faster on
+    the device (or portable, see :func:`onnx_compatible_ops`)."""
+    if _nchw_kernels():
         out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, bias, stride, padding,
                        groups=groups, data_format="NCHW")
         return out.transpose([0, 2, 3, 1])
