@@ -54,6 +54,27 @@ def top_k(probs, k):
     return order, np.take_along_axis(probs, order, axis=-1)
 
 
+def create_predictor(prefix, device="cpu", cpu_threads=None):
+    """Paddle Inference predictor of the exported program ``prefix.json`` +
+    ``prefix.pdiparams``; ``cpu_threads`` defaults to ``OMP_NUM_THREADS`` (or 1)."""
+    from paddle import inference  # import here: paddle is slow to import
+
+    config = inference.Config(prefix + ".json", prefix + ".pdiparams")
+    if device == "gpu":
+        config.enable_use_gpu(256, 0)
+    elif device == "cpu":
+        config.disable_gpu()
+        # Paddle 3.3.1's oneDNN lowering rejects this program even with IR optimization
+        # off: a reshape that ungroups PS-Attention fails its output type check
+        config.disable_onednn()
+        config.set_cpu_math_library_num_threads(
+            cpu_threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
+    else:
+        raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
+    config.disable_glog_info()
+    return inference.create_predictor(config)
+
+
 class ImageClassifier:
     """A Paddle Inference predictor with the model's eval preprocessing.
 
@@ -61,28 +82,13 @@ class ImageClassifier:
         model: prefix of an exported model (``P.json``, ``P.pdiparams``,
             ``P.meta.json``), one of those files, or a directory holding one model.
         device: ``"cpu"`` or ``"gpu"`` (needs a CUDA build of Paddle).
-        cpu_threads: math library threads on CPU.
+        cpu_threads: math library threads on CPU (default: ``OMP_NUM_THREADS`` or 1).
     """
 
-    def __init__(self, model, device="cpu", cpu_threads=1):
-        from paddle import inference  # import here: paddle is slow to import
-
+    def __init__(self, model, device="cpu", cpu_threads=None):
         self.prefix = resolve_inference_prefix(model)
         self.meta = read_meta(self.prefix + META_SUFFIX)
-        config = inference.Config(self.prefix + ".json", self.prefix + ".pdiparams")
-        if device == "gpu":
-            config.enable_use_gpu(256, 0)
-        elif device == "cpu":
-            config.disable_gpu()
-            # Paddle 3.3.1's oneDNN passes break this program: creating the predictor
-            # fails on pd_op.fused_transpose, and with operator_unsqueeze_onednn_fuse_pass
-            # deleted the NHWC depth-wise convolution is rejected instead
-            config.disable_mkldnn()
-            config.set_cpu_math_library_num_threads(cpu_threads)
-        else:
-            raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
-        config.disable_glog_info()
-        self.predictor = inference.create_predictor(config)
+        self.predictor = create_predictor(self.prefix, device, cpu_threads)
         self.input_size = int(self.meta["input_size"])
         self.transform = build_eval_transform(
             self.input_size, self.meta["crop_pct"], self.meta["mean"], self.meta["std"],

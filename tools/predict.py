@@ -23,7 +23,8 @@ def main(argv=None):
     parser.add_argument("--topk", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    parser.add_argument("--cpu-threads", type=int, default=1)
+    parser.add_argument("--cpu-threads", type=int, default=None,
+                        help="math library threads on CPU (default: OMP_NUM_THREADS)")
     args = parser.parse_args(argv)
     try:
         classifier = ImageClassifier(args.model, args.device, args.cpu_threads)

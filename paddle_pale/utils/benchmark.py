@@ -29,6 +29,7 @@ from ..models import attention as attention_ops
 from ..models.attention import pale_attention, pale_attention_macs
 from ..models.attention_reference import naive_pale_attention
 from ..models.pale import PaleAttention
+from ..inference import create_predictor
 from ..models.registry import create_model
 from .flops import count_flops
 
@@ -136,8 +137,7 @@ def _infer(model, forward, images):
 def build_predictor(layer, input_size, directory, threads=None):
     """Export ``layer`` (static H, W, dynamic batch) and load it with Paddle Inference.
 
-    oneDNN stays off: Paddle 3.3.1's oneDNN passes reject the Pale-T graph (a reshape
-    output type check fails when the predictor is created).
+    Configured as the predict tool's (:func:`paddle_pale.inference.create_predictor`).
     """
     from paddle.static import InputSpec
 
@@ -147,16 +147,8 @@ def build_predictor(layer, input_size, directory, threads=None):
         full_graph=True)
     prefix = os.path.join(directory, "model")
     paddle.jit.save(static, prefix)
-    config = paddle.inference.Config(prefix + ".json", prefix + ".pdiparams")
-    if paddle.device.get_device().startswith("gpu"):
-        config.enable_use_gpu(256, 0)
-    else:
-        config.disable_gpu()
-        config.set_cpu_math_library_num_threads(
-            threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
-        config.disable_onednn()
-    config.disable_glog_info()
-    return paddle.inference.create_predictor(config)
+    device = "gpu" if paddle.device.get_device().startswith("gpu") else "cpu"
+    return create_predictor(prefix, device, threads)
 
 
 def _predictor_infer(predictor, images):
