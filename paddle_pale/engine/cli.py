@@ -26,13 +26,16 @@ def train_main(argv=None):
         output_dir = engine.output_dir
         lines = [f"best val top-1: {result['best_top1']:.4f}"]
         if os.path.exists(result["best"] + ".pdparams"):
+            export_prefix = os.path.join(output_dir, "export", "model")
             lines += [f"best checkpoint: {result['best']}.pdparams",
                       "evaluate it:  python tools/eval.py -c " + args.config
-                      + f" -o Global.pretrained={result['best']}"]
+                      + f" -o Global.pretrained={result['best']}",
+                      f"export it:    python tools/export.py inference --checkpoint "
+                      f"{result['best']} --output {export_prefix}",
+                      f"predict:      python tools/predict.py --model {export_prefix} IMAGE..."]
         lines += [f"latest checkpoint (resume with -o Global.resume={result['latest']}): "
                   f"{result['latest']}.pdparams",
-                  f"logs: {os.path.join(output_dir, 'train.log')}",
-                  "export it for inference: see README, 'Export and inference'"]
+                  f"logs: {os.path.join(output_dir, 'train.log')}"]
         print("\n".join(lines))
     return result
 
