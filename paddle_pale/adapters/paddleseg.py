@@ -52,14 +52,8 @@ class PaleTransformer(pale.PaleTransformer):
         args = dict(model_defaults(arch), **overrides)
         super().__init__(in_channels=in_channels, num_classes=0,
                          drop_path_rate=drop_path_rate, with_classifier=False, **args)
-        num_stages = len(self.embed_dims)
-        out_indices = tuple(out_indices)
-        if not out_indices or any(i not in range(num_stages) for i in out_indices) \
-                or list(out_indices) != sorted(set(out_indices)):
-            raise ValueError(f"out_indices must be increasing stage indices in "
-                             f"0..{num_stages - 1}, got {list(out_indices)}")
         self.arch = arch
-        self.out_indices = out_indices
+        self.out_indices = tuple(self.check_out_indices(out_indices))
         self.pretrained = pretrained
         if pretrained:
             load_pretrained(self, pretrained)

@@ -44,11 +44,7 @@ class PaleTransformer(pale.PaleTransformer):
         super().__init__(**dict(model_defaults(arch), drop_path_rate=drop_path_rate,
                                 with_classifier=False, **overrides))
         num_stages = len(self.stages)
-        out_indices = list(out_indices)
-        if not out_indices or sorted(set(out_indices)) != out_indices or not all(
-                0 <= i < num_stages for i in out_indices):
-            raise ValueError(f"out_indices must be increasing stage indices in "
-                             f"[0, {num_stages - 1}], got {out_indices}")
+        out_indices = self.check_out_indices(out_indices)
         if not -1 <= frozen_stages <= num_stages:
             raise ValueError(f"frozen_stages must be in [-1, {num_stages}], got "
                              f"{frozen_stages}")

@@ -263,6 +263,16 @@ class PaleTransformer(nn.Layer):
                 f"PaleTransformer expects images of shape [B, {self.in_channels}, H, W], "
                 f"got {list(x.shape)}")
 
+    def check_out_indices(self, out_indices):
+        """``out_indices`` as a list of increasing stage indices; ValueError otherwise."""
+        num_stages = len(self.stages)
+        out_indices = list(out_indices)
+        if not out_indices or sorted(set(out_indices)) != out_indices or not all(
+                0 <= i < num_stages for i in out_indices):
+            raise ValueError(f"out_indices must be increasing stage indices in "
+                             f"[0, {num_stages - 1}], got {out_indices}")
+        return out_indices
+
     def forward_pyramid(self, x, out_indices=(0, 1, 2, 3)):
         """NCHW feature maps of the stages in ``out_indices`` (strides 4/8/16/32),
         each through its own LayerNorm."""
