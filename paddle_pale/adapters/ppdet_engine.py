@@ -5,6 +5,7 @@ that the backbone is registered before the config is read, that the Paddle 3.x
 compatibility fixes are in place, and that bad settings fail with a clear message
 before a long run starts.
 """
+import argparse
 import logging
 import os
 
@@ -18,7 +19,8 @@ from ppdet.engine.callbacks import Callback
 from . import ppdet as _registers_backbone  # noqa: F401  (ppdet must know the name)
 from . import ppdet_compat
 
-__all__ = ["parse_overrides", "load_config", "check_datasets", "build_trainer", "train", "evaluate"]
+__all__ = ["parse_overrides", "load_config", "check_datasets", "build_trainer", "train", "evaluate",
+           "train_main", "eval_main"]
 
 logger = logging.getLogger("paddle_pale")
 
@@ -170,3 +172,34 @@ def evaluate(cfg, weights=None):
     trainer.register_callbacks([keep])
     trainer.evaluate()
     return keep.results
+
+
+def _config_args(description, override_help):
+    """``-c`` / ``-o`` parser shared by the training and evaluation tools."""
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-c", "--config", required=True, help="ppdet config (.yml)")
+    parser.add_argument("-o", "--opt", nargs="*", default=[], metavar="KEY=VALUE",
+                        help=override_help)
+    return parser
+
+
+def train_main(argv=None, description=None):
+    """``tools/train_det.py``: ``-c CONFIG [-o KEY=VALUE ...] [--eval] [-r PREFIX]``."""
+    parser = _config_args(description,
+                          "config overrides, e.g. use_gpu=false TrainReader.batch_size=1")
+    parser.add_argument("--eval", action="store_true",
+                        help="evaluate on EvalDataset after every snapshot")
+    parser.add_argument("-r", "--resume", default=None,
+                        help="checkpoint prefix to resume from (weights + optimizer)")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, parse_overrides(args.opt))
+    train(cfg, validate=args.eval, resume=args.resume)
+
+
+def eval_main(argv=None, description=None):
+    """``tools/eval_det.py``: ``-c CONFIG [-o weights=PATH ...]``; returns the metrics."""
+    parser = _config_args(description,
+                          "config overrides; weights=PATH picks the checkpoint")
+    args = parser.parse_args(argv)
+    return evaluate(load_config(args.config, parse_overrides(args.opt)))
