@@ -220,7 +220,6 @@ def pale_attention(q, k, v, num_heads, pale_size):
         ``[B, H, W, C]`` tensor: ``concat(Y_r, Y_c)`` of Eq. 3.
     """
     check_attention_inputs(q, k, v, num_heads)
-    to_pale_size(pale_size)
     scale = (q.shape[-1] // num_heads) ** -0.5
     return pale_attention_packed(pack_qkv(q, k, v, scale), num_heads, pale_size)
 
