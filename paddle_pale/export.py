@@ -26,6 +26,7 @@ import tempfile
 import paddle
 import paddle.nn as nn
 
+from .engine.checkpoint import SUFFIXES as CHECKPOINT_SUFFIXES  # the trainer's files
 from .models.layers import onnx_compatible_ops
 from .models.pale import CLASSIFIER_PREFIXES
 from .models.registry import create_model, list_models, pretrained_cfg
@@ -36,7 +37,6 @@ __all__ = ["META_SUFFIX", "CHECKPOINT_SUFFIXES", "checkpoint_prefix", "load_chec
            "EXPORT_FORMATS", "export"]
 
 META_SUFFIX = ".meta.json"
-CHECKPOINT_SUFFIXES = (".pdparams", ".pdema", ".pdopt", ".pdstates")
 EXPORT_FORMATS = ("backbone", "inference", "onnx")
 # keys of the eval preprocessing carried from the checkpoint to every export
 PREPROCESS_KEYS = ("input_size", "crop_pct", "mean", "std", "interpolation")
