@@ -34,7 +34,7 @@ from .utils.checkpoint import load_pretrained, load_state_dict
 
 __all__ = ["META_SUFFIX", "CHECKPOINT_SUFFIXES", "checkpoint_prefix", "load_checkpoint",
            "export_backbone", "export_inference", "export_onnx", "read_meta", "write_meta",
-           "EXPORT_FORMATS", "export"]
+           "EXPORT_FORMATS", "export", "static_model"]
 
 META_SUFFIX = ".meta.json"
 EXPORT_FORMATS = ("backbone", "inference", "onnx")
@@ -254,9 +254,12 @@ def export_backbone(model, meta, output):
     return paths
 
 
-def _to_static(model, input_size):
-    # the model reads H, W as Python ints from x.shape: only the batch may be dynamic
-    spec = paddle.static.InputSpec([None, 3, input_size, input_size], "float32", "image")
+def static_model(model, input_size):
+    """A static-graph copy of ``model`` for ``paddle.jit.save``: batch dynamic, H and W
+    fixed (``input_size``: an int or ``(H, W)``), since the model reads H, W as Python
+    ints from ``x.shape``."""
+    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
+    spec = paddle.static.InputSpec([None, 3, height, width], "float32", "image")
     model = copy.deepcopy(model)  # to_static converts the layer it is given in place
     model.eval()
     return paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
@@ -272,7 +275,7 @@ def export_inference(model, meta, output):
     paths = [prefix + ".json", prefix + ".pdiparams", prefix + META_SUFFIX]
     _check_writable(paths, meta)
     size = meta["input_size"]
-    paddle.jit.save(_to_static(model, size), prefix)
+    paddle.jit.save(static_model(model, size), prefix)
     write_meta(paths[2], dict(meta, format="inference", input_name="image",
                               input_shape=[-1, 3, size, size]))
     return paths
@@ -301,7 +304,7 @@ def export_onnx(model, meta, output, opset_version=13):
         prefix = os.path.join(tmp, "model")
         # paddle2onnx converts neither NHWC convolutions nor addmm / baddbmm
         with onnx_compatible_ops():
-            paddle.jit.save(_to_static(model, meta["input_size"]), prefix)
+            paddle.jit.save(static_model(model, meta["input_size"]), prefix)
         if os.path.exists(paths[0]):
             os.remove(paths[0])  # a stale file would hide a failed conversion
         try:

@@ -29,6 +29,7 @@ from ..models import attention as attention_ops
 from ..models.attention import pale_attention, pale_attention_macs
 from ..models.attention_reference import naive_pale_attention
 from ..models.pale import PaleAttention
+from ..export import static_model
 from ..inference import create_predictor
 from ..models.registry import create_model
 from .flops import count_flops
@@ -139,14 +140,8 @@ def build_predictor(layer, input_size, directory, threads=None):
 
     Configured as the predict tool's (:func:`paddle_pale.inference.create_predictor`).
     """
-    from paddle.static import InputSpec
-
-    layer.eval()
-    static = paddle.jit.to_static(
-        layer, input_spec=[InputSpec([None, 3, *input_size], "float32", "images")],
-        full_graph=True)
     prefix = os.path.join(directory, "model")
-    paddle.jit.save(static, prefix)
+    paddle.jit.save(static_model(layer, tuple(input_size)), prefix)
     device = "gpu" if paddle.device.get_device().startswith("gpu") else "cpu"
     return create_predictor(prefix, device, threads)
 
