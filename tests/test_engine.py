@@ -61,6 +61,9 @@ def test_no_weight_decay_on_norms_and_biases():
     assert decays["head.weight"] and decays["stages.0.0.attn.proj.weight"]
     assert not decays["head.bias"] and not decays["norm.weight"]
     assert not decays["stages.0.0.norm1.weight"]
+    # every bias, whatever its shape (the fused Q/K/V bias is [3, 1, C]), is left out
+    assert not any(decay for name, decay in decays.items() if name.endswith(".bias"))
+    assert decays["stages.0.0.attn.qkv.weight"] and decays["stages.0.0.mlp.fc1.weight"]
     assert all(not p.stop_gradient or "stage_norms" in n for n, p in model.named_parameters())
     assert len(optimizer._parameter_list) == len(decays)  # frozen stage norms left out
 

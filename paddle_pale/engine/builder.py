@@ -47,11 +47,14 @@ def build_lr_scheduler(lr_cfg, peak_lr, steps_per_epoch, epochs):
 
 
 def build_optimizer(opt_cfg, model, lr_scheduler):
-    """AdamW over the trainable parameters; no weight decay on 1-D parameters (norm
-    scales and biases) when ``no_decay_norm_and_bias``, as in Swin/DeiT."""
-    params = [p for p in model.parameters() if not p.stop_gradient]
+    """AdamW over the trainable parameters; no weight decay on norm scales and biases
+    when ``no_decay_norm_and_bias``, as in Swin/DeiT. Biases are told by name, not by
+    shape: the fused Q/K/V bias is ``[3, 1, C]``; norm scales are the other 1-D ones."""
+    named = [(n, p) for n, p in model.named_parameters() if not p.stop_gradient]
+    params = [p for _, p in named]
     if opt_cfg["no_decay_norm_and_bias"]:
-        decayed = {p.name for p in params if len(p.shape) > 1}
+        decayed = {p.name for n, p in named
+                   if len(p.shape) > 1 and not n.endswith(".bias")}
         apply_decay = lambda name: name in decayed  # noqa: E731
     else:
         apply_decay = None
