@@ -1,15 +1,11 @@
 """Training augmentation of the DeiT/Swin recipe, from paddle.vision.transforms pieces
 plus RandAugment: random resized crop, flip, RandAugment, normalize, random erasing."""
-import numpy as np
 from paddle.vision import transforms as T
 
 from .randaugment import RandAugment
+from .transforms import normalize_ops, to_float_hwc
 
 __all__ = ["build_train_transform"]
-
-
-def _to_float_hwc(image):
-    return np.asarray(image, dtype="float32")
 
 
 def build_train_transform(input_size=224, scale=(0.08, 1.0), ratio=(0.75, 1.3333333),
@@ -29,11 +25,10 @@ def build_train_transform(input_size=224, scale=(0.08, 1.0), ratio=(0.75, 1.3333
         ops.append(T.RandomHorizontalFlip(hflip))
     if randaugment:
         ops.append(RandAugment(**randaugment))
-    ops += [
-        _to_float_hwc,
-        T.Normalize([255.0 * m for m in mean], [255.0 * s for s in std], data_format="HWC"),
-    ]
-    if random_erasing > 0:
+    ops.append(to_float_hwc)
+    normalize, to_chw = normalize_ops(mean, std)
+    ops.append(normalize)
+    if random_erasing > 0:  # on the normalized image (timm's remode=pixel), before CHW
         ops.append(T.RandomErasing(prob=random_erasing, value="random"))
-    ops.append(T.Transpose())  # HWC -> CHW
+    ops.append(to_chw)
     return T.Compose(ops)

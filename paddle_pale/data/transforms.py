@@ -1,9 +1,10 @@
-"""Evaluation preprocessing, shared by validation in training and by inference tools."""
+"""Evaluation preprocessing, shared by validation in training and by inference tools,
+and the normalization that training augmentation ends with."""
 import numpy as np
 from paddle.vision import transforms as T
 from PIL import Image
 
-__all__ = ["build_eval_transform", "load_image"]
+__all__ = ["build_eval_transform", "load_image", "normalize_ops", "to_float_hwc"]
 
 
 def load_image(path):
@@ -15,16 +16,15 @@ def load_image(path):
         raise ValueError(f"cannot decode image {path!r}: {error}") from error
 
 
-class _ToNormalizedCHW:
-    """PIL/HWC uint8 -> CHW float32, ``(x / 255 - mean) / std``."""
+def to_float_hwc(image):
+    """PIL image -> HWC float32 array (0-255), for paddle's array transforms."""
+    return np.asarray(image, dtype="float32")
 
-    def __init__(self, mean, std):
-        self.mean = np.asarray(mean, "float32").reshape(3, 1, 1)
-        self.std = np.asarray(std, "float32").reshape(3, 1, 1)
 
-    def __call__(self, image):
-        array = np.asarray(image, dtype="float32").transpose(2, 0, 1) / 255.0
-        return (array - self.mean) / self.std
+def normalize_ops(mean, std):
+    """``(x / 255 - mean) / std`` on an HWC array, then HWC -> CHW."""
+    return [T.Normalize([255.0 * m for m in mean], [255.0 * s for s in std],
+                        data_format="HWC"), T.Transpose()]
 
 
 def build_eval_transform(input_size=224, crop_pct=0.875, mean=(0.485, 0.456, 0.406),
@@ -35,5 +35,6 @@ def build_eval_transform(input_size=224, crop_pct=0.875, mean=(0.485, 0.456, 0.4
     return T.Compose([
         T.Resize(resize, interpolation=interpolation),
         T.CenterCrop(input_size),
-        _ToNormalizedCHW(mean, std),
+        to_float_hwc,
+        *normalize_ops(mean, std),
     ])
