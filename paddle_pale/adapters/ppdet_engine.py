@@ -10,12 +10,12 @@ import logging
 import os
 
 import paddle
-import yaml
 from ppdet.core import workspace
 from ppdet.core.config.schema import SchemaDict
 from ppdet.engine import Trainer, init_parallel_env
 from ppdet.engine.callbacks import Callback
 
+from ..utils.config import ConfigError, parse_override
 from . import ppdet as _registers_backbone  # noqa: F401  (ppdet must know the name)
 from . import ppdet_compat
 
@@ -30,16 +30,18 @@ def parse_overrides(options):
     ``{"A": {"b": 1}, "c": [2, 3]}``; values are read as YAML."""
     overrides = {}
     for option in options or ():
-        key, sep, value = option.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"override {option!r} is not KEY=VALUE (e.g. epoch=24)")
-        *parents, leaf = key.strip().split(".")
+        try:
+            keys, value = parse_override(option)
+        except ConfigError as error:
+            raise ValueError(f"override {option!r} is not KEY=VALUE (e.g. epoch=24): "
+                             f"{error}") from error
+        *parents, leaf = keys
         node = overrides
         for parent in parents:
             node = node.setdefault(parent, {})
             if not isinstance(node, dict):
                 raise ValueError(f"override {option!r} conflicts with an earlier one")
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = value
     return overrides
 
 
