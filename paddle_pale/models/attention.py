@@ -121,15 +121,15 @@ def _row_attention(qkv, num_heads, s_r, backend):
         is_real = _real_line_mask(padded, s_r, num_groups, height)  # [N_r, s_r]
         # keys of a row group are laid out [s_r, W]
         bias = _key_bias(is_real.unsqueeze(-1).expand([num_groups, s_r, width]), qkv.dtype)
-    qkv = qkv.reshape([3, -1, s_r, num_groups, width, num_heads, head_dim])
+    qkv = qkv.reshape([-1, s_r, num_groups, width, num_heads, head_dim])  # [3B, ...]
     if backend == "sdpa":
-        qkv = qkv.transpose([0, 1, 3, 2, 4, 5, 6])  # [3, B, N_r, s_r, W, heads, d]
+        qkv = qkv.transpose([0, 2, 1, 3, 4, 5])  # [3B, N_r, s_r, W, heads, d]
         qkv = qkv.reshape([3, -1, s_r * width, num_heads, head_dim])
         out = _attend(*paddle.unbind(qkv), None, backend)
         out = out.reshape([-1, num_groups, s_r, width, num_heads * head_dim])
         out = out.transpose([0, 2, 1, 3, 4])  # [B, s_r, N_r, W, C']
     else:
-        qkv = qkv.transpose([0, 1, 3, 5, 2, 4, 6])  # [3, B, N_r, heads, s_r, W, d]
+        qkv = qkv.transpose([0, 2, 4, 1, 3, 5])  # [3B, N_r, heads, s_r, W, d]
         qkv = qkv.reshape([3, -1, num_groups, num_heads, s_r * width, head_dim])
         out = _attend(*paddle.unbind(qkv), bias, backend)
         out = out.reshape([-1, num_groups, num_heads, s_r, width, head_dim])
@@ -150,15 +150,15 @@ def _column_attention(qkv, num_heads, s_c, backend):
         is_real = _real_line_mask(padded, s_c, num_groups, width)  # [N_c, s_c]
         # keys of a column group are laid out [H, s_c]
         bias = _key_bias(is_real.unsqueeze(1).expand([num_groups, height, s_c]), qkv.dtype)
-    qkv = qkv.reshape([3, -1, height, s_c, num_groups, num_heads, head_dim])
+    qkv = qkv.reshape([-1, height, s_c, num_groups, num_heads, head_dim])  # [3B, ...]
     if backend == "sdpa":
-        qkv = qkv.transpose([0, 1, 4, 2, 3, 5, 6])  # [3, B, N_c, H, s_c, heads, d]
+        qkv = qkv.transpose([0, 3, 1, 2, 4, 5])  # [3B, N_c, H, s_c, heads, d]
         qkv = qkv.reshape([3, -1, height * s_c, num_heads, head_dim])
         out = _attend(*paddle.unbind(qkv), None, backend)
         out = out.reshape([-1, num_groups, height, s_c, num_heads * head_dim])
         out = out.transpose([0, 2, 3, 1, 4])  # [B, H, s_c, N_c, C']
     else:
-        qkv = qkv.transpose([0, 1, 4, 5, 2, 3, 6])  # [3, B, N_c, heads, H, s_c, d]
+        qkv = qkv.transpose([0, 3, 4, 1, 2, 5])  # [3B, N_c, heads, H, s_c, d]
         qkv = qkv.reshape([3, -1, num_groups, num_heads, height * s_c, head_dim])
         out = _attend(*paddle.unbind(qkv), bias, backend)
         out = out.reshape([-1, num_groups, num_heads, height, s_c, head_dim])
