@@ -2,6 +2,7 @@
 import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -123,8 +124,11 @@ def test_cpu_env_counts_physical_cores_and_detects_amd(monkeypatch):
     monkeypatch.setattr(cpu_env.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     hyperthreaded = _cpuinfo("GenuineIntel", [(0, 0), (0, 1), (0, 0), (0, 1)])
     assert cpu_env.physical_cores(hyperthreaded) == 2
-    assert cpu_env.recommended_env(hyperthreaded, environ={}) == {"OMP_NUM_THREADS": "2",
-                                                      "MKL_NUM_THREADS": "2"}
+    assert cpu_env.recommended_env(hyperthreaded, environ={}, nvidia_gpu=True) == {
+        "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    # stride kernels off only where no GPU could be using them
+    assert cpu_env.recommended_env(hyperthreaded, {}, nvidia_gpu=False)[
+        "FLAGS_use_stride_kernel"] == "0"
     amd = _cpuinfo("AuthenticAMD", [(0, 0), (0, 1), (1, 0), (1, 1)])
     assert cpu_env.recommended_env(amd, environ={})["MKL_DEBUG_CPU_TYPE"] == "5"
     assert cpu_env.recommended_env(amd, environ={})["OMP_NUM_THREADS"] == "4"
@@ -143,11 +147,13 @@ def test_cpu_env_shares_cores_among_launched_processes(monkeypatch):
 def test_cpu_env_never_overrides_the_user(monkeypatch):
     cpu_env = _load_cpu_env()
     amd = _cpuinfo("AuthenticAMD", [(0, 0), (0, 1)])
-    environ = {"OMP_NUM_THREADS": "1"}
-    applied = cpu_env.apply(environ, amd)
+    environ = {"OMP_NUM_THREADS": "1", "FLAGS_use_stride_kernel": "1"}
+    applied = cpu_env.apply(environ, amd, nvidia_gpu=False)
     assert applied == {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "2",
-                       "MKL_DEBUG_CPU_TYPE": "5"}
+                       "MKL_DEBUG_CPU_TYPE": "5", "FLAGS_use_stride_kernel": "1"}
     assert environ == applied
+    # an exported MALLOC_* variable already tuned glibc at start-up: mallopt is not called
+    assert cpu_env.tune_malloc({"MALLOC_TRIM_THRESHOLD_": "0"}) == {}
 
 
 def test_benchmark_tool_sets_cpu_env_before_paddle_and_writes_json(tmp_path):
@@ -162,5 +168,11 @@ def test_benchmark_tool_sets_cpu_env_before_paddle_and_writes_json(tmp_path):
     data = json.loads(out.read_text())
     assert data["threads"] is not None and data["threads"] != "1" or os.cpu_count() == 1
     assert data["mkl_debug_cpu_type"] == "0"  # the user's value wins
+    if "FLAGS_use_stride_kernel" not in env and not _load_cpu_env().has_nvidia_gpu():
+        assert data["stride_kernels"] is False
+    if not any(name.startswith("MALLOC_") for name in env) and \
+            platform.libc_ver()[0] == "glibc":
+        assert data["malloc_tuned"] == {"MALLOC_MMAP_THRESHOLD_": 32 << 20,
+                                        "MALLOC_TRIM_THRESHOLD_": 1 << 30}
     assert [r["name"] for r in data["results"]][:1] == ["pale_t"]
     assert "img/s" in done.stdout

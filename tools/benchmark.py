@@ -3,15 +3,16 @@
     python tools/benchmark.py                       # batch 8, 224x224, sweep 224/448/896
     python tools/benchmark.py --json bench.json --rounds 5 --sweep
 
-The CPU environment (threads = physical cores, MKL's AVX2 path on AMD) is set by
-tools/cpu_env.py before paddle is imported; exported variables win, e.g.
-``OMP_NUM_THREADS=1 MKL_DEBUG_CPU_TYPE= python tools/benchmark.py``.
+The CPU environment (threads = physical cores, MKL's AVX2 path on AMD, stride kernels
+off, glibc's allocator keeping freed memory) is set by tools/cpu_env.py before paddle is
+imported; exported variables win, e.g.
+``OMP_NUM_THREADS=1 FLAGS_use_stride_kernel=1 python tools/benchmark.py``.
 """
 import argparse
 import os
 import sys
 
-import cpu_env  # noqa: F401  (sets threads and MKL path; must precede paddle)
+import cpu_env  # (sets threads, MKL path, kernels and allocator; must precede paddle)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -47,7 +48,7 @@ def main(argv=None):
                        attention=not args.no_attention, naive=not args.no_naive,
                        train=not args.no_train, rounds=args.rounds, warmup=args.warmup,
                        iters=args.iters, sweep=sweep, sweep_batch=args.sweep_batch,
-                       clock=args.clock)
+                       clock=args.clock, malloc_tuned=cpu_env.MALLOC_TUNED)
     print(format_report(report))
     if args.json:
         save_json(report, args.json)

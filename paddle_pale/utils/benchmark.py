@@ -384,7 +384,8 @@ def format_report(report):
     """Plain-text tables of a :func:`benchmark` report."""
     lines = [f"device {report['device']}  threads {report['threads']}  batch {report['batch']}"
              f"  input {report['size'][0]}x{report['size'][1]}  rounds {report['rounds']}"
-             f"  clock {report['clock']}",
+             f"  clock {report['clock']}  stride kernels {report.get('stride_kernels')}"
+             f"  malloc tuned {bool(report.get('malloc_tuned'))}",
              f"fp32 matmul 1024^3: {report['matmul_gflops']:.1f} GFLOP/s",
              "",
              f"{'case':<22}{'mode':<7}{'img/s':>9}{'ms/batch':>10}{'speedup':>9}  "
@@ -416,8 +417,11 @@ def format_report(report):
 
 def benchmark(batch=8, size=(224, 224), models=("pale_t", "swin_t", "pale_t/predictor"),
               attention=True, naive=True, train=True, rounds=3, warmup=1, iters=1,
-              sweep=(), sweep_batch=1, model_overrides=None, clock="wall"):
-    """Run the whole benchmark; return a JSON-ready dict (see :func:`format_report`)."""
+              sweep=(), sweep_batch=1, model_overrides=None, clock="wall", malloc_tuned=None):
+    """Run the whole benchmark; return a JSON-ready dict (see :func:`format_report`).
+
+    ``malloc_tuned``: the allocator settings the caller applied (``cpu_env.MALLOC_TUNED``),
+    recorded with the figures."""
     with tempfile.TemporaryDirectory() as workdir:
         cases = model_cases(batch, size, models, train, workdir, model_overrides)
         if attention:
@@ -428,7 +432,9 @@ def benchmark(batch=8, size=(224, 224), models=("pale_t", "swin_t", "pale_t/pred
                           "attention": "ps_attention/naive" if naive else None})
     report = OrderedDict(
         device=paddle.device.get_device(), threads=os.environ.get("OMP_NUM_THREADS"),
-        mkl_debug_cpu_type=os.environ.get("MKL_DEBUG_CPU_TYPE"), batch=batch,
+        mkl_debug_cpu_type=os.environ.get("MKL_DEBUG_CPU_TYPE"),
+        stride_kernels=paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"],
+        malloc_tuned=malloc_tuned, batch=batch,
         size=list(size), rounds=rounds, iters=iters, clock=clock, memory=MemoryMeter().kind,
         matmul_gflops=matmul, results=results, sweep_batch=sweep_batch,
         sweep=resolution_sweep(sweep, sweep_batch, model_overrides=model_overrides)
