@@ -12,9 +12,17 @@ from paddle_pale.utils.benchmark import attention_score_elements
 SHAPES = [(14, 14, 16, 4, 7), (13, 17, 16, 4, (3, 5)), (9, 4, 8, 2, (2, 3))]
 
 
+def _random_biases(layer):
+    """Biases start at zero; random ones make the tests see where each bias lands."""
+    for name, param in layer.named_parameters():
+        if name.endswith("bias"):
+            param.set_value(paddle.randn(param.shape))
+    return layer
+
+
 @pytest.mark.parametrize("height,width,channels,heads,pale_size", SHAPES)
 def test_fused_layer_matches_naive_reference(height, width, channels, heads, pale_size):
-    layer = PaleAttention(channels, heads, pale_size)
+    layer = _random_biases(PaleAttention(channels, heads, pale_size))
     x = paddle.randn([2, height, width, channels])
     q, k, v = layer.qkv_projection(x)
     expected = layer.proj(naive_pale_attention(q, k, v, heads, pale_size))
@@ -27,7 +35,7 @@ def test_fused_layer_matches_naive_reference(height, width, channels, heads, pal
 def test_fused_projection_is_three_separable_convolutions():
     # q/k/v: depth-wise 3x3 (filter j of channel c is output 3c + j) then W_j, b_j
     channels = 8
-    layer = PaleAttention(channels, 2, 7)
+    layer = _random_biases(PaleAttention(channels, 2, 7))
     x = paddle.randn([1, 5, 6, channels])
     got = layer.qkv_projection(x)
     conv = layer.qkv.depthwise
@@ -42,7 +50,7 @@ def test_fused_projection_is_three_separable_convolutions():
 @pytest.mark.parametrize("height,width,channels,heads,pale_size", SHAPES[:2])
 def test_fused_layer_gradients_match_naive_reference(height, width, channels, heads,
                                                      pale_size):
-    layer = PaleAttention(channels, heads, pale_size)
+    layer = _random_biases(PaleAttention(channels, heads, pale_size))
     x = paddle.randn([2, height, width, channels])
     grads = []
     for fused in (True, False):
@@ -54,8 +62,10 @@ def test_fused_layer_gradients_match_naive_reference(height, width, channels, he
             out = layer.proj(naive_pale_attention(*layer.qkv_projection(x_in), heads,
                                                   pale_size))
         (out ** 2).sum().backward()
+        # the biases reach the output through the matmul's extra bias row: check them too
         grads.append([x_in.grad.numpy(), layer.qkv.weight.grad.numpy(),
-                      layer.qkv.depthwise.weight.grad.numpy()])
+                      layer.qkv.depthwise.weight.grad.numpy(), layer.qkv.bias.grad.numpy(),
+                      layer.qkv.depthwise.bias.grad.numpy()])
         layer.clear_gradients()
     for got, expected in zip(*grads):
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)

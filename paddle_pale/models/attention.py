@@ -168,20 +168,24 @@ def _column_attention(qkv, num_heads, s_c, backend):
 
 
 def pack_qkv(q, k, v, scale=None):
-    """``[B, H, W, C]`` x 3 -> ``[3, B, H, W, C]``, queries times ``scale`` (the
-    attention scale, applied here because q is ``L / d`` times smaller than the scores).
+    """``[B, H, W, C]`` x 3 -> ``(rows, cols)``, each ``[3, B, H, W, C / 2]``: (q, k, v)
+    of the channel half that attends within rows and of the half that attends within
+    columns; queries times ``scale`` (the attention scale, applied here because q is
+    ``L / d`` times smaller than the scores).
     """
     if scale is not None:
         q = q * scale
-    return paddle.stack([q, k, v])
+    # split, not two slices: its gradient is one concat instead of two zero-padded
+    # full-size tensors summed
+    return tuple(paddle.split(paddle.stack([q, k, v]), 2, axis=-1))
 
 
-def pale_attention_packed(qkv, num_heads, pale_size, backend="matmul"):
+def pale_attention_packed(packed, num_heads, pale_size, backend="matmul"):
     """PS-Attention on packed, pre-scaled projections: the layer's fast path.
 
     Args:
-        qkv: ``[3, B, H, W, C]`` (q, k, v), see :func:`pack_qkv`; queries already
-            multiplied by ``head_dim ** -0.5``.
+        packed: ``(rows, cols)``, each ``[3, B, H, W, C / 2]``, see :func:`pack_qkv`;
+            queries already multiplied by ``head_dim ** -0.5``.
         num_heads, pale_size: as in :func:`pale_attention`.
         backend: ``"matmul"`` or ``"sdpa"`` (no padding support, see
             :func:`attention_backend`).
@@ -192,14 +196,12 @@ def pale_attention_packed(qkv, num_heads, pale_size, backend="matmul"):
     if backend not in ("matmul", "sdpa"):
         raise ValueError(f"backend must be 'matmul' or 'sdpa', got {backend!r}")
     s_r, s_c = to_pale_size(pale_size)
-    height, width = qkv.shape[2], qkv.shape[3]
+    row_qkv, col_qkv = packed
+    height, width = row_qkv.shape[2], row_qkv.shape[3]
     if backend == "sdpa" and (height % s_r or width % s_c):
         raise ValueError(
             f"the sdpa backend takes no mask: H={height}, W={width} must be multiples of "
             f"the pale size ({s_r}, {s_c})")
-    # split, not two slices: its gradient is one concat instead of two zero-padded
-    # full-size tensors summed
-    row_qkv, col_qkv = paddle.split(qkv, 2, axis=-1)
     rows = _row_attention(row_qkv, num_heads // 2, s_r, backend)
     cols = _column_attention(col_qkv, num_heads // 2, s_c, backend)
     return paddle.concat([rows, cols], axis=-1)

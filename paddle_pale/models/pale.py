@@ -5,12 +5,13 @@ layers and PS-Attention all work on the last axis, and the convolutions run chan
 last (:class:`~.layers.ChannelsLastConv2D`), so a block needs no layout transposes of
 its own.
 """
+import numpy as np
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from .attention import attention_backend, pale_attention_packed, to_pale_size
-from .layers import (ChannelsLastConv2D, DropPath, Linear, Mlp, bias_matmul,
-                     conv2d_channels_last, init_weights)
+from .layers import ChannelsLastConv2D, DropPath, Linear, Mlp, init_weights
 
 __all__ = ["QKVProjection", "PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
            "CLASSIFIER_PREFIXES"]
@@ -23,10 +24,11 @@ class QKVProjection(nn.Layer):
     """phi_Q, phi_K and phi_V of Eq. 7 at once: separable convolutions (CvT style), a 3x3
     depth-wise conv then a C x C linear map per projection.
 
-    The three depth-wise convs are one grouped conv with three filters per channel and
-    the three linear maps one batched matmul (both biases fused in), which writes the
-    packed ``[3, B, H, W, C]`` (q, k, v) layout of :func:`pale_attention_packed`. The
-    ``depthwise`` Conv2D holds the conv parameters; its forward is not called.
+    The three depth-wise convs are one grouped conv with three filters per channel, and
+    the linear maps batched matmuls that read the conv's channels-first output as it
+    lies (transposed operand) and write the two channel halves of
+    :func:`pale_attention_packed` directly. The ``depthwise`` Conv2D holds the conv
+    parameters; its forward is not called.
     """
 
     def __init__(self, dim, bias=True):
@@ -38,16 +40,15 @@ class QKVProjection(nn.Layer):
         self.weight = self.create_parameter(
             [3, dim, dim], default_initializer=nn.initializer.TruncatedNormal(std=0.02))
         self.bias = self.create_parameter([3, 1, dim], is_bias=True) if bias else None
+        # filters of the constant-one channel (see forward): 1 at the centre, so the
+        # conv's zero padding never reaches it
+        unit = np.zeros([3, 1, 3, 3], dtype="float32")
+        unit[:, :, 1, 1] = 1.0
+        self.register_buffer("unit_filters", paddle.to_tensor(unit), persistable=False)
 
-    def forward(self, x, query_scale=None):
-        """``[B, H, W, C]`` -> ``[3, B, H, W, C]``; queries times ``query_scale``."""
-        _, height, width, channels = x.shape
-        conv = self.depthwise
-        # the conv runs without its bias: the bias passes through the linear maps, so it
-        # folds into theirs, which saves a pass over the [B, H, W, 3C] taps
-        taps = conv2d_channels_last(x, conv.weight, None, padding=1, groups=channels)
-        taps = taps.reshape([-1, channels, 3])  # [BHW, C, 3]
-        taps = taps.transpose([2, 0, 1])  # [3, BHW, C]
+    def _weights_with_bias_row(self, query_scale):
+        """``[3, C + 1, C]``: the three linear maps, then their total bias as a last row
+        (the linear bias plus the conv bias carried through the map)."""
         weight, bias = self.weight, self.bias
         if query_scale is not None:  # on the small weights, not on the activations
             # one multiply by [s, 1, 1]: slices would cost zero-padded gradients
@@ -56,15 +57,39 @@ class QKVProjection(nn.Layer):
             weight = weight * scales
             if bias is not None:
                 bias = bias * scales
-        if conv.bias is not None:
-            conv_bias = conv.bias.reshape([channels, 3]).transpose([1, 0]).unsqueeze(1)
+        conv_bias = self.depthwise.bias
+        if conv_bias is not None:
+            conv_bias = conv_bias.reshape([self.dim, 3]).transpose([1, 0]).unsqueeze(1)
             folded = paddle.bmm(conv_bias, weight)  # [3, 1, C]
             bias = folded if bias is None else bias + folded
         if bias is None:
-            out = paddle.bmm(taps, weight)
+            bias = paddle.zeros([3, 1, self.dim], dtype=weight.dtype)
+        return paddle.concat([weight, bias], axis=1)
+
+    def forward(self, x, query_scale=None):
+        """``[B, H, W, C]`` -> ``(rows, cols)``, each ``[3, B, H, W, C / 2]``: q, k, v of
+        the channel half that attends within rows and of the half that attends within
+        columns. Queries are multiplied by ``query_scale``."""
+        _, height, width, channels = x.shape
+        # A constant-one input channel rides through the conv and meets the bias row of
+        # the weights, so the matmul adds the biases itself: the GEMM reading the
+        # transposed taps cannot take a bias, and a broadcast add would cost a full pass.
+        x = F.pad(x.transpose([0, 3, 1, 2]), [0, 0, 0, 1, 0, 0, 0, 0], value=1.0)
+        filters = paddle.concat(
+            [self.depthwise.weight, self.unit_filters.astype(self.depthwise.weight.dtype)])
+        taps = F.conv2d(x, filters, None, padding=1, groups=channels + 1)
+        taps = taps.reshape([-1, channels + 1, 3, height * width])
+        halves = paddle.split(self._weights_with_bias_row(query_scale), 2, axis=-1)
+        if paddle.in_dynamic_mode():
+            taps = taps.transpose([2, 0, 1, 3])  # [3, B, C + 1, HW]
+            halves = [half.unsqueeze(1) for half in halves]  # broadcast over B
         else:
-            out = bias_matmul(bias, taps, weight)
-        return out.reshape([3, -1, height, width, channels])
+            # paddle's static shape inference takes a dynamic batch axis broadcast
+            # against 1 for 1, so graphs get one batched matmul over [3, C + 1, B HW]
+            # (2% slower in eager Pale-T inference, hence not used there)
+            taps = taps.transpose([2, 1, 0, 3]).reshape([3, channels + 1, -1])
+        return tuple(paddle.matmul(taps, half, transpose_x=True)
+                     .reshape([3, -1, height, width, channels // 2]) for half in halves)
 
 
 class PaleAttention(nn.Layer):
@@ -96,8 +121,8 @@ class PaleAttention(nn.Layer):
     def qkv_projection(self, x):
         """Unscaled ``(q, k, v)``, each ``[B, H, W, C]``: the inputs of
         :func:`pale_attention` that this layer's fused path computes."""
-        qkv = self.qkv(x)  # [3, B, H, W, C]
-        return qkv[0], qkv[1], qkv[2]
+        rows, cols = self.qkv(x)  # [3, B, H, W, C / 2] each
+        return tuple(paddle.concat([rows[j], cols[j]], axis=-1) for j in range(3))
 
     def forward(self, x):  # [B, H, W, C]
         _, height, width, _ = x.shape
