@@ -1,4 +1,5 @@
 """Benchmark tool: report structure (no timing assertions), exported predictor, CPU env."""
+import ctypes
 import importlib.util
 import json
 import os
@@ -89,6 +90,19 @@ def test_predictor_matches_eager_model(tmp_path):
     assert len(outputs) == 4
     for got, want in zip(outputs, expected):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_predictor_case_leaves_eager_math_threads_as_it_found_them(tmp_path, monkeypatch):
+    # a predictor's run drops the calling thread's MKL threads to 1, which would time the
+    # eager cases after it single-threaded; MKL's own counter says what eager code gets
+    mkl = ctypes.CDLL(os.path.join(os.path.dirname(paddle.__file__), "libs",
+                                   "libmklml_intel.so"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    paddle.base.core.set_num_threads(2)
+    (case,) = bench.model_cases(1, (32, 32), names=("pale_t/predictor",), train=False,
+                                workdir=str(tmp_path), model_overrides=TINY)
+    case.modes["infer"]()
+    assert mkl.MKL_Get_Max_Threads() == 2
 
 
 def test_sdpa_case_needs_a_map_divisible_by_the_pale_size():
