@@ -151,3 +151,24 @@ def test_onnx_compatible_ops_compute_the_same_model():
         again = model(x).numpy()  # the switch is off again after the block
     np.testing.assert_allclose(portable, fast, atol=1e-5, rtol=1e-5)
     np.testing.assert_array_equal(again, fast)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_linear_matches_paddle_linear_with_gradients(training):
+    # training on CPU, the bias reaches the output as a ones x b outer product (its
+    # gradient is then a GEMM, not a slow column sum): same values and gradients as F.linear
+    from paddle_pale.models.layers import Linear
+    layer = _random_biases(Linear(6, 5))
+    layer.train() if training else layer.eval()
+    x = paddle.randn([2, 3, 4, 6])
+    grads = []
+    for forward in (layer, lambda t: paddle.nn.functional.linear(t, layer.weight, layer.bias)):
+        x_in = x.clone()
+        x_in.stop_gradient = False
+        out = forward(x_in)
+        (out * paddle.arange(out.size, dtype="float32").reshape(out.shape)).sum().backward()
+        grads.append([out.numpy(), x_in.grad.numpy(), layer.weight.grad.numpy(),
+                      layer.bias.grad.numpy()])
+        layer.clear_gradients()
+    for got, expected in zip(*grads):
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-5)
