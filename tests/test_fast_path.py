@@ -172,3 +172,28 @@ def test_linear_matches_paddle_linear_with_gradients(training):
         layer.clear_gradients()
     for got, expected in zip(*grads):
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_position_encoding_is_input_plus_depthwise_conv(training):
+    # the residual lives in the filters' centre taps, and while training on CPU the
+    # bias arrives as a GEMM: same values and gradients as x + conv(x) written out
+    from paddle_pale.models.layers import ResidualDepthwiseConv2D
+    layer = _random_biases(ResidualDepthwiseConv2D(6, 3))
+    layer.train() if training else layer.eval()
+    x = paddle.randn([2, 5, 7, 6])
+    results = []
+    for fused in (True, False):
+        x_in = x.clone()
+        x_in.stop_gradient = False
+        if fused:
+            out = layer(x_in)
+        else:
+            out = x_in + paddle.nn.functional.conv2d(
+                x_in, layer.weight, layer.bias, padding=1, groups=6, data_format="NHWC")
+        (out * paddle.arange(out.size, dtype="float32").reshape(out.shape)).sum().backward()
+        results.append([out.numpy(), x_in.grad.numpy(), layer.weight.grad.numpy(),
+                        layer.bias.grad.numpy()])
+        layer.clear_gradients()
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-5)

@@ -1,11 +1,14 @@
 """Building blocks shared by every model of the package."""
 import contextlib
 
+import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-__all__ = ["ChannelsLastConv2D", "conv2d_channels_last", "onnx_compatible_ops", "bias_matmul", "DropPath", "Linear", "Mlp", "init_weights"]
+__all__ = ["ChannelsLastConv2D", "ResidualDepthwiseConv2D", "conv2d_channels_last",
+           "onnx_compatible_ops", "bias_matmul", "gemm_broadcast", "DropPath", "Linear",
+           "Mlp", "init_weights"]
 
 _trunc_normal = nn.initializer.TruncatedNormal(std=0.02)
 _zeros = nn.initializer.Constant(0.0)
@@ -47,14 +50,26 @@ class Linear(nn.Linear):
         shape = x.shape
         rows = x.reshape([-1, shape[-1]])
         bias = self.bias.unsqueeze(0)
-        if self.training and not self.bias.stop_gradient and _cpu_eager():
-            # The gradient of a broadcast bias is a column sum, which Paddle's CPU reduce
-            # takes 16 ms for at [25088, 256] (stage 1, batch 8); the same sum as a GEMM
-            # with a ones vector takes 1 ms. As the outer product ones x b, the bias gets
-            # its gradient from that GEMM (fc1 of stage 1: forward + backward 40 -> 28 ms).
-            bias = paddle.matmul(paddle.ones([rows.shape[0], 1], rows.dtype), bias)
+        if _gemm_bias_wanted(self, self.bias):
+            bias = gemm_broadcast(self.bias, rows.shape[0])
         out = bias_matmul(bias, rows, self.weight)
         return out.reshape([*shape[:-1], self.weight.shape[1]])
+
+
+def _gemm_bias_wanted(layer, bias):
+    return (bias is not None and layer.training and not bias.stop_gradient
+            and _cpu_eager())
+
+
+def gemm_broadcast(bias, num_rows):
+    """``bias`` ([C]) repeated in ``num_rows`` rows, as the outer product ones x bias.
+
+    The gradient of a broadcast bias is a column sum, which Paddle's CPU reduce takes
+    16 ms for at [25088, 256] (stage 1, batch 8); the same sum as a GEMM with a ones
+    vector takes 1 ms. Built as an outer product, the bias gets its gradient from that
+    GEMM (fc1 of stage 1: forward + backward 40 -> 28 ms). For training on CPU.
+    """
+    return paddle.matmul(paddle.ones([num_rows, 1], bias.dtype), bias.unsqueeze(0))
 
 
 class Mlp(nn.Layer):
@@ -143,3 +158,30 @@ class ChannelsLastConv2D(nn.Conv2D):
     def forward(self, x):
         return conv2d_channels_last(x, self.weight, self.bias, self._stride, self._padding,
                                     self._groups)
+
+
+class ResidualDepthwiseConv2D(ChannelsLastConv2D):
+    """``x + DWConv(x)`` on ``[B, H, W, C]`` (a conditional position encoding, Eq. 6).
+
+    The residual is folded into the filters (1 added to each centre tap), which saves a
+    pass over the activations forward and backward. Parameters as ``nn.Conv2D``.
+    """
+
+    def __init__(self, channels, kernel_size=3):
+        if kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be odd to keep the size, got {kernel_size}")
+        super().__init__(channels, channels, kernel_size, padding=kernel_size // 2,
+                         groups=channels)
+        identity = np.zeros([channels, 1, kernel_size, kernel_size], dtype="float32")
+        identity[:, :, kernel_size // 2, kernel_size // 2] = 1.0
+        self.register_buffer("identity", paddle.to_tensor(identity), persistable=False)
+
+    def forward(self, x):
+        weight = self.weight + self.identity.astype(self.weight.dtype)
+        if not _gemm_bias_wanted(self, self.bias):
+            return conv2d_channels_last(x, weight, self.bias, self._stride, self._padding,
+                                        self._groups)
+        out = conv2d_channels_last(x, weight, None, self._stride, self._padding,
+                                   self._groups)
+        return out + gemm_broadcast(self.bias, out.numel() // out.shape[-1]).reshape(
+            out.shape)

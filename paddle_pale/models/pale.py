@@ -11,7 +11,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .attention import attention_backend, pale_attention_packed, to_pale_size
-from .layers import ChannelsLastConv2D, DropPath, Linear, Mlp, init_weights
+from .layers import (ChannelsLastConv2D, DropPath, Linear, Mlp, ResidualDepthwiseConv2D,
+                     init_weights)
 
 __all__ = ["QKVProjection", "PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
            "CLASSIFIER_PREFIXES"]
@@ -144,7 +145,7 @@ class PaleBlock(nn.Layer):
                  drop=0.0, drop_path=0.0):
         super().__init__()
         # conditional position encoding: depth-wise 3x3 conv with a residual (Eq. 6)
-        self.cpe = ChannelsLastConv2D(dim, dim, 3, padding=1, groups=dim)
+        self.cpe = ResidualDepthwiseConv2D(dim, 3)
         self.norm1 = nn.LayerNorm(dim)
         self.attn = PaleAttention(dim, num_heads, pale_size, qkv_bias, drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -152,7 +153,7 @@ class PaleBlock(nn.Layer):
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, x):  # [B, H, W, C]
-        x = x + self.cpe(x)
+        x = self.cpe(x)  # x + DWConv(x)
         x = x + self.drop_path(self.attn(self.norm1(x)))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
