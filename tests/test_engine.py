@@ -161,9 +161,12 @@ def test_gradient_accumulation_matches_the_bigger_batch(tmp_path, data_root):
         assert engine.global_batch == 8 and engine.steps_per_epoch == 3
         engine.train()
         runs[name] = _final_weights(str(root / "out" / "latest"))
+    # equal up to float reassociation (two sums of 4 images against one of 8), which
+    # AdamW's division by the gradient's RMS can lift to ~1e-5 where a gradient is near
+    # zero; a step taken at the wrong time moves weights by ~lr = 5e-3
     for key in runs["big"]:
         np.testing.assert_allclose(runs["accumulated"][key], runs["big"][key],
-                                   rtol=1e-4, atol=1e-6, err_msg=key)
+                                   rtol=1e-4, atol=1e-5, err_msg=key)
 
 
 def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, data_root, monkeypatch):

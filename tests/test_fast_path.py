@@ -197,3 +197,33 @@ def test_position_encoding_is_input_plus_depthwise_conv(training):
         layer.clear_gradients()
     for got, expected in zip(*results):
         np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-5)
+
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_layer_norm_backward_matches_paddle(frozen):
+    # training on CPU the model's LayerNorm has its own backward: same gradients as
+    # paddle's layer_norm, also with frozen parameters (no gradient asked for them). The
+    # reference always runs with trainable copies: Paddle 3.3.1's CPU layer_norm_grad
+    # returns a wrong input gradient when its weight is frozen.
+    from paddle_pale.models.layers import LayerNorm
+    layer = _random_biases(LayerNorm(16))
+    layer.weight.set_value(paddle.randn([16]))
+    weight, bias = (paddle.to_tensor(p.numpy(), stop_gradient=False)
+                    for p in (layer.weight, layer.bias))
+    for param in layer.parameters():
+        param.stop_gradient = frozen
+    x = paddle.randn([2, 3, 5, 16]) * 3 + 1
+    upstream = paddle.randn([2, 3, 5, 16])
+    results = []
+    for forward, params in ((layer, (layer.weight, layer.bias)), (
+            lambda t: paddle.nn.functional.layer_norm(t, [16], weight, bias, layer._epsilon),
+            (weight, bias))):
+        x_in = x.clone()
+        x_in.stop_gradient = False
+        out = forward(x_in)
+        out.backward(upstream)
+        results.append([out.numpy(), x_in.grad.numpy()] + (
+            [] if frozen else [p.grad.numpy() for p in params]))
+    assert all(p.grad is None for p in layer.parameters()) or not frozen
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)

@@ -72,6 +72,58 @@ def gemm_broadcast(bias, num_rows):
     return paddle.matmul(paddle.ones([num_rows, 1], bias.dtype), bias.unsqueeze(0))
 
 
+class _LayerNormFunction(paddle.autograd.PyLayer):
+    """LayerNorm over the last axis of ``[N, C]`` rows with a vectorised backward.
+
+    Paddle's CPU ``layer_norm_grad`` takes ~30x its forward ([25088, 64]: 18.6 against
+    0.6 ms); the textbook gradient written with row means and two ones-vector GEMMs
+    (for the weight and bias) takes a fraction of that.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, weight, bias, epsilon):
+        ctx.save_for_backward(rows, weight)
+        ctx.epsilon = epsilon
+        # paddle wants None, not a gradient, for an input that takes none
+        ctx.needs_grad = [not t.stop_gradient for t in (rows, weight, bias)]
+        return F.layer_norm(rows, rows.shape[-1:], weight, bias, epsilon)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, weight = ctx.saved_tensor()
+        num_rows, channels = rows.shape
+        # means and sums as GEMMs with ones vectors: paddle's CPU reductions are slower
+        row_mean = paddle.full([channels, 1], 1.0 / channels, grad.dtype)
+        column_sum = paddle.ones([1, num_rows], grad.dtype)
+        centred = rows - paddle.matmul(rows, row_mean)
+        rstd = paddle.rsqrt(paddle.matmul(centred * centred, row_mean) + ctx.epsilon)
+        normed = centred * rstd
+        grads = [None, None, None]
+        if ctx.needs_grad[0]:
+            grad_normed = grad * weight
+            grads[0] = (grad_normed - paddle.matmul(grad_normed, row_mean)
+                        - normed * paddle.matmul(grad_normed * normed, row_mean)) * rstd
+        if ctx.needs_grad[1]:
+            grads[1] = paddle.matmul(column_sum, grad * normed).reshape(weight.shape)
+        if ctx.needs_grad[2]:
+            grads[2] = paddle.matmul(column_sum, grad).reshape(weight.shape)
+        return tuple(grads)
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last axis (same parameters and state-dict keys) whose
+    backward, when training in float32 on CPU, is :class:`_LayerNormFunction`."""
+
+    def forward(self, x):
+        if (self.training and x.dtype == paddle.float32 and self.weight is not None
+                and self.bias is not None and _cpu_eager()
+                and not all(t.stop_gradient for t in (x, self.weight, self.bias))):
+            rows = x.reshape([-1, x.shape[-1]])
+            out = _LayerNormFunction.apply(rows, self.weight, self.bias, self._epsilon)
+            return out.reshape(x.shape)
+        return super().forward(x)
+
+
 class Mlp(nn.Layer):
     """Two linear layers with GELU between (Eq. 8), expansion ratio R_i."""
 

@@ -11,7 +11,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .attention import attention_backend, pale_attention_packed, to_pale_size
-from .layers import (ChannelsLastConv2D, DropPath, Linear, Mlp, ResidualDepthwiseConv2D,
+from .layers import (ChannelsLastConv2D, DropPath, LayerNorm, Linear, Mlp,
+                     ResidualDepthwiseConv2D,
                      init_weights)
 
 __all__ = ["QKVProjection", "PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
@@ -146,10 +147,10 @@ class PaleBlock(nn.Layer):
         super().__init__()
         # conditional position encoding: depth-wise 3x3 conv with a residual (Eq. 6)
         self.cpe = ResidualDepthwiseConv2D(dim, 3)
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         self.attn = PaleAttention(dim, num_heads, pale_size, qkv_bias, drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, x):  # [B, H, W, C]
@@ -173,7 +174,7 @@ class ConvPatchEmbed(nn.Layer):
         else:
             self.proj = ChannelsLastConv2D(in_channels, out_channels, kernel_size, stride,
                                            padding)
-        self.norm = nn.LayerNorm(out_channels)
+        self.norm = LayerNorm(out_channels)
 
     def forward(self, x):
         x = self.proj(x)
@@ -260,7 +261,7 @@ class PaleTransformer(nn.Layer):
             self.stages.append(nn.Sequential(*[
                 PaleBlock(dim, heads, self.pale_sizes[stage], mlp_ratio, qkv_bias, drop_rate,
                           drop_paths[start + i]) for i in range(depth)]))
-            self.stage_norms.append(nn.LayerNorm(dim))
+            self.stage_norms.append(LayerNorm(dim))
             previous = dim
         self.feature_info = [
             dict(num_chs=dim, reduction=4 * 2 ** stage, module=f"stages.{stage}")
@@ -268,7 +269,7 @@ class PaleTransformer(nn.Layer):
 
         self.with_classifier = with_classifier
         if with_classifier:
-            self.norm = nn.LayerNorm(embed_dims[-1])
+            self.norm = LayerNorm(embed_dims[-1])
             self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
             self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 \
                 else nn.Identity()
