@@ -227,3 +227,31 @@ def test_layer_norm_backward_matches_paddle(frozen):
     assert all(p.grad is None for p in layer.parameters()) or not frozen
     for got, expected in zip(*results):
         np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_patch_embedding_convs_match_paddle_conv(training):
+    # biases are added after the layout transpose (and as a GEMM while training):
+    # same values and gradients as a plain NCHW conv
+    from paddle_pale.models.layers import ChannelsLastConv2D, ImageToChannelsLastConv2D
+    for layer, nhwc_input in ((ImageToChannelsLastConv2D(3, 8, 7, 4, 3), False),
+                              (ChannelsLastConv2D(8, 16, 3, 2, 1), True)):
+        _random_biases(layer)
+        layer.train() if training else layer.eval()
+        image = paddle.randn([2, layer._in_channels, 13, 11])
+        results = []
+        for ours in (True, False):
+            x_in = image.clone()
+            x_in.stop_gradient = False
+            if ours:
+                out = layer(x_in.transpose([0, 2, 3, 1]) if nhwc_input else x_in)
+            else:
+                out = paddle.nn.functional.conv2d(x_in, layer.weight, layer.bias,
+                                                  layer._stride, layer._padding)
+                out = out.transpose([0, 2, 3, 1])
+            (out * paddle.arange(out.size, dtype="float32").reshape(out.shape)).sum().backward()
+            results.append([out.numpy(), x_in.grad.numpy(), layer.weight.grad.numpy(),
+                            layer.bias.grad.numpy()])
+            layer.clear_gradients()
+        for got, expected in zip(*results):
+            np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-5)

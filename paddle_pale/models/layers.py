@@ -6,8 +6,10 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-__all__ = ["ChannelsLastConv2D", "ResidualDepthwiseConv2D", "conv2d_channels_last",
-           "onnx_compatible_ops", "bias_matmul", "gemm_broadcast", "DropPath", "Linear",
+__all__ = ["ChannelsLastConv2D", "ImageToChannelsLastConv2D", "ResidualDepthwiseConv2D",
+           "conv2d_channels_last",
+           "onnx_compatible_ops", "bias_matmul", "gemm_broadcast", "add_channel_bias",
+           "DropPath", "Linear",
            "Mlp", "init_weights"]
 
 _trunc_normal = nn.initializer.TruncatedNormal(std=0.02)
@@ -189,13 +191,27 @@ def _nchw_kernels():
     return _portable["onnx"] or not paddle.device.get_device().startswith("gpu")
 
 
+def add_channel_bias(x, bias):
+    """``x + bias`` on a channels-last ``x``: a broadcast over the trailing axis, which
+    Paddle's CPU add handles far faster than the per-channel add inside an NCHW
+    ``F.conv2d`` (a depth-wise 3x3 at [8, 64, 56, 56]: 19.3 ms with its bias, 9.5 ms with
+    the bias added after the transpose, 7.9 ms without). When the bias takes a gradient
+    on CPU it enters as a GEMM (see :func:`gemm_broadcast`)."""
+    if bias is None:
+        return x
+    if not bias.stop_gradient and paddle.is_grad_enabled() and _cpu_eager():
+        rows = int(np.prod(x.shape[:-1]))
+        return x + gemm_broadcast(bias, rows).reshape(x.shape)
+    return x + bias
+
+
 def conv2d_channels_last(x, weight, bias=None, stride=1, padding=0, groups=1):
     """``F.conv2d`` on ``[B, H, W, C]`` input, with the kernel layout that is faster on
     the device (or portable, see :func:`onnx_compatible_ops`)."""
     if _nchw_kernels():
-        out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, bias, stride, padding,
+        out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, None, stride, padding,
                        groups=groups, data_format="NCHW")
-        return out.transpose([0, 2, 3, 1])
+        return add_channel_bias(out.transpose([0, 2, 3, 1]), bias)
     return F.conv2d(x, weight, bias, stride, padding, groups=groups, data_format="NHWC")
 
 
@@ -230,10 +246,15 @@ class ResidualDepthwiseConv2D(ChannelsLastConv2D):
 
     def forward(self, x):
         weight = self.weight + self.identity.astype(self.weight.dtype)
-        if not _gemm_bias_wanted(self, self.bias):
-            return conv2d_channels_last(x, weight, self.bias, self._stride, self._padding,
-                                        self._groups)
-        out = conv2d_channels_last(x, weight, None, self._stride, self._padding,
-                                   self._groups)
-        return out + gemm_broadcast(self.bias, out.numel() // out.shape[-1]).reshape(
-            out.shape)
+        return conv2d_channels_last(x, weight, self.bias, self._stride, self._padding,
+                                    self._groups)
+
+
+class ImageToChannelsLastConv2D(nn.Conv2D):
+    """Conv2D reading an NCHW image, returning ``[B, H', W', C]`` (the bias added after
+    the transpose, see :func:`add_channel_bias`). Parameters as ``nn.Conv2D``."""
+
+    def forward(self, x):
+        out = F.conv2d(x, self.weight, None, self._stride, self._padding,
+                       self._dilation, self._groups)
+        return add_channel_bias(out.transpose([0, 2, 3, 1]), self.bias)

@@ -11,9 +11,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .attention import attention_backend, pale_attention_packed, to_pale_size
-from .layers import (ChannelsLastConv2D, DropPath, LayerNorm, Linear, Mlp,
-                     ResidualDepthwiseConv2D,
-                     init_weights)
+from .layers import (ChannelsLastConv2D, DropPath, ImageToChannelsLastConv2D, LayerNorm,
+                     Linear, Mlp, ResidualDepthwiseConv2D, init_weights)
 
 __all__ = ["QKVProjection", "PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
            "CLASSIFIER_PREFIXES"]
@@ -170,17 +169,15 @@ class ConvPatchEmbed(nn.Layer):
         self.data_format = data_format
         padding = kernel_size // 2
         if data_format == "NCHW":
-            self.proj = nn.Conv2D(in_channels, out_channels, kernel_size, stride, padding)
+            self.proj = ImageToChannelsLastConv2D(in_channels, out_channels, kernel_size,
+                                                  stride, padding)
         else:
             self.proj = ChannelsLastConv2D(in_channels, out_channels, kernel_size, stride,
                                            padding)
         self.norm = LayerNorm(out_channels)
 
     def forward(self, x):
-        x = self.proj(x)
-        if self.data_format == "NCHW":
-            x = x.transpose([0, 2, 3, 1])  # [B, H, W, C]
-        return self.norm(x)
+        return self.norm(self.proj(x))  # [B, H, W, C]
 
 
 def _per_stage(value, name, num_stages, is_entry):
