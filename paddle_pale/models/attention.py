@@ -102,8 +102,10 @@ def _attend(q, k, v, bias, backend):
         scores = scores + bias
     # in place: the scores are not needed again (matmul backward reads q and k), and a
     # fresh buffer of their size (39 MB at stage 1, batch 8) costs more in page faults
-    # than the softmax itself
-    return paddle.matmul(F.softmax_(scores, axis=-1), v)
+    # than the softmax itself. Graphs get the plain op (paddle warns that softmax_ is
+    # softmax there; its inplace pass decides).
+    softmax = F.softmax_ if paddle.in_dynamic_mode() else F.softmax
+    return paddle.matmul(softmax(scores, axis=-1), v)
 
 
 def _pad_axis(t, axis, amount):
