@@ -51,10 +51,12 @@ class Linear(nn.Linear):
             return paddle.matmul(x, self.weight)
         shape = x.shape
         rows = x.reshape([-1, shape[-1]])
-        bias = self.bias.unsqueeze(0)
         if _gemm_bias_wanted(self, self.bias):
-            bias = gemm_broadcast(self.bias, rows.shape[0])
-        out = bias_matmul(bias, rows, self.weight)
+            # a same-shape add passes its gradient on untouched; addmm with a full-size
+            # input would copy it
+            out = paddle.matmul(rows, self.weight) + gemm_broadcast(self.bias, rows.shape[0])
+        else:
+            out = bias_matmul(self.bias.unsqueeze(0), rows, self.weight)
         return out.reshape([*shape[:-1], self.weight.shape[1]])
 
 
