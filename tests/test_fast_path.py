@@ -20,6 +20,22 @@ def _random_biases(layer):
     return layer
 
 
+def _same_values_and_gradients(layer, ours, reference, x, atol):
+    """``ours`` and ``reference`` on copies of ``x``: same outputs and gradients of x and of
+    the layer's weight and bias (the loss weights every output element differently)."""
+    results = []
+    for forward in (ours, reference):
+        x_in = x.clone()
+        x_in.stop_gradient = False
+        out = forward(x_in)
+        (out * paddle.arange(out.size, dtype="float32").reshape(out.shape)).sum().backward()
+        results.append([out.numpy(), x_in.grad.numpy(), layer.weight.grad.numpy(),
+                        layer.bias.grad.numpy()])
+        layer.clear_gradients()
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, atol=atol, rtol=1e-5)
+
+
 @pytest.mark.parametrize("height,width,channels,heads,pale_size", SHAPES)
 def test_fused_layer_matches_naive_reference(height, width, channels, heads, pale_size):
     layer = _random_biases(PaleAttention(channels, heads, pale_size))
@@ -160,18 +176,9 @@ def test_linear_matches_paddle_linear_with_gradients(training):
     from paddle_pale.models.layers import Linear
     layer = _random_biases(Linear(6, 5))
     layer.train() if training else layer.eval()
-    x = paddle.randn([2, 3, 4, 6])
-    grads = []
-    for forward in (layer, lambda t: paddle.nn.functional.linear(t, layer.weight, layer.bias)):
-        x_in = x.clone()
-        x_in.stop_gradient = False
-        out = forward(x_in)
-        (out * paddle.arange(out.size, dtype="float32").reshape(out.shape)).sum().backward()
-        grads.append([out.numpy(), x_in.grad.numpy(), layer.weight.grad.numpy(),
-                      layer.bias.grad.numpy()])
-        layer.clear_gradients()
-    for got, expected in zip(*grads):
-        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=1e-5)
+    _same_values_and_gradients(
+        layer, layer, lambda t: paddle.nn.functional.linear(t, layer.weight, layer.bias),
+        paddle.randn([2, 3, 4, 6]), atol=1e-4)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -181,22 +188,10 @@ def test_position_encoding_is_input_plus_depthwise_conv(training):
     from paddle_pale.models.layers import ResidualDepthwiseConv2D
     layer = _random_biases(ResidualDepthwiseConv2D(6, 3))
     layer.train() if training else layer.eval()
-    x = paddle.randn([2, 5, 7, 6])
-    results = []
-    for fused in (True, False):
-        x_in = x.clone()
-        x_in.stop_gradient = False
-        if fused:
-            out = layer(x_in)
-        else:
-            out = x_in + paddle.nn.functional.conv2d(
-                x_in, layer.weight, layer.bias, padding=1, groups=6, data_format="NHWC")
-        (out * paddle.arange(out.size, dtype="float32").reshape(out.shape)).sum().backward()
-        results.append([out.numpy(), x_in.grad.numpy(), layer.weight.grad.numpy(),
-                        layer.bias.grad.numpy()])
-        layer.clear_gradients()
-    for got, expected in zip(*results):
-        np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-5)
+    _same_values_and_gradients(
+        layer, layer, lambda t: t + paddle.nn.functional.conv2d(
+            t, layer.weight, layer.bias, padding=1, groups=6, data_format="NHWC"),
+        paddle.randn([2, 5, 7, 6]), atol=1e-3)
 
 
 @pytest.mark.parametrize("frozen", [False, True])
@@ -238,23 +233,12 @@ def test_patch_embedding_convs_match_paddle_conv(training):
                               (ChannelsLastConv2D(8, 16, 3, 2, 1), True)):
         _random_biases(layer)
         layer.train() if training else layer.eval()
-        image = paddle.randn([2, layer._in_channels, 13, 11])
-        results = []
-        for ours in (True, False):
-            x_in = image.clone()
-            x_in.stop_gradient = False
-            if ours:
-                out = layer(x_in.transpose([0, 2, 3, 1]) if nhwc_input else x_in)
-            else:
-                out = paddle.nn.functional.conv2d(x_in, layer.weight, layer.bias,
-                                                  layer._stride, layer._padding)
-                out = out.transpose([0, 2, 3, 1])
-            (out * paddle.arange(out.size, dtype="float32").reshape(out.shape)).sum().backward()
-            results.append([out.numpy(), x_in.grad.numpy(), layer.weight.grad.numpy(),
-                            layer.bias.grad.numpy()])
-            layer.clear_gradients()
-        for got, expected in zip(*results):
-            np.testing.assert_allclose(got, expected, atol=1e-3, rtol=1e-5)
+        _same_values_and_gradients(
+            layer, lambda t: layer(t.transpose([0, 2, 3, 1]) if nhwc_input else t),
+            lambda t: paddle.nn.functional.conv2d(
+                t, layer.weight, layer.bias, layer._stride, layer._padding
+            ).transpose([0, 2, 3, 1]),
+            paddle.randn([2, layer._in_channels, 13, 11]), atol=1e-3)
 
 
 def test_no_transpose_above_rank_six():

@@ -1,9 +1,9 @@
 """Pale Transformer (Wu et al., AAAI 2022): block (Eq. 6-8) and 4-stage backbone.
 
 Inside a stage every tensor is channels last, ``[B, H, W, C]``: LayerNorm, the linear
-layers and PS-Attention all work on the last axis, and the convolutions run channels
-last (:class:`~.layers.ChannelsLastConv2D`), so a block needs no layout transposes of
-its own.
+layers and PS-Attention all work on the last axis, and the convolutions take and return
+channels-last tensors (:class:`~.layers.ChannelsLastConv2D`; on CPU they transpose
+around Paddle's NCHW kernels, which are the faster ones there).
 """
 import numpy as np
 import paddle
