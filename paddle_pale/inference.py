@@ -54,6 +54,12 @@ def top_k(probs, k):
     return order, np.take_along_axis(probs, order, axis=-1)
 
 
+def default_cpu_threads():
+    """Math-library threads when none are given: ``OMP_NUM_THREADS``, else 1 (eager
+    paddle's own default)."""
+    return int(os.environ.get("OMP_NUM_THREADS", "1"))
+
+
 def create_predictor(prefix, device="cpu", cpu_threads=None):
     """Paddle Inference predictor of the exported program ``prefix.json`` +
     ``prefix.pdiparams``; ``cpu_threads`` defaults to ``OMP_NUM_THREADS`` (or 1)."""
@@ -67,8 +73,7 @@ def create_predictor(prefix, device="cpu", cpu_threads=None):
         # Paddle 3.3.1's oneDNN lowering rejects this program even with IR optimization
         # off: a reshape that ungroups PS-Attention fails its output type check
         config.disable_onednn()
-        config.set_cpu_math_library_num_threads(
-            cpu_threads or int(os.environ.get("OMP_NUM_THREADS", "1")))
+        config.set_cpu_math_library_num_threads(cpu_threads or default_cpu_threads())
     else:
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
     config.disable_glog_info()

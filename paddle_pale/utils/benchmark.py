@@ -30,7 +30,7 @@ from ..models.attention import pale_attention, pale_attention_macs
 from ..models.attention_reference import naive_pale_attention
 from ..models.pale import PaleAttention
 from ..export import static_model
-from ..inference import create_predictor
+from ..inference import create_predictor, default_cpu_threads
 from ..models.registry import create_model
 from .flops import count_flops
 
@@ -146,18 +146,10 @@ def build_predictor(layer, input_size, directory, threads=None):
     return create_predictor(prefix, device, threads)
 
 
-def eager_math_threads():
-    """Math-library threads of eager paddle: ``OMP_NUM_THREADS``, else paddle's 1."""
-    try:
-        return max(int(os.environ.get("OMP_NUM_THREADS", "1")), 1)
-    except ValueError:
-        return 1
-
-
 def _predictor_infer(predictor, images):
     input_handle = predictor.get_input_handle(predictor.get_input_names()[0])
     array = images.numpy()
-    threads = eager_math_threads()
+    threads = default_cpu_threads()
 
     def run():
         input_handle.copy_from_cpu(array)
