@@ -171,14 +171,17 @@ def test_onnx_compatible_ops_compute_the_same_model():
 
 @pytest.mark.parametrize("training", [True, False])
 def test_linear_matches_paddle_linear_with_gradients(training):
-    # training on CPU, the bias reaches the output as a ones x b outer product (its
-    # gradient is then a GEMM, not a slow column sum): same values and gradients as F.linear
+    # with gradients on CPU, the bias reaches the output as a ones x b outer product (its
+    # gradient is then a GEMM, not a slow column sum); without, it is added inside the
+    # GEMM (addmm): same values and gradients as F.linear either way
     from paddle_pale.models.layers import Linear
     layer = _random_biases(Linear(6, 5))
     layer.train() if training else layer.eval()
-    _same_values_and_gradients(
-        layer, layer, lambda t: paddle.nn.functional.linear(t, layer.weight, layer.bias),
-        paddle.randn([2, 3, 4, 6]), atol=1e-4)
+    x = paddle.randn([2, 3, 4, 6])
+    reference = lambda t: paddle.nn.functional.linear(t, layer.weight, layer.bias)  # noqa: E731
+    _same_values_and_gradients(layer, layer, reference, x, atol=1e-4)
+    with paddle.no_grad():
+        np.testing.assert_allclose(layer(x).numpy(), reference(x).numpy(), atol=1e-5)
 
 
 @pytest.mark.parametrize("training", [True, False])

@@ -39,7 +39,8 @@ class DropPath(nn.Layer):
 
 
 class Linear(nn.Linear):
-    """``nn.Linear`` whose bias is added inside the GEMM (``addmm``).
+    """``nn.Linear`` whose bias is added inside the GEMM (``addmm``), or, when it takes a
+    gradient on CPU, as :func:`gemm_broadcast`.
 
     Paddle's CPU ``linear`` runs a matmul and then a separate broadcast add over the
     whole output, which costs about as much as the matmul itself at small C. Same
@@ -51,7 +52,7 @@ class Linear(nn.Linear):
             return paddle.matmul(x, self.weight)
         shape = x.shape
         rows = x.reshape([-1, shape[-1]])
-        if _gemm_bias_wanted(self, self.bias):
+        if _bias_gets_cpu_gradient(self.bias):
             # a same-shape add passes its gradient on untouched; addmm with a full-size
             # input would copy it
             out = paddle.matmul(rows, self.weight) + gemm_broadcast(self.bias, rows.shape[0])
@@ -60,8 +61,10 @@ class Linear(nn.Linear):
         return out.reshape([*shape[:-1], self.weight.shape[1]])
 
 
-def _gemm_bias_wanted(layer, bias):
-    return (bias is not None and layer.training and not bias.stop_gradient
+def _bias_gets_cpu_gradient(bias):
+    """Whether ``bias`` will take a gradient computed on CPU: then it should enter as
+    :func:`gemm_broadcast`."""
+    return (bias is not None and not bias.stop_gradient and paddle.is_grad_enabled()
             and _cpu_eager())
 
 
@@ -201,7 +204,7 @@ def add_channel_bias(x, bias):
     on CPU it enters as a GEMM (see :func:`gemm_broadcast`)."""
     if bias is None:
         return x
-    if not bias.stop_gradient and paddle.is_grad_enabled() and _cpu_eager():
+    if _bias_gets_cpu_gradient(bias):
         rows = int(np.prod(x.shape[:-1]))
         return x + gemm_broadcast(bias, rows).reshape(x.shape)
     return x + bias
