@@ -7,10 +7,8 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 __all__ = ["ChannelsLastConv2D", "ImageToChannelsLastConv2D", "ResidualDepthwiseConv2D",
-           "conv2d_channels_last",
-           "onnx_compatible_ops", "bias_matmul", "gemm_broadcast", "add_channel_bias",
-           "DropPath", "Linear",
-           "Mlp", "init_weights"]
+           "conv2d_channels_last", "identity_filters", "onnx_compatible_ops", "bias_matmul",
+           "gemm_broadcast", "add_channel_bias", "DropPath", "Linear", "Mlp", "init_weights"]
 
 _trunc_normal = nn.initializer.TruncatedNormal(std=0.02)
 _zeros = nn.initializer.Constant(0.0)
@@ -233,6 +231,14 @@ class ChannelsLastConv2D(nn.Conv2D):
                                     self._groups)
 
 
+def identity_filters(count, kernel_size):
+    """``[count, 1, k, k]`` depth-wise filters that pass their channel through: 1 at the
+    centre tap (odd ``k``), so 'same' zero padding never reaches the output."""
+    filters = np.zeros([count, 1, kernel_size, kernel_size], dtype="float32")
+    filters[:, :, kernel_size // 2, kernel_size // 2] = 1.0
+    return paddle.to_tensor(filters)
+
+
 class ResidualDepthwiseConv2D(ChannelsLastConv2D):
     """``x + DWConv(x)`` on ``[B, H, W, C]`` (a conditional position encoding, Eq. 6).
 
@@ -245,9 +251,8 @@ class ResidualDepthwiseConv2D(ChannelsLastConv2D):
             raise ValueError(f"kernel_size must be odd to keep the size, got {kernel_size}")
         super().__init__(channels, channels, kernel_size, padding=kernel_size // 2,
                          groups=channels)
-        identity = np.zeros([channels, 1, kernel_size, kernel_size], dtype="float32")
-        identity[:, :, kernel_size // 2, kernel_size // 2] = 1.0
-        self.register_buffer("identity", paddle.to_tensor(identity), persistable=False)
+        self.register_buffer("identity", identity_filters(channels, kernel_size),
+                             persistable=False)
 
     def forward(self, x):
         weight = self.weight + self.identity.astype(self.weight.dtype)

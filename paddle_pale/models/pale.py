@@ -5,14 +5,13 @@ layers and PS-Attention all work on the last axis, and the convolutions take and
 channels-last tensors (:class:`~.layers.ChannelsLastConv2D`; on CPU they transpose
 around Paddle's NCHW kernels, which are the faster ones there).
 """
-import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
 from .attention import attention_backend, pale_attention_packed, to_pale_size
 from .layers import (ChannelsLastConv2D, DropPath, ImageToChannelsLastConv2D, LayerNorm,
-                     Linear, Mlp, ResidualDepthwiseConv2D, init_weights)
+                     Linear, Mlp, ResidualDepthwiseConv2D, identity_filters, init_weights)
 
 __all__ = ["QKVProjection", "PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
            "CLASSIFIER_PREFIXES"]
@@ -41,11 +40,8 @@ class QKVProjection(nn.Layer):
         self.weight = self.create_parameter(
             [3, dim, dim], default_initializer=nn.initializer.TruncatedNormal(std=0.02))
         self.bias = self.create_parameter([3, 1, dim], is_bias=True) if bias else None
-        # filters of the constant-one channel (see forward): 1 at the centre, so the
-        # conv's zero padding never reaches it
-        unit = np.zeros([3, 1, 3, 3], dtype="float32")
-        unit[:, :, 1, 1] = 1.0
-        self.register_buffer("unit_filters", paddle.to_tensor(unit), persistable=False)
+        # the three filters of the constant-one channel (see forward)
+        self.register_buffer("unit_filters", identity_filters(3, 3), persistable=False)
 
     def _weights_with_bias_row(self, query_scale):
         """``[3, C + 1, C]``: the three linear maps, then their total bias as a last row
@@ -166,7 +162,6 @@ class ConvPatchEmbed(nn.Layer):
 
     def __init__(self, in_channels, out_channels, kernel_size, stride, data_format):
         super().__init__()
-        self.data_format = data_format
         padding = kernel_size // 2
         if data_format == "NCHW":
             self.proj = ImageToChannelsLastConv2D(in_channels, out_channels, kernel_size,
