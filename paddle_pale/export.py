@@ -27,7 +27,7 @@ import paddle
 import paddle.nn as nn
 
 from .engine.checkpoint import SUFFIXES as CHECKPOINT_SUFFIXES  # the trainer's files
-from .models.layers import onnx_compatible_ops
+from .kernels import use_plain_layers
 from .models.pale import CLASSIFIER_PREFIXES
 from .models.registry import create_model, list_models, pretrained_cfg
 from .utils.checkpoint import load_pretrained, load_state_dict
@@ -255,12 +255,12 @@ def export_backbone(model, meta, output):
 
 
 def static_model(model, input_size):
-    """A static-graph copy of ``model`` for ``paddle.jit.save``: batch dynamic, H and W
-    fixed (``input_size``: an int or ``(H, W)``), since the model reads H, W as Python
-    ints from ``x.shape``."""
+    """A static-graph copy of ``model`` for ``paddle.jit.save``, in its plain form
+    (whatever kernels the eager model uses, the graph holds the stock layers): batch
+    dynamic, H and W fixed (``input_size``: an int or ``(H, W)``)."""
     height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
     spec = paddle.static.InputSpec([None, 3, height, width], "float32", "image")
-    model = copy.deepcopy(model)  # to_static converts the layer it is given in place
+    model = use_plain_layers(copy.deepcopy(model))  # to_static converts its layer in place
     model.eval()
     return paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
 
@@ -302,9 +302,7 @@ def export_onnx(model, meta, output, opset_version=13):
     _check_writable(paths, meta)
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "model")
-        # paddle2onnx converts neither NHWC convolutions nor addmm / baddbmm
-        with onnx_compatible_ops():
-            paddle.jit.save(static_model(model, meta["input_size"]), prefix)
+        paddle.jit.save(static_model(model, meta["input_size"]), prefix)
         if os.path.exists(paths[0]):
             os.remove(paths[0])  # a stale file would hide a failed conversion
         try:

@@ -29,7 +29,7 @@ def test_report_has_every_case_and_mode(report):
     rows = {(r["name"], r["mode"]): r for r in report["results"]}
     expected = {("pale_t", "infer"), ("pale_t", "train"), ("swin_t", "infer"),
                 ("swin_t", "train"), ("pale_t/predictor", "infer")}
-    expected |= {(f"ps_attention/{kind}", mode) for kind in ("fused", "public", "sdpa", "naive")
+    expected |= {(f"ps_attention/{kind}", mode) for kind in ("public", "cpu", "sdpa", "naive")
                  for mode in ("infer", "train")}
     assert set(rows) == expected
     for row in rows.values():
@@ -52,7 +52,7 @@ def test_flops_of_cases_follow_the_models(report):
         model, (56, 56), forward=lambda m, x: m.forward_pyramid(x))
     assert rows[("pale_t", "infer")]["gmacs_per_image"] == pytest.approx(macs / 1e9)
     assert rows[("swin_t", "infer")]["gmacs_per_image"] > 0
-    assert rows[("ps_attention/fused", "infer")]["gmacs_per_image"] == pytest.approx(
+    assert rows[("ps_attention/cpu", "infer")]["gmacs_per_image"] == pytest.approx(
         paddle_pale.models.pale_attention_macs(14, 14, 64, 7) / 1e9)
 
 
@@ -108,7 +108,7 @@ def test_predictor_case_leaves_eager_math_threads_as_it_found_them(tmp_path, mon
 def test_sdpa_case_needs_a_map_divisible_by_the_pale_size():
     # 64 / 4 = 16 is not a multiple of 7: the unmasked sdpa kernel cannot run
     names = [case.name for case in bench.attention_cases(1, (64, 64), naive=False)]
-    assert names == ["ps_attention/fused", "ps_attention/public"]
+    assert names == ["ps_attention/public", "ps_attention/cpu"]
 
 
 def test_bad_timing_arguments_raise():

@@ -230,7 +230,7 @@ def test_train_and_evaluate_upernet_pale_t(tiny_config, ade_root, tmp_path):
     weights = os.path.join(save_dir, "iter_3", "model.pdparams")
     trained = paddle.load(weights)
     assert set(trained) == set(initial)
-    for key in ("backbone.stages.0.0.attn.qkv.weight", "head.conv_seg.weight",
+    for key in ("backbone.stages.0.0.attn.query.linear.weight", "head.conv_seg.weight",
                 "head.fpn_bottleneck._conv.weight"):
         assert not np.allclose(trained[key].numpy(), initial[key].numpy()), key
 

@@ -1,7 +1,7 @@
 """Pale-Shaped self-Attention (PS-Attention), parallel implementation (paper Eq. 1-3).
 
 The channels are split in two halves. The first half attends within row-wise groups,
-the second within column-wise groups:
+the second within column-wise groups (Eq. 1):
 
 * row-wise group ``g`` holds the ``s_r`` interlaced rows ``g, g + N_r, g + 2 N_r, ...``
   with ``N_r = H / s_r``;
@@ -10,7 +10,13 @@ the second within column-wise groups:
 
 A row index ``r`` is therefore written as ``r = i * N_r + g`` (``i < s_r``), which is a
 plain reshape of the H axis into ``[s_r, N_r]``: grouping costs one reshape and one
-transpose, never a gather or a Python loop over groups.
+transpose, never a gather or a Python loop over groups. Multi-head attention runs within
+every group (Eq. 2) and the two halves are concatenated again (Eq. 3).
+
+H (W) not divisible by ``s_r`` (``s_c``) is padded at the bottom (right); padded keys
+get a ``-inf`` score and the output is cropped. Sizes may be Python ints (eager, or an
+export with a fixed input size) or graph values (an export with symbolic H and W): the
+code only does arithmetic on them and passes them to ops that take tensors as shapes.
 """
 import numbers
 
@@ -18,7 +24,10 @@ import paddle
 import paddle.nn.functional as F
 
 __all__ = ["pale_attention", "pale_attention_packed", "pack_qkv", "attention_backend",
-           "to_pale_size", "pale_attention_macs", "check_attention_inputs"]
+           "compute_dtype", "to_pale_size", "pale_attention_macs", "check_attention_inputs",
+           "HALF_DTYPES"]
+
+HALF_DTYPES = (paddle.float16, paddle.bfloat16)
 
 
 def to_pale_size(pale_size):
@@ -37,8 +46,8 @@ def to_pale_size(pale_size):
     return pair
 
 
-# Plain Python also under paddle.jit.to_static: converted, the dynamic batch entry of
-# ``q.shape`` becomes a tensor and the list comparison a bool(Tensor) error.
+# Plain Python also under paddle.jit.to_static: converted, the dynamic entries of
+# ``q.shape`` become graph values and the list comparison a bool(Value) error.
 @paddle.jit.not_to_static
 def check_attention_inputs(q, k, v, num_heads):
     """Validate shapes shared by every PS-Attention implementation."""
@@ -61,154 +70,184 @@ def check_attention_inputs(q, k, v, num_heads):
             f"channels C={channels} must be divisible by num_heads={num_heads}")
 
 
-def _real_line_mask(padded, group_size, num_groups, valid):
-    """``[N, s]`` bool: whether line ``i * N + g`` (group g, slot i) is a real line.
-
-    Lines are rows (or columns); those at index >= ``valid`` are padding.
-    """
-    line_index = paddle.arange(padded, dtype="int64").reshape([group_size, num_groups])
-    return (line_index < valid).transpose([1, 0])
-
-
-def _key_bias(is_real, dtype):
-    """0 for real keys, -inf for padded ones; ``[N, ...]`` -> ``[1, N, 1, 1, L]``."""
-    num_groups = is_real.shape[0]
-    bias = paddle.where(is_real, paddle.zeros([1], dtype),
-                        paddle.full([1], float("-inf"), dtype))
-    return bias.reshape([1, num_groups, 1, 1, -1])
+def compute_dtype(x):
+    """The dtype attention runs in: ``x``'s, or AMP's half type while autocast is on
+    (under O1 the inputs may still be float32; flash attention takes only half)."""
+    if x.dtype not in HALF_DTYPES and paddle.amp.is_autocast_enabled():
+        dtype = paddle.amp.get_autocast_dtype()
+        return paddle.float16 if dtype == "float16" else (
+            paddle.bfloat16 if dtype == "bfloat16" else x.dtype)
+    return x.dtype
 
 
-def attention_backend(on_gpu, dtype, padded):
+def attention_backend(dtype, padded):
     """Which kernel computes the group attention: ``"sdpa"`` or ``"matmul"``.
 
-    Paddle's fused ``scaled_dot_product_attention`` (flash attention) is only fast on GPU
-    in half precision, and is given no mask here, so it is used only when no line is
-    padded. The matmul path (QK^T, softmax, AV) is the checked reference elsewhere.
+    Paddle's ``scaled_dot_product_attention`` picks flash attention for half-precision
+    inputs on a GPU (and falls back to its own matmuls elsewhere); it is given no mask
+    here, so it runs only when no line is padded. The matmul path (QK^T, softmax, AV) is
+    the one every exporter and CPU backend understands.
     """
-    half = str(dtype).split(".")[-1] in ("float16", "bfloat16")
-    return "sdpa" if on_gpu and half and not padded else "matmul"
+    return "sdpa" if dtype in HALF_DTYPES and not padded else "matmul"
 
 
-def _attend(q, k, v, bias, backend):
-    """Softmax attention of already scaled queries.
+def _padding(size, multiple):
+    """Lines to add so that ``multiple`` divides ``size`` (an int or a graph value)."""
+    return (multiple - size % multiple) % multiple
 
-    ``matmul``: ``[..., heads, L, d]`` tensors, ``bias`` broadcast onto the
-    ``[..., heads, L, L]`` scores. ``sdpa``: ``[batch, L, heads, d]``, no bias.
-    """
-    if backend == "sdpa":
-        return F.scaled_dot_product_attention(q, k, v, scale=1.0, training=False)
-    scores = paddle.matmul(q, k, transpose_y=True)
-    if bias is not None:
-        scores = scores + bias
-    # in place: the scores are not needed again (matmul backward reads q and k), and a
-    # fresh buffer of their size (39 MB at stage 1, batch 8) costs more in page faults
-    # than the softmax itself. Graphs get the plain op (paddle warns that softmax_ is
-    # softmax there; its inplace pass decides).
-    softmax = F.softmax_ if paddle.in_dynamic_mode() else F.softmax
-    return paddle.matmul(softmax(scores, axis=-1), v)
+
+def _known_zero(amount):
+    """Whether ``amount`` is known, at trace time, to be 0: then nothing is padded,
+    masked or cropped. A symbolic amount is treated as possibly non-zero."""
+    return isinstance(amount, numbers.Integral) and amount == 0
 
 
 def _pad_axis(t, axis, amount):
-    pad = [0, 0] * t.ndim
-    pad[2 * axis + 1] = amount
-    return F.pad(t, pad)
+    """``t`` with ``amount`` zeros appended along ``axis`` (``amount`` may be symbolic)."""
+    shape = [t.shape[i] if i != axis else amount for i in range(t.ndim)]
+    return paddle.concat([t, paddle.zeros(shape, t.dtype)], axis=axis)
 
 
-def _row_attention(qkv, num_heads, s_r, backend):
+def _key_bias(padded, group_size, num_groups, valid, dtype):
+    """``[N, s]`` additive key bias: 0 where line ``i * N + g`` (group g, slot i) is
+    real, ``-inf`` where it is padding (index >= ``valid``)."""
+    line_index = paddle.arange(padded, dtype="int64").reshape([group_size, num_groups])
+    is_real = (line_index < valid).transpose([1, 0])
+    shape = [num_groups, group_size]  # all three alike: no broadcasting inside where
+    return paddle.where(is_real, paddle.zeros(shape, dtype),
+                        paddle.full(shape, float("-inf"), dtype))
+
+
+def _attend(q, k, v, key_bias, backend, query_scale, softmax):
+    """Softmax attention.
+
+    ``matmul``: ``[..., heads, L, d]`` tensors, ``key_bias`` (``[..., 1, L, 1]``, 0 or
+    ``-inf`` per key) added to every query's score of that key, queries times
+    ``query_scale`` first (1 when they come scaled). ``sdpa``: ``[batch, L, heads, d]``,
+    no bias, Paddle's default scale.
+    """
+    if backend == "sdpa":
+        # scale left to sdpa (None): Paddle selects flash attention only then
+        return F.scaled_dot_product_attention(q, k, v)
+    if query_scale != 1.0:
+        q = q * query_scale
+    if key_bias is not None:
+        # the bias rides in the product, [q, 1] . [k, b] = q . k + b, instead of an add
+        # over the L x L scores: Paddle's CPU broadcast add costs as much as the matmul,
+        # and oneDNN fuses it into the matmul as a post-op that ran 70x slower
+        q = paddle.concat([q, paddle.ones([*q.shape[:-1], 1], q.dtype)], axis=-1)
+        k = paddle.concat([k, paddle.expand(key_bias, [*k.shape[:-1], 1])], axis=-1)
+    scores = paddle.matmul(q, k, transpose_y=True)
+    return paddle.matmul(softmax(scores, axis=-1), v)
+
+
+def _row_attention(qkv, num_heads, s_r, backend, query_scale, softmax):
     """Attention within interlaced row groups; ``qkv``: ``[3, B, H, W, C']``."""
-    _, _, height, width, channels = qkv.shape
+    height, width, channels = qkv.shape[2], qkv.shape[3], qkv.shape[4]
     head_dim = channels // num_heads
-    padded = -(-height // s_r) * s_r
+    pad = _padding(height, s_r)
+    padded = height + pad
     num_groups = padded // s_r  # N_r
     bias = None
-    if padded != height:
-        qkv = _pad_axis(qkv, 2, padded - height)
-        is_real = _real_line_mask(padded, s_r, num_groups, height)  # [N_r, s_r]
-        # keys of a row group are laid out [s_r, W]
-        bias = _key_bias(is_real.unsqueeze(-1).expand([num_groups, s_r, width]), qkv.dtype)
+    if not _known_zero(pad):
+        qkv = _pad_axis(qkv, 2, pad)
+        # keys of a row group are laid out [s_r, W]: [N_r, s_r] -> [1, N_r, 1, s_r W, 1]
+        bias = _key_bias(padded, s_r, num_groups, height, qkv.dtype)
+        bias = bias.unsqueeze(-1).expand([num_groups, s_r, width])
+        bias = bias.reshape([1, num_groups, 1, s_r * width, 1])
+    # the 3 and B axes merged: every transpose here is rank 6 (Paddle's rank-7
+    # transpose is a generic element loop, ~70x slower)
     qkv = qkv.reshape([-1, s_r, num_groups, width, num_heads, head_dim])  # [3B, ...]
     if backend == "sdpa":
         qkv = qkv.transpose([0, 2, 1, 3, 4, 5])  # [3B, N_r, s_r, W, heads, d]
         qkv = qkv.reshape([3, -1, s_r * width, num_heads, head_dim])
-        out = _attend(*paddle.unbind(qkv), None, backend)
-        out = out.reshape([-1, num_groups, s_r, width, num_heads * head_dim])
+        out = _attend(*paddle.unbind(qkv), None, backend, query_scale, softmax)
+        out = out.reshape([-1, num_groups, s_r, width, channels])
         out = out.transpose([0, 2, 1, 3, 4])  # [B, s_r, N_r, W, C']
     else:
         qkv = qkv.transpose([0, 2, 4, 1, 3, 5])  # [3B, N_r, heads, s_r, W, d]
         qkv = qkv.reshape([3, -1, num_groups, num_heads, s_r * width, head_dim])
-        out = _attend(*paddle.unbind(qkv), bias, backend)
+        out = _attend(*paddle.unbind(qkv), bias, backend, query_scale, softmax)
         out = out.reshape([-1, num_groups, num_heads, s_r, width, head_dim])
         out = out.transpose([0, 3, 1, 4, 2, 5])  # [B, s_r, N_r, W, heads, d]
     out = out.reshape([-1, padded, width, channels])
-    return out[:, :height] if padded != height else out
+    return out if _known_zero(pad) else out[:, :height]
 
 
-def _column_attention(qkv, num_heads, s_c, backend):
+def _column_attention(qkv, num_heads, s_c, backend, query_scale, softmax):
     """Attention within interlaced column groups; ``qkv``: ``[3, B, H, W, C']``."""
-    _, _, height, width, channels = qkv.shape
+    height, width, channels = qkv.shape[2], qkv.shape[3], qkv.shape[4]
     head_dim = channels // num_heads
-    padded = -(-width // s_c) * s_c
+    pad = _padding(width, s_c)
+    padded = width + pad
     num_groups = padded // s_c  # N_c
     bias = None
-    if padded != width:
-        qkv = _pad_axis(qkv, 3, padded - width)
-        is_real = _real_line_mask(padded, s_c, num_groups, width)  # [N_c, s_c]
-        # keys of a column group are laid out [H, s_c]
-        bias = _key_bias(is_real.unsqueeze(1).expand([num_groups, height, s_c]), qkv.dtype)
+    if not _known_zero(pad):
+        qkv = _pad_axis(qkv, 3, pad)
+        # keys of a column group are laid out [H, s_c]: -> [1, N_c, 1, H s_c, 1]
+        bias = _key_bias(padded, s_c, num_groups, width, qkv.dtype)
+        bias = bias.unsqueeze(1).expand([num_groups, height, s_c])
+        bias = bias.reshape([1, num_groups, 1, height * s_c, 1])
     qkv = qkv.reshape([-1, height, s_c, num_groups, num_heads, head_dim])  # [3B, ...]
     if backend == "sdpa":
         qkv = qkv.transpose([0, 3, 1, 2, 4, 5])  # [3B, N_c, H, s_c, heads, d]
         qkv = qkv.reshape([3, -1, height * s_c, num_heads, head_dim])
-        out = _attend(*paddle.unbind(qkv), None, backend)
-        out = out.reshape([-1, num_groups, height, s_c, num_heads * head_dim])
+        out = _attend(*paddle.unbind(qkv), None, backend, query_scale, softmax)
+        out = out.reshape([-1, num_groups, height, s_c, channels])
         out = out.transpose([0, 2, 3, 1, 4])  # [B, H, s_c, N_c, C']
     else:
         qkv = qkv.transpose([0, 3, 4, 1, 2, 5])  # [3B, N_c, heads, H, s_c, d]
         qkv = qkv.reshape([3, -1, num_groups, num_heads, height * s_c, head_dim])
-        out = _attend(*paddle.unbind(qkv), bias, backend)
+        out = _attend(*paddle.unbind(qkv), bias, backend, query_scale, softmax)
         out = out.reshape([-1, num_groups, num_heads, height, s_c, head_dim])
         out = out.transpose([0, 3, 4, 1, 2, 5])  # [B, H, s_c, N_c, heads, d]
     out = out.reshape([-1, height, padded, channels])
-    return out[:, :, :width] if padded != width else out
+    return out if _known_zero(pad) else out[:, :, :width]
 
 
-def pack_qkv(q, k, v, scale=None):
+def pack_qkv(q, k, v):
     """``[B, H, W, C]`` x 3 -> ``(rows, cols)``, each ``[3, B, H, W, C / 2]``: (q, k, v)
     of the channel half that attends within rows and of the half that attends within
-    columns; queries times ``scale`` (the attention scale, applied here because q is
-    ``L / d`` times smaller than the scores).
-    """
-    if scale is not None:
-        q = q * scale
+    columns (one transpose then groups all three)."""
     # split, not two slices: its gradient is one concat instead of two zero-padded
     # full-size tensors summed
     return tuple(paddle.split(paddle.stack([q, k, v]), 2, axis=-1))
 
 
-def pale_attention_packed(packed, num_heads, pale_size, backend="matmul"):
-    """PS-Attention on packed, pre-scaled projections: the layer's fast path.
+def pale_attention_packed(packed, num_heads, pale_size, backend="matmul", query_scale=None,
+                          softmax=None):
+    """PS-Attention on packed projections (Eq. 1-3).
 
     Args:
-        packed: ``(rows, cols)``, each ``[3, B, H, W, C / 2]``, see :func:`pack_qkv`;
-            queries already multiplied by ``head_dim ** -0.5``.
+        packed: ``(rows, cols)``, each ``[3, B, H, W, C / 2]``, see :func:`pack_qkv`.
         num_heads, pale_size: as in :func:`pale_attention`.
-        backend: ``"matmul"`` or ``"sdpa"`` (no padding support, see
-            :func:`attention_backend`).
+        backend: ``"matmul"`` or ``"sdpa"`` (no padding, see :func:`attention_backend`).
+        query_scale: factor the queries still need before ``QK^T`` (default
+            ``head_dim ** -0.5``; 1.0 when they come scaled). ``sdpa`` scales by itself.
+        softmax: the softmax of the matmul path (default ``F.softmax``; a kernel may
+            pass an in-place one).
 
     Returns:
         ``[B, H, W, C]``.
     """
     if backend not in ("matmul", "sdpa"):
         raise ValueError(f"backend must be 'matmul' or 'sdpa', got {backend!r}")
+    softmax = softmax or F.softmax
     s_r, s_c = to_pale_size(pale_size)
     row_qkv, col_qkv = packed
-    height, width = row_qkv.shape[2], row_qkv.shape[3]
-    if backend == "sdpa" and (height % s_r or width % s_c):
-        raise ValueError(
-            f"the sdpa backend takes no mask: H={height}, W={width} must be multiples of "
-            f"the pale size ({s_r}, {s_c})")
-    rows = _row_attention(row_qkv, num_heads // 2, s_r, backend)
-    cols = _column_attention(col_qkv, num_heads // 2, s_c, backend)
+    head_dim = row_qkv.shape[-1] // (num_heads // 2)
+    if query_scale is None:
+        query_scale = head_dim ** -0.5
+    if backend == "sdpa":
+        height, width = row_qkv.shape[2], row_qkv.shape[3]
+        if not (_known_zero(_padding(height, s_r)) and _known_zero(_padding(width, s_c))):
+            raise ValueError(
+                f"the sdpa backend takes no mask: H={height}, W={width} must be known "
+                f"multiples of the pale size ({s_r}, {s_c})")
+        if query_scale != head_dim ** -0.5:
+            raise ValueError("the sdpa backend scales queries by head_dim ** -0.5 itself")
+    rows = _row_attention(row_qkv, num_heads // 2, s_r, backend, query_scale, softmax)
+    cols = _column_attention(col_qkv, num_heads // 2, s_c, backend, query_scale, softmax)
     return paddle.concat([rows, cols], axis=-1)
 
 
@@ -224,11 +263,19 @@ def pale_attention(q, k, v, num_heads, pale_size):
             padded at the bottom (right); padded keys are masked and the output cropped.
 
     Returns:
-        ``[B, H, W, C]`` tensor: ``concat(Y_r, Y_c)`` of Eq. 3.
+        ``[B, H, W, C]`` tensor: ``concat(Y_r, Y_c)`` of Eq. 3. In half precision (or
+        under AMP autocast) and without padding, the group attention runs through
+        Paddle's ``scaled_dot_product_attention`` (flash attention on GPUs).
     """
     check_attention_inputs(q, k, v, num_heads)
-    scale = (q.shape[-1] // num_heads) ** -0.5
-    return pale_attention_packed(pack_qkv(q, k, v, scale), num_heads, pale_size)
+    s_r, s_c = to_pale_size(pale_size)
+    dtype = compute_dtype(q)
+    padded = not (_known_zero(_padding(q.shape[1], s_r))
+                  and _known_zero(_padding(q.shape[2], s_c)))
+    backend = attention_backend(dtype, padded)
+    if backend == "sdpa" and q.dtype != dtype:
+        q, k, v = (t.astype(dtype) for t in (q, k, v))
+    return pale_attention_packed(pack_qkv(q, k, v), num_heads, (s_r, s_c), backend)
 
 
 def pale_attention_macs(height, width, channels, pale_size):

@@ -4,13 +4,15 @@ Every case is timed in interleaved rounds (round r runs case 1, case 2, ..., the
 r + 1 starts again), so a noisy neighbour on the machine slows all cases alike; the
 figure reported is the median over rounds. Cases:
 
-* ``pale_t`` (eager) and ``pale_t/predictor`` (exported with ``paddle.jit.save`` and run
-  by a Paddle Inference predictor): the backbone, ``forward_pyramid`` (4 normed NCHW maps),
+* ``pale_t`` (eager, with :func:`paddle_pale.kernels.use_cpu_kernels` on CPU) and
+  ``pale_t/predictor`` (the plain model exported with ``paddle.jit.save`` and run by a
+  Paddle Inference predictor): the backbone, ``forward_pyramid`` (4 normed NCHW maps),
 * ``swin_t``: PaddleSeg's ``SwinTransformer_tiny_patch4_window7_224`` backbone, which
   returns the same 4 normed NCHW maps (so both run without a classifier),
 * ``ps_attention`` cores at the stage-1 shape (56x56x64, 2 heads at 224 input): the
-  module's fused path, the public ``pale_attention``, paddle's
-  ``scaled_dot_product_attention`` on the same groups, and the naive masked reference.
+  public ``pale_attention``, the CPU kernel's form of it (queries scaled in the
+  projection, softmax in place), paddle's ``scaled_dot_product_attention`` on the same
+  groups, and the naive masked reference.
 
 FLOP figures are multiply-accumulates (the paper's convention) for FLOPs columns and
 2 x MACs for GFLOP/s, the convention of the matmul figure beside them.
@@ -25,11 +27,14 @@ from collections import OrderedDict
 import numpy as np
 import paddle
 
-from ..models import attention as attention_ops
-from ..models.attention import pale_attention, pale_attention_macs
+import paddle.nn.functional as F
+
+from ..export import static_model
+from ..kernels import use_cpu_kernels
+from ..models.attention import pack_qkv, pale_attention, pale_attention_macs, \
+    pale_attention_packed
 from ..models.attention_reference import naive_pale_attention
 from ..models.pale import PaleAttention
-from ..export import static_model
 from ..inference import create_predictor, default_cpu_threads
 from ..models.registry import create_model
 from .flops import count_flops
@@ -186,6 +191,8 @@ def model_cases(batch, size, names=("pale_t", "swin_t", "pale_t/predictor"), tra
             model = create_model("pale_t", **overrides)
             macs, _ = count_flops(model, (3, *size), forward=pale_forward)
             if name == "pale_t":
+                if not paddle.device.get_device().startswith("gpu"):
+                    use_cpu_kernels(model)
                 cases.append(Case(name, macs, _infer(model, model.forward_pyramid, images),
                                   _train_step(model, model.forward_pyramid, images)
                                   if train else None))
@@ -238,12 +245,12 @@ def attention_cases(batch, size, train=True, naive=True, channels=64, num_heads=
     macs = pale_attention_macs(height, width, channels, pale_size)
     scale = (channels // num_heads) ** -0.5
     funcs = OrderedDict()
-    funcs["ps_attention/fused"] = lambda q, k, v: attention_ops.pale_attention_packed(
-        attention_ops.pack_qkv(q, k, v, scale), num_heads, pale_size)
     funcs["ps_attention/public"] = lambda q, k, v: pale_attention(q, k, v, num_heads, pale_size)
+    funcs["ps_attention/cpu"] = lambda q, k, v: pale_attention_packed(
+        pack_qkv(q * scale, k, v), num_heads, pale_size, query_scale=1.0, softmax=F.softmax_)
     if height % pale_size == 0 and width % pale_size == 0:  # sdpa takes no padding mask
-        funcs["ps_attention/sdpa"] = lambda q, k, v: attention_ops.pale_attention_packed(
-            attention_ops.pack_qkv(q, k, v, scale), num_heads, pale_size, backend="sdpa")
+        funcs["ps_attention/sdpa"] = lambda q, k, v: pale_attention_packed(
+            pack_qkv(q, k, v), num_heads, pale_size, backend="sdpa")
     if naive:
         funcs["ps_attention/naive"] = lambda q, k, v: naive_pale_attention(
             q, k, v, num_heads, pale_size)

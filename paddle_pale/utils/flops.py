@@ -1,17 +1,17 @@
 """Parameter and FLOP counting.
 
 FLOPs are multiply-accumulates (the convention of the paper's tables) of convolutions,
-linear layers and the two attention matmuls of every PS-Attention module, measured by
+linear layers and the functional matmuls a layer declares through a
+``functional_macs(inputs, output)`` method (PS-Attention's QK^T and AV), measured by
 running one forward pass with hooks, so they follow the real input size and padding.
-``paddle.flops`` misses the attention matmuls, which are functional calls.
+``paddle.flops`` misses the attention matmuls, which are functional calls. Count on a
+model in its plain form: the CPU kernels of :mod:`paddle_pale.kernels` fuse layers.
 """
 from collections import OrderedDict
 
 import paddle
 import paddle.nn as nn
 
-from ..models.attention import pale_attention_macs
-from ..models.pale import PaleAttention, QKVProjection
 
 __all__ = ["count_params", "count_flops"]
 
@@ -35,16 +35,17 @@ def _linear_macs(layer, inputs, output):
     return int(output.numel()) // out_features * in_features * out_features
 
 
-def _attention_macs(layer, inputs, output):
-    _, height, width, channels = inputs[0].shape
-    return pale_attention_macs(height, width, channels, layer.pale_size)
+def _functional_macs(layer, inputs, output):
+    return layer.functional_macs(inputs, output)
 
 
-def _qkv_macs(layer, inputs, output):
-    # functional: the 3x3 depth-wise conv with 3 filters per channel (27 hwc) and the
-    # three C x C maps (3 hwc^2) as one batched matmul
-    _, height, width, channels = inputs[0].shape
-    return 3 * height * width * channels * channels + 27 * height * width * channels
+def _counter_of(layer, counters):
+    """The MAC counter of ``layer``: the first matching ``(class, counter)`` pair, else
+    its own ``functional_macs``; None for a layer that computes nothing counted."""
+    for kind, macs in counters:
+        if isinstance(layer, kind):
+            return macs
+    return _functional_macs if hasattr(layer, "functional_macs") else None
 
 
 def _group_of(name):
@@ -71,20 +72,19 @@ def count_flops(model, input_size, forward=None, extra_counters=()):
     """
     if len(input_size) == 2:
         input_size = (getattr(model, "in_channels", 3), *input_size)
-    counters = (*extra_counters, (PaleAttention, _attention_macs),
-                (QKVProjection, _qkv_macs), (nn.Conv2D, _conv_macs), (nn.Linear, _linear_macs))
+    counters = (*extra_counters, (nn.Conv2D, _conv_macs), (nn.Linear, _linear_macs))
     breakdown = OrderedDict()
     hooks = []
     for name, layer in model.named_sublayers(include_self=True):
-        for kind, macs in counters:
-            if isinstance(layer, kind):
-                group = _group_of(name)
-                breakdown.setdefault(group, 0)
+        macs = _counter_of(layer, counters)
+        if macs is None:
+            continue
+        group = _group_of(name)
+        breakdown.setdefault(group, 0)
 
-                def hook(layer, inputs, output, macs=macs, group=group):
-                    breakdown[group] += macs(layer, inputs, output)
-                hooks.append(layer.register_forward_post_hook(hook))
-                break
+        def hook(layer, inputs, output, macs=macs, group=group):
+            breakdown[group] += macs(layer, inputs, output)
+        hooks.append(layer.register_forward_post_hook(hook))
     was_training = model.training
     model.eval()
     try:

@@ -1,0 +1,253 @@
+"""Faster eager-CPU forms of the model's layers: same parameters, same function.
+
+Each class below subclasses the plain layer of :mod:`paddle_pale.models` and only
+replaces ``forward``; :func:`use_cpu_kernels` switches a model's layers to these forms in
+place (and :func:`use_plain_layers` back), so parameters, their names, state-dict keys,
+optimizer state and hooks are untouched. Every trick was kept because it won an A/B
+run of the whole Pale-T in one process on a 2-core CPU (batch 8); figures in README.
+
+They are for eager execution on CPU: static graphs (export) and GPUs use the plain
+layers, whose stock ops AMP, flash attention, oneDNN, TensorRT and ONNX understand.
+"""
+import functools
+
+import numpy as np
+import paddle
+import paddle.nn as nn
+import paddle.nn.functional as F
+
+from ..models.attention import pale_attention_packed
+from ..models.layers import ConditionalPositionEncoding, to_channels_last
+from ..models.pale import ConvPatchEmbed, PaleAttention
+
+__all__ = ["use_cpu_kernels", "use_plain_layers", "uses_cpu_kernels", "CpuLinear",
+           "CpuLayerNorm", "CpuConditionalPositionEncoding", "CpuConvPatchEmbed",
+           "CpuPaleAttention", "gemm_broadcast"]
+
+
+def gemm_broadcast(bias, num_rows):
+    """``bias`` ([C]) repeated in ``num_rows`` rows, as the outer product ones x bias.
+
+    The gradient of a broadcast bias is a column sum, which Paddle's CPU reduce takes
+    16 ms for at [25088, 256] (stage 1, batch 8); the same sum as a GEMM with a ones
+    vector takes 1 ms. Built as an outer product, the bias gets its gradient from that
+    GEMM (fc1 of stage 1: forward + backward 40 -> 28 ms).
+    """
+    return paddle.matmul(paddle.ones([num_rows, 1], bias.dtype), bias.unsqueeze(0))
+
+
+def _takes_gradient(layer, bias):
+    return (bias is not None and layer.training and not bias.stop_gradient
+            and paddle.is_grad_enabled())
+
+
+def _add_channel_bias(layer, x, bias):
+    """``x + bias`` on a channels-last ``x``: a broadcast over the trailing axis, which
+    Paddle's CPU add handles far faster than the per-channel add inside an NCHW
+    ``F.conv2d`` (a depth-wise 3x3 at [8, 64, 56, 56]: 19.3 ms with its bias, 9.5 ms with
+    the bias added after the transpose, 7.9 ms without); as a GEMM while it takes a
+    gradient (:func:`gemm_broadcast`)."""
+    if bias is None:
+        return x
+    if _takes_gradient(layer, bias):
+        rows = int(np.prod(x.shape[:-1]))
+        return x + gemm_broadcast(bias, rows).reshape(x.shape)
+    return x + bias
+
+
+@functools.lru_cache(maxsize=None)
+def _identity_filters(count, kernel_size, dtype):
+    """``[count, 1, k, k]`` depth-wise filters that pass their channel through (1 at the
+    centre tap of an odd ``k``, so 'same' zero padding never reaches the output)."""
+    filters = np.zeros([count, 1, kernel_size, kernel_size], dtype="float32")
+    filters[:, :, kernel_size // 2, kernel_size // 2] = 1.0
+    return paddle.to_tensor(filters).astype(dtype)
+
+
+class CpuLinear(nn.Linear):
+    """``nn.Linear`` with its bias added inside the GEMM (``addmm``), or, while it takes a
+    gradient, as :func:`gemm_broadcast` added to a plain matmul (Paddle's CPU ``linear``
+    runs a separate broadcast add that costs about as much as the matmul at small C;
+    ``addmm``'s backward with a full-size input would copy the gradient)."""
+
+    def forward(self, x):
+        if self.bias is None:
+            return paddle.matmul(x, self.weight)
+        shape = x.shape
+        rows = x.reshape([-1, shape[-1]])
+        if _takes_gradient(self, self.bias):
+            out = paddle.matmul(rows, self.weight) + gemm_broadcast(self.bias, rows.shape[0])
+        else:
+            out = paddle.addmm(self.bias.unsqueeze(0), rows, self.weight)
+        return out.reshape([*shape[:-1], self.weight.shape[1]])
+
+
+class _LayerNormFunction(paddle.autograd.PyLayer):
+    """LayerNorm over the last axis of ``[N, C]`` rows with a vectorised backward.
+
+    Paddle's CPU ``layer_norm_grad`` takes ~30x its forward ([25088, 64]: 18.6 against
+    0.6 ms); the textbook gradient written with row means and two ones-vector GEMMs
+    (for the weight and bias) takes a fraction of that.
+    """
+
+    @staticmethod
+    def forward(ctx, rows, weight, bias, epsilon):
+        ctx.save_for_backward(rows, weight)
+        ctx.epsilon = epsilon
+        # paddle wants None, not a gradient, for an input that takes none
+        ctx.needs_grad = [not t.stop_gradient for t in (rows, weight, bias)]
+        return F.layer_norm(rows, rows.shape[-1:], weight, bias, epsilon)
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, weight = ctx.saved_tensor()
+        num_rows, channels = rows.shape
+        # means and sums as GEMMs with ones vectors: paddle's CPU reductions are slower
+        row_mean = paddle.full([channels, 1], 1.0 / channels, grad.dtype)
+        column_sum = paddle.ones([1, num_rows], grad.dtype)
+        centred = rows - paddle.matmul(rows, row_mean)
+        rstd = paddle.rsqrt(paddle.matmul(centred * centred, row_mean) + ctx.epsilon)
+        normed = centred * rstd
+        grads = [None, None, None]
+        if ctx.needs_grad[0]:
+            grad_normed = grad * weight
+            grads[0] = (grad_normed - paddle.matmul(grad_normed, row_mean)
+                        - normed * paddle.matmul(grad_normed * normed, row_mean)) * rstd
+        if ctx.needs_grad[1]:
+            grads[1] = paddle.matmul(column_sum, grad * normed).reshape(weight.shape)
+        if ctx.needs_grad[2]:
+            grads[2] = paddle.matmul(column_sum, grad).reshape(weight.shape)
+        return tuple(grads)
+
+
+class CpuLayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last axis whose backward, when training in float32, is
+    :class:`_LayerNormFunction`."""
+
+    def forward(self, x):
+        if (self.training and x.dtype == paddle.float32 and self.weight is not None
+                and self.bias is not None
+                and not all(t.stop_gradient for t in (x, self.weight, self.bias))):
+            rows = x.reshape([-1, x.shape[-1]])
+            out = _LayerNormFunction.apply(rows, self.weight, self.bias, self._epsilon)
+            return out.reshape(x.shape)
+        return super().forward(x)
+
+
+class CpuConditionalPositionEncoding(ConditionalPositionEncoding):
+    """``x + DWConv(x)`` as one depth-wise convolution with 1 added to every centre tap
+    (saves a pass over the activations forward and backward), its bias added after the
+    transpose back to channels last."""
+
+    def forward(self, x):  # [B, H, W, C]
+        weight = self.weight + _identity_filters(self.weight.shape[0], self.weight.shape[-1],
+                                                 self.weight.dtype)
+        out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, None, self._stride, self._padding,
+                       groups=self._groups)
+        return _add_channel_bias(self, to_channels_last(out), self.bias)
+
+
+class CpuConvPatchEmbed(ConvPatchEmbed):
+    """Patch merging with the convolution's bias added after the transpose."""
+
+    def forward(self, x):
+        conv = self.proj
+        out = F.conv2d(x, conv.weight, None, conv._stride, conv._padding, conv._dilation,
+                       conv._groups)
+        return self.norm(_add_channel_bias(self, to_channels_last(out), conv.bias))
+
+
+class CpuPaleAttention(PaleAttention):
+    """PS-Attention with phi_Q, phi_K and phi_V computed together.
+
+    The three depth-wise convolutions run as one grouped convolution with three filters
+    per channel; the three linear maps as batched matmuls that read the convolution's
+    channels-first output as it lies (a transposed operand) and write the two channel
+    halves that :func:`pale_attention_packed` groups. A constant-one input channel rides
+    through the convolution and meets a bias row of the weights, so the matmul adds
+    every bias itself (the linear ones, and the convolution's carried through the map).
+    The attention scale is folded into the query weights; the softmax runs in place (a
+    fresh score-sized buffer, 39 MB at stage 1, costs more in page faults than the
+    softmax itself).
+    """
+
+    def _projections(self):
+        return self.query, self.key, self.value
+
+    def _weights_with_bias_row(self, query_scale):
+        """``[3, C + 1, C]``: the three linear maps (``[in, out]`` like ``nn.Linear``),
+        then their total bias as a last row."""
+        projections = self._projections()
+        weight = paddle.stack([p.linear.weight for p in projections])  # [3, C, C]
+        biases = [p.linear.bias for p in projections]
+        bias = None if biases[0] is None else paddle.stack(biases).unsqueeze(1)  # [3, 1, C]
+        # one multiply by [s, 1, 1]: slices would cost zero-padded gradients
+        scales = paddle.to_tensor([query_scale, 1.0, 1.0], dtype=weight.dtype).reshape([3, 1, 1])
+        weight = weight * scales
+        if bias is not None:
+            bias = bias * scales
+        conv_biases = [p.depthwise.bias for p in projections]
+        if conv_biases[0] is not None:
+            folded = paddle.bmm(paddle.stack(conv_biases).unsqueeze(1), weight)  # [3, 1, C]
+            bias = folded if bias is None else bias + folded
+        if bias is None:
+            bias = paddle.zeros([3, 1, self.dim], dtype=weight.dtype)
+        return paddle.concat([weight, bias], axis=1)
+
+    def packed_qkv(self, x):
+        """``[B, H, W, C]`` -> ``(rows, cols)``, each ``[3, B, H, W, C / 2]``, queries
+        scaled (see :func:`paddle_pale.models.attention.pack_qkv`)."""
+        _, height, width, channels = x.shape
+        head_dim = channels // self.num_heads
+        # filter j (q, k, v) of input channel c is output channel 3 c + j
+        filters = paddle.stack([p.depthwise.weight for p in self._projections()], axis=1)
+        filters = filters.reshape([3 * channels, 1, 3, 3])
+        filters = paddle.concat([filters, _identity_filters(3, 3, filters.dtype)])
+        x = F.pad(x.transpose([0, 3, 1, 2]), [0, 0, 0, 1, 0, 0, 0, 0], value=1.0)
+        taps = F.conv2d(x, filters, None, padding=1, groups=channels + 1)
+        taps = taps.reshape([-1, channels + 1, 3, height * width])
+        taps = taps.transpose([2, 0, 1, 3])  # [3, B, C + 1, HW]
+        halves = paddle.split(self._weights_with_bias_row(head_dim ** -0.5), 2, axis=-1)
+        return tuple(paddle.matmul(taps, half.unsqueeze(1), transpose_x=True)
+                     .reshape([3, -1, height, width, channels // 2]) for half in halves)
+
+    def forward(self, x):  # [B, H, W, C]
+        out = pale_attention_packed(self.packed_qkv(x), self.num_heads, self.pale_size,
+                                    "matmul", query_scale=1.0, softmax=F.softmax_)
+        return self.proj_drop(self.proj(out))
+
+
+# plain class -> CPU form; the forms subclass their plain class and add no state
+CPU_FORMS = {nn.Linear: CpuLinear, nn.LayerNorm: CpuLayerNorm,
+             ConditionalPositionEncoding: CpuConditionalPositionEncoding,
+             ConvPatchEmbed: CpuConvPatchEmbed, PaleAttention: CpuPaleAttention}
+PLAIN_FORMS = {cpu: plain for plain, cpu in CPU_FORMS.items()}
+
+
+def _switch(model, forms):
+    for layer in model.sublayers(include_self=True):
+        form = forms.get(type(layer))
+        if form is not None:
+            layer.__class__ = form
+    return model
+
+
+def use_cpu_kernels(model):
+    """Switch ``model``'s layers, in place, to their faster eager-CPU forms; returns it.
+
+    Parameters, state-dict keys and results stay the same (tested in fp32, values and
+    gradients); calling it again changes nothing. Call it on a model that trains or
+    evaluates eagerly on CPU, never for a GPU or before export (:func:`paddle_pale.export`
+    converts a copy back with :func:`use_plain_layers`).
+    """
+    return _switch(model, CPU_FORMS)
+
+
+def use_plain_layers(model):
+    """Undo :func:`use_cpu_kernels` in place; returns ``model``."""
+    return _switch(model, PLAIN_FORMS)
+
+
+def uses_cpu_kernels(model):
+    """Whether any layer of ``model`` is in its CPU form."""
+    return any(type(layer) in PLAIN_FORMS for layer in model.sublayers(include_self=True))
