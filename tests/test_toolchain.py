@@ -1,6 +1,6 @@
 """The model as Paddle's toolchain sees it, checked on CPU: the ops of its static program
 against AMP's white lists, flash-attention selection with the model's real arguments,
-initializers, and one graph whatever the kernels."""
+EMA with half-precision parameters, initializers, and one graph whatever the kernels."""
 import copy
 import math
 import os
@@ -13,6 +13,7 @@ from paddle.amp import amp_lists
 from paddle.nn.functional import sdpa
 
 import paddle_pale
+from paddle_pale.engine.ema import ModelEMA
 from paddle_pale.export import static_model
 from paddle_pale.kernels import use_cpu_kernels
 from paddle_pale.models import attention
@@ -141,6 +142,29 @@ def test_attention_backend_follows_the_amp_state(monkeypatch, dtype, amp_dtype, 
     x = paddle.zeros([1], dtype)
     compute = attention.compute_dtype(x)
     assert (attention.attention_backend(compute, padded), compute) == expected
+
+
+@pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
+def test_ema_updates_and_applies_to_half_precision_parameters(dtype):
+    # AMP O2 keeps float16 / bfloat16 parameters; the averages stay float32
+    model = paddle_pale.create_model("pale_t", **SMALL)
+    model.to(dtype=dtype)
+    ema = ModelEMA(model, decay=0.5)
+    before = {name: value.astype("float32").numpy() for name, value in ema.state_dict().items()}
+    for param in model.parameters():
+        param.set_value((param.astype("float32") + 1.0).astype(dtype))
+    ema.update(model)
+    for name, value in model.state_dict().items():
+        expected = 0.5 * before[name] + 0.5 * value.astype("float32").numpy()
+        assert ema.shadow[name].dtype == paddle.float32
+        np.testing.assert_allclose(ema.shadow[name].numpy(), expected, rtol=1e-6, atol=1e-6)
+    trained = {name: value.numpy().copy() for name, value in model.state_dict().items()}
+    with ema.applied_to(model):
+        for name, value in model.state_dict().items():
+            assert value.dtype == getattr(paddle, dtype), name
+            np.testing.assert_array_equal(value.numpy(), ema.shadow[name].astype(dtype).numpy())
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value.numpy(), trained[name])
 
 
 def test_every_convolution_starts_with_the_fan_in_of_its_groups():
