@@ -170,7 +170,9 @@ def _row_attention(qkv, num_heads, s_r, backend, query_scale, softmax):
         out = _attend(*paddle.unbind(qkv), bias, backend, query_scale, softmax)
         out = out.reshape([-1, num_groups, num_heads, s_r, width, head_dim])
         out = out.transpose([0, 3, 1, 4, 2, 5])  # [B, s_r, N_r, W, heads, d]
-    out = out.reshape([-1, padded, width, channels])
+    # 0 copies B: with -1 here, Paddle 3.3.1's oneDNN transpose + reshape fusion
+    # (operator_reshape_onednn_fuse_pass) mis-types the fused op for a fixed-size export
+    out = out.reshape([0, padded, width, channels])
     return out if _known_zero(pad) else out[:, :height]
 
 
@@ -201,7 +203,7 @@ def _column_attention(qkv, num_heads, s_c, backend, query_scale, softmax):
         out = _attend(*paddle.unbind(qkv), bias, backend, query_scale, softmax)
         out = out.reshape([-1, num_groups, num_heads, height, s_c, head_dim])
         out = out.transpose([0, 3, 4, 1, 2, 5])  # [B, H, s_c, N_c, heads, d]
-    out = out.reshape([-1, height, padded, channels])
+    out = out.reshape([0, height, padded, channels])  # 0 copies B (see above)
     return out if _known_zero(pad) else out[:, :, :width]
 
 
