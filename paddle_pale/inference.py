@@ -5,6 +5,7 @@ preprocessing as validation during training, configured by the ``.meta.json`` th
 ``tools/export.py inference`` writes next to the model.
 """
 import glob
+import json
 import os
 
 import numpy as np
@@ -12,7 +13,8 @@ import numpy as np
 from .data.transforms import build_eval_transform, load_image
 from .export import META_SUFFIX, read_meta
 
-__all__ = ["ImageClassifier", "resolve_inference_prefix", "softmax", "top_k"]
+__all__ = ["ImageClassifier", "create_predictor", "onednn_passes_to_delete", "resolve_inference_prefix",
+           "softmax", "top_k"]
 
 
 def resolve_inference_prefix(model):
@@ -60,9 +62,51 @@ def default_cpu_threads():
     return int(os.environ.get("OMP_NUM_THREADS", "1"))
 
 
-def create_predictor(prefix, device="cpu", cpu_threads=None):
+# Paddle 3.3.1 cannot run oneDNN's bilinear_interp ("ConvertPirAttribute2RuntimeAttribute
+# not support pir::ArrayAttribute<pir::DoubleAttribute>" at the first run), and the
+# placement pass puts every interpolation there. Programs holding one (PaddleSeg's
+# UPerNet head) keep the oneDNN fusion passes but not the placement pass.
+ONEDNN_UNRUNNABLE_OPS = ("bilinear_interp",)
+ONEDNN_PLACEMENT_PASS = "onednn_placement_pass"
+
+
+def program_op_names(program_path):
+    """Names of the ops of a PIR program file (``NAME.json`` of ``paddle.jit.save``),
+    without their dialect: ``{"conv2d", "matmul", ...}``."""
+    with open(program_path) as handle:
+        program = json.load(handle)
+    names, pending = set(), [program]
+    while pending:  # ops nest in regions and blocks (control flow)
+        node = pending.pop()
+        if isinstance(node, dict):
+            for op in node.get("ops", ()):
+                if isinstance(op, dict) and isinstance(op.get("#"), str):
+                    names.add(op["#"].split(".", 1)[-1])  # "1.conv2d": dialect 1
+            pending.extend(node.values())
+        elif isinstance(node, list):
+            pending.extend(node)
+    return names
+
+
+def onednn_passes_to_delete(program_path):
+    """Passes to delete so that Paddle 3.3.1's oneDNN build of ``program_path`` runs:
+    the placement pass when the program holds an op whose oneDNN kernel cannot run
+    (:data:`ONEDNN_UNRUNNABLE_OPS`), else none."""
+    if program_op_names(program_path) & set(ONEDNN_UNRUNNABLE_OPS):
+        return [ONEDNN_PLACEMENT_PASS]
+    return []
+
+
+def create_predictor(prefix, device="cpu", cpu_threads=None, onednn=True):
     """Paddle Inference predictor of the exported program ``prefix.json`` +
-    ``prefix.pdiparams``; ``cpu_threads`` defaults to ``OMP_NUM_THREADS`` (or 1)."""
+    ``prefix.pdiparams``.
+
+    Args:
+        device: ``"cpu"`` or ``"gpu"``.
+        cpu_threads: math-library threads on CPU (default ``OMP_NUM_THREADS``, or 1).
+        onednn: on CPU, run with oneDNN (Paddle Inference's CPU default, and faster for
+            these models); False runs Paddle's own CPU kernels.
+    """
     from paddle import inference  # import here: paddle is slow to import
 
     config = inference.Config(prefix + ".json", prefix + ".pdiparams")
@@ -70,9 +114,12 @@ def create_predictor(prefix, device="cpu", cpu_threads=None):
         config.enable_use_gpu(256, 0)
     elif device == "cpu":
         config.disable_gpu()
-        # Paddle 3.3.1's oneDNN lowering rejects this program even with IR optimization
-        # off: a reshape that ungroups PS-Attention fails its output type check
-        config.disable_onednn()
+        if onednn:
+            config.enable_onednn()
+            for name in onednn_passes_to_delete(prefix + ".json"):
+                config.delete_pass(name)
+        else:
+            config.disable_onednn()
         config.set_cpu_math_library_num_threads(cpu_threads or default_cpu_threads())
     else:
         raise ValueError(f"device must be 'cpu' or 'gpu', got {device!r}")
@@ -88,12 +135,13 @@ class ImageClassifier:
             ``P.meta.json``), one of those files, or a directory holding one model.
         device: ``"cpu"`` or ``"gpu"`` (needs a CUDA build of Paddle).
         cpu_threads: math library threads on CPU (default: ``OMP_NUM_THREADS`` or 1).
+        onednn: run with oneDNN on CPU (see :func:`create_predictor`).
     """
 
-    def __init__(self, model, device="cpu", cpu_threads=None):
+    def __init__(self, model, device="cpu", cpu_threads=None, onednn=True):
         self.prefix = resolve_inference_prefix(model)
         self.meta = read_meta(self.prefix + META_SUFFIX)
-        self.predictor = create_predictor(self.prefix, device, cpu_threads)
+        self.predictor = create_predictor(self.prefix, device, cpu_threads, onednn)
         self.input_size = int(self.meta["input_size"])
         self.transform = build_eval_transform(
             self.input_size, self.meta["crop_pct"], self.meta["mean"], self.meta["std"],
@@ -107,12 +155,16 @@ class ImageClassifier:
         return np.stack([self.transform(load_image(path)) for path in paths])
 
     def logits(self, batch):
-        """Run the predictor on a preprocessed ``[B, 3, S, S]`` batch."""
+        """Run the predictor on a ``[B, 3, H, W]`` batch (H and W as exported, when the
+        program was exported with a fixed size)."""
         batch = np.ascontiguousarray(batch, dtype="float32")
-        expected = (3, self.input_size, self.input_size)
-        if batch.ndim != 4 or batch.shape[1:] != expected:
-            raise ValueError(f"expected a batch of shape [B, {', '.join(map(str, expected))}]"
-                             f", got {list(batch.shape)}")
+        # programs exported before sizes became dynamic record [-1, 3, S, S]
+        expected = self.meta.get("input_shape", [-1, 3, -1, -1])[1:]
+        if batch.ndim != 4 or any(want not in (-1, got)
+                                  for want, got in zip(expected, batch.shape[1:])):
+            wanted = ", ".join("any" if size == -1 else str(size) for size in expected)
+            raise ValueError(f"expected a batch of shape [B, {wanted}], got "
+                             f"{list(batch.shape)}")
         handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
         handle.reshape(list(batch.shape))
         handle.copy_from_cpu(batch)

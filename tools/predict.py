@@ -25,9 +25,12 @@ def main(argv=None):
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="math library threads on CPU (default: OMP_NUM_THREADS)")
+    parser.add_argument("--no-onednn", action="store_true",
+                        help="on CPU, run Paddle's own kernels instead of oneDNN")
     args = parser.parse_args(argv)
     try:
-        classifier = ImageClassifier(args.model, args.device, args.cpu_threads)
+        classifier = ImageClassifier(args.model, args.device, args.cpu_threads,
+                                     onednn=not args.no_onednn)
         results = classifier.predict(args.images, k=args.topk, batch_size=args.batch_size)
     except (FileNotFoundError, ValueError) as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")

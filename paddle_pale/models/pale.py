@@ -9,6 +9,7 @@ This module is the paper, in stock Paddle layers. Faster CPU forms of the same l
 """
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 from .attention import pale_attention, pale_attention_macs, to_pale_size
 from .layers import (ConditionalPositionEncoding, DropPath, Mlp, SeparableProjection,
@@ -252,7 +253,9 @@ class PaleTransformer(nn.Layer):
     def forward_head(self, x, pre_logits=False):
         if not self.with_classifier:
             raise ValueError("this PaleTransformer was built with with_classifier=False")
-        x = self.norm(x.mean(axis=[1, 2]))  # average pool, then LN
+        # average pooling, then LN; as a pooling op (Paddle 3.3.1's oneDNN reduce_mean
+        # prints a debug line to stdout at its first run)
+        x = self.norm(F.adaptive_avg_pool2d(to_channels_first(x), 1).flatten(1))
         return x if pre_logits else self.head(self.head_drop(x))
 
     def forward(self, x):
