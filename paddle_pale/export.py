@@ -5,7 +5,7 @@ Three forms:
 * ``backbone``: weights-only ``.pdparams`` without the classifier, for the PaddleSeg and
   PaddleDetection backbones' ``pretrained`` option;
 * ``inference``: ``paddle.jit.save`` of the classifier (``NAME.json`` + ``NAME.pdiparams``)
-  with a dynamic batch, for the Paddle Inference predictor;
+  taking any batch and image size, for the Paddle Inference predictor;
 * ``onnx``: the same program converted by paddle2onnx.
 
 Each writes a ``NAME.meta.json`` sidecar (``paddle.jit.save`` already owns ``NAME.json``)
@@ -34,7 +34,7 @@ from .utils.checkpoint import load_pretrained, load_state_dict
 
 __all__ = ["META_SUFFIX", "CHECKPOINT_SUFFIXES", "checkpoint_prefix", "load_checkpoint",
            "export_backbone", "export_inference", "export_onnx", "read_meta", "write_meta",
-           "EXPORT_FORMATS", "export", "static_model"]
+           "EXPORT_FORMATS", "export", "static_model", "input_shape"]
 
 META_SUFFIX = ".meta.json"
 EXPORT_FORMATS = ("backbone", "inference", "onnx")
@@ -254,30 +254,39 @@ def export_backbone(model, meta, output):
     return paths
 
 
-def static_model(model, input_size):
+def input_shape(fixed_size=None):
+    """``[-1, 3, H, W]`` of an exported program: batch dynamic, H and W dynamic (-1)
+    unless ``fixed_size`` (an int or ``(H, W)``) fixes them."""
+    if fixed_size is None:
+        return [-1, 3, -1, -1]
+    height, width = (fixed_size, fixed_size) if isinstance(fixed_size, int) else fixed_size
+    return [-1, 3, int(height), int(width)]
+
+
+def static_model(model, fixed_size=None):
     """A static-graph copy of ``model`` for ``paddle.jit.save``, in its plain form
-    (whatever kernels the eager model uses, the graph holds the stock layers): batch
-    dynamic, H and W fixed (``input_size``: an int or ``(H, W)``)."""
-    height, width = (input_size, input_size) if isinstance(input_size, int) else input_size
-    spec = paddle.static.InputSpec([None, 3, height, width], "float32", "image")
+    (whatever kernels the eager model uses, the graph holds the stock layers). Batch, H
+    and W are dynamic, as in PaddleSeg's and PaddleDetection's export tools, unless
+    ``fixed_size`` (an int or ``(H, W)``) fixes H and W."""
+    shape = [None if size == -1 else size for size in input_shape(fixed_size)]
+    spec = paddle.static.InputSpec(shape, "float32", "image")
     model = use_plain_layers(copy.deepcopy(model))  # to_static converts its layer in place
     model.eval()
     return paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
 
 
-def export_inference(model, meta, output):
+def export_inference(model, meta, output, fixed_size=None):
     """``paddle.jit.save`` the classifier to ``output.json`` + ``output.pdiparams``
-    (batch dynamic, H = W = ``meta['input_size']``) and write ``output.meta.json``.
+    (any batch, any H and W unless ``fixed_size``) and write ``output.meta.json``.
 
     Returns the paths written.
     """
     prefix = _strip(output, ".json")
     paths = [prefix + ".json", prefix + ".pdiparams", prefix + META_SUFFIX]
     _check_writable(paths, meta)
-    size = meta["input_size"]
-    paddle.jit.save(static_model(model, size), prefix)
+    paddle.jit.save(static_model(model, fixed_size), prefix)
     write_meta(paths[2], dict(meta, format="inference", input_name="image",
-                              input_shape=[-1, 3, size, size]))
+                              input_shape=input_shape(fixed_size)))
     return paths
 
 
@@ -290,9 +299,9 @@ def _import_or_explain(module, purpose):
             f"pip install paddle2onnx onnxruntime \"numpy<1.24\"") from error
 
 
-def export_onnx(model, meta, output, opset_version=13):
-    """Convert the classifier to ONNX with paddle2onnx (batch dynamic, H = W =
-    ``meta['input_size']``) and write ``output.meta.json`` beside ``output.onnx``.
+def export_onnx(model, meta, output, opset_version=13, fixed_size=None):
+    """Convert the classifier to ONNX with paddle2onnx (any batch, any H and W unless
+    ``fixed_size``) and write ``output.meta.json`` beside ``output.onnx``.
 
     Raises ImportError naming paddle2onnx when it is not installed.
     """
@@ -302,7 +311,7 @@ def export_onnx(model, meta, output, opset_version=13):
     _check_writable(paths, meta)
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "model")
-        paddle.jit.save(static_model(model, meta["input_size"]), prefix)
+        paddle.jit.save(static_model(model, fixed_size), prefix)
         if os.path.exists(paths[0]):
             os.remove(paths[0])  # a stale file would hide a failed conversion
         try:
@@ -317,15 +326,17 @@ def export_onnx(model, meta, output, opset_version=13):
                                f"{error!r} (see its log above)") from error
     if not os.path.isfile(paths[0]):
         raise RuntimeError(f"paddle2onnx wrote no {paths[0]!r} (see its log above)")
-    size = meta["input_size"]
     write_meta(paths[1], dict(meta, format="onnx", input_name="image",
-                              input_shape=[-1, 3, size, size], opset_version=opset_version))
+                              input_shape=input_shape(fixed_size), opset_version=opset_version))
     return paths
 
 
 def export(kind, checkpoint, output, arch=None, use_ema=True, input_size=None,
            opset_version=13):
-    """Load ``checkpoint`` and write it as ``kind`` (one of ``EXPORT_FORMATS``)."""
+    """Load ``checkpoint`` and write it as ``kind`` (one of ``EXPORT_FORMATS``).
+
+    ``input_size`` replaces the checkpoint's eval crop size and fixes the exported
+    program's H and W to it; without it the program takes any size."""
     if kind not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {kind!r}; expected one of "
                          f"{', '.join(EXPORT_FORMATS)}")
@@ -336,5 +347,5 @@ def export(kind, checkpoint, output, arch=None, use_ema=True, input_size=None,
     if kind == "backbone":
         return export_backbone(model, meta, output)
     if kind == "inference":
-        return export_inference(model, meta, output)
-    return export_onnx(model, meta, output, opset_version)
+        return export_inference(model, meta, output, input_size)
+    return export_onnx(model, meta, output, opset_version, input_size)

@@ -92,13 +92,44 @@ def test_inference_model_matches_dygraph_ema_weights(checkpoint, inference_model
     assert np.abs(raw - got).max() > 100 * TOL
 
 
+# sizes the pale size 7 does not divide at any stage (97x131) or only at some
+SIZES = [(224, 224), (256, 256), (97, 131), (320, 480)]
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_one_inference_model_serves_every_image_size(checkpoint, inference_model, onednn):
+    reference = _reference(checkpoint + ".pdema")
+    classifier = ImageClassifier(inference_model, onednn=onednn)
+    rng = np.random.RandomState(5)
+    for height, width in SIZES:
+        images = rng.randn(1, 3, height, width).astype("float32")
+        expected = reference(paddle.to_tensor(images)).numpy()
+        np.testing.assert_allclose(classifier.logits(images), expected, atol=TOL, rtol=0,
+                                   err_msg=f"{height}x{width}")
+
+
+def test_input_size_fixes_the_program_size(checkpoint, tmp_path, batch):
+    prefix = str(tmp_path / "fixed")
+    _tool("export").main(["inference", "--checkpoint", checkpoint, "--output", prefix,
+                          "--input-size", "96"])
+    with open(prefix + ".meta.json") as f:
+        meta = json.load(f)
+    assert meta["input_size"] == 96 and meta["input_shape"] == [-1, 3, 96, 96]
+    classifier = ImageClassifier(prefix)
+    images = np.random.RandomState(4).randn(2, 3, 96, 96).astype("float32")
+    expected = _reference(checkpoint + ".pdema")(paddle.to_tensor(images)).numpy()
+    np.testing.assert_allclose(classifier.logits(images), expected, atol=TOL, rtol=0)
+    with pytest.raises(ValueError, match=r"\[B, 3, 96, 96\], got \[3, 3, 64, 64\]"):
+        classifier.logits(batch)
+
+
 def test_inference_meta_records_checkpoint_preprocessing(checkpoint, inference_model):
     with open(inference_model + ".meta.json") as f:
         meta = json.load(f)
     assert meta["arch"] == ARCH and meta["num_classes"] == 10 and meta["epoch"] == 7
     assert meta["source_checkpoint"] == os.path.abspath(checkpoint)
     assert meta["weights"] == "best.pdema"
-    assert meta["input_size"] == SIZE and meta["input_shape"] == [-1, 3, SIZE, SIZE]
+    assert meta["input_size"] == SIZE and meta["input_shape"] == [-1, 3, -1, -1]
     assert meta["mean"] == pytest.approx(MEAN) and meta["std"] == pytest.approx(STD)
     assert meta["crop_pct"] == 0.875 and meta["interpolation"] == "bicubic"
 
@@ -109,9 +140,10 @@ def test_onnx_matches_dygraph(checkpoint, batch, tmp_path):
     path, meta_path = export("onnx", checkpoint, str(tmp_path / "pale_t"))
     assert path.endswith(".onnx") and os.path.isfile(meta_path)
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[2:] != [SIZE, SIZE]  # symbolic H and W
     reference = _reference(checkpoint + ".pdema")
-    for batch_size in (1, 3):
-        images = batch[:batch_size]
+    rng = np.random.RandomState(6)
+    for images in (batch[:1], batch, rng.randn(2, 3, 97, 131).astype("float32")):
         got, = session.run(None, {session.get_inputs()[0].name: images})
         expected = reference(paddle.to_tensor(images)).numpy()
         np.testing.assert_allclose(got, expected, atol=TOL, rtol=0)

@@ -29,7 +29,9 @@ def main(argv=None):
                         help="classifier size of a checkpoint without .pdstates "
                              "(default: read from its head)")
     parser.add_argument("--input-size", type=int,
-                        help="eval crop size (default: the checkpoint's, then the variant's)")
+                        help="eval crop size (default: the checkpoint's, then the variant's); "
+                             "also fixes the exported program's H and W to it (default: "
+                             "any size)")
     parser.add_argument("--no-ema", action="store_true",
                         help="export .pdparams even when .pdema (EMA weights) exists")
     parser.add_argument("--opset", type=int, default=13, help="ONNX opset version")
