@@ -346,3 +346,93 @@ def test_distributed_launch_two_cpu_processes(tiny_config, tmp_path):
     assert sorted(logs) == ["workerlog.0", "workerlog.1"]
     assert "iter: 2/2" in logs["workerlog.0"]
     assert os.path.isfile(os.path.join(save_dir, "iter_2", "model.pdparams"))
+
+
+# ---------------------------------------------------------------- export and deploy
+def _tool_module(name):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "tools", name + ".py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def exported_upernet(tiny_config, tmp_path_factory):
+    """Trained-looking weights (random, saved as training writes them), exported by
+    tools/export_seg.py the way PaddleSeg's tools/export.py exports: any image size."""
+    path, opts = tiny_config
+    folder = tmp_path_factory.mktemp("seg_export")
+    paddle.seed(7)
+    model = build_model(path, opts)
+    weights = str(folder / "model.pdparams")
+    paddle.save(model.state_dict(), weights)
+    written = _tool_module("export_seg").export_main(
+        ["--config", path, "--model_path", weights, "--save_dir", str(folder / "infer"),
+         "--output_op", "none", "--opts", *opts])
+    return model, written
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_exported_upernet_matches_eager_logits_at_any_size(exported_upernet, onednn):
+    from paddle_pale.inference import create_predictor
+    model, (program, params, deploy) = exported_upernet
+    with open(deploy) as f:
+        info = yaml.safe_load(f)["Deploy"]
+    assert info["input_shape"] == [-1, 3, -1, -1] and info["model"] == "model.json"
+    assert info["transforms"][-1]["type"] == "Normalize"
+    predictor = create_predictor(program[:-len(".json")], onednn=onednn)
+    model.eval()
+    rng = np.random.RandomState(0)
+    for height, width in ((64, 96), (97, 131)):
+        image = rng.randn(1, 3, height, width).astype("float32")
+        handle = predictor.get_input_handle(predictor.get_input_names()[0])
+        handle.reshape(list(image.shape))
+        handle.copy_from_cpu(image)
+        predictor.run()
+        got = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+        with paddle.no_grad():
+            expected = model(paddle.to_tensor(image))[0].numpy()
+        assert got.shape == (1, NUM_CLASSES, height, width)
+        np.testing.assert_allclose(got, expected, atol=1e-4, rtol=0)
+
+
+def test_onednn_bilinear_interpolation_needs_the_placement_pass_left_out(exported_upernet):
+    # Paddle 3.3.1's oneDNN bilinear_interp cannot run ("ConvertPirAttribute2Runtime
+    # Attribute not support ArrayAttribute<DoubleAttribute>"); UPerNet upsamples with it
+    from paddle import inference
+    from paddle_pale.inference import onednn_passes_to_delete
+    _, (program, params, _) = exported_upernet
+    assert onednn_passes_to_delete(program) == ["onednn_placement_pass"]
+    config = inference.Config(program, params)
+    config.disable_gpu()
+    config.enable_onednn()
+    config.disable_glog_info()
+    predictor = inference.create_predictor(config)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape([1, 3, 64, 64])
+    handle.copy_from_cpu(np.zeros([1, 3, 64, 64], "float32"))
+    with pytest.raises(NotImplementedError, match="ArrayAttribute<pir::DoubleAttribute>"):
+        predictor.run()
+
+
+def test_exported_argmax_is_the_eager_prediction(tiny_config, exported_upernet, tmp_path):
+    path, opts = tiny_config
+    model, (_, weights_path, _) = exported_upernet
+    weights = str(tmp_path / "model.pdparams")
+    paddle.save(model.state_dict(), weights)
+    program, _, _ = _tool_module("export_seg").export_main(
+        ["--config", path, "--model_path", weights, "--save_dir", str(tmp_path / "infer"),
+         "--opts", *opts])
+    from paddle_pale.inference import create_predictor
+    predictor = create_predictor(program[:-len(".json")])
+    image = np.random.RandomState(1).randn(1, 3, 72, 96).astype("float32")
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(image.shape))
+    handle.copy_from_cpu(image)
+    predictor.run()
+    got = predictor.get_output_handle(predictor.get_output_names()[0]).copy_to_cpu()
+    model.eval()
+    with paddle.no_grad():
+        expected = model(paddle.to_tensor(image))[0].argmax(axis=1).numpy()
+    assert got.dtype == np.int32 and (got == expected).mean() > 0.999

@@ -1,24 +1,27 @@
 """Train and evaluate PaddleSeg configs with the Pale backbone through PaddleSeg's own
 engine (``paddleseg.core.train`` / ``paddleseg.core.evaluate``).
 
-``tools/train_seg.py`` and ``tools/val_seg.py`` are thin wrappers around
-:func:`train_main` and :func:`val_main`; their options follow PaddleSeg's
-``tools/train.py`` and ``tools/val.py``. Multi-GPU: start either under
+``tools/train_seg.py``, ``tools/val_seg.py`` and ``tools/export_seg.py`` are thin
+wrappers around :func:`train_main`, :func:`val_main` and :func:`export_main`; their
+options follow PaddleSeg's ``tools/train.py``, ``tools/val.py`` and ``tools/export.py``. Multi-GPU: start either under
 ``python -m paddle.distributed.launch``, as with PaddleSeg.
 """
 import argparse
 import os
 
 import paddle
+import yaml
 from paddleseg import core
 from paddleseg.cvlibs import Config, SegBuilder
+from paddleseg.deploy.export import WrappedModel
 from paddleseg.utils import logger as seg_logger
 
 from ..utils.checkpoint import load_state_dict
 from . import paddleseg as _registration  # noqa: F401  registers PaleTransformer
 
 __all__ = ["load_config", "load_segmentation_weights", "train_parser", "val_parser",
-           "train_main", "val_main", "test_config_from_args"]
+           "train_main", "val_main", "test_config_from_args", "export_parser", "export_model",
+           "export_main"]
 
 
 def load_config(path, opts=None, iters=None, batch_size=None, learning_rate=None):
@@ -168,6 +171,80 @@ def val_main(argv=None):
                                   precision=args.precision, amp_level=args.amp_level,
                                   **test_config)
     return miou, acc
+
+
+def export_parser():
+    parser = argparse.ArgumentParser(
+        description="Export a PaddleSeg model with a Pale backbone for Paddle Inference, "
+                    "as PaddleSeg's tools/export.py does")
+    parser.add_argument("--config", required=True, help="PaddleSeg YAML config")
+    parser.add_argument("--model_path", default=None,
+                        help="segmentation weights, e.g. output/best_model/model.pdparams")
+    parser.add_argument("--save_dir", default="output/inference_model")
+    parser.add_argument("--input_shape", type=int, nargs=4, default=None,
+                        metavar=("N", "C", "H", "W"),
+                        help="fix the input shape (default: any batch and image size)")
+    parser.add_argument("--output_op", choices=("argmax", "softmax", "none"),
+                        default="argmax", help="op appended to the logits")
+    parser.add_argument("--opts", nargs="+", default=None, metavar="KEY=VALUE")
+    return parser
+
+
+def export_model(config_path, save_dir, model_path=None, input_shape=None,
+                 output_op="argmax", opts=None):
+    """Export the config's model the way PaddleSeg 2.8.0's ``tools/export.py`` does:
+    ``WrappedModel(model, output_op)`` (unless ``"none"``), ``paddle.jit.to_static``
+    with ``InputSpec([None, 3, None, None])`` (or ``input_shape``) and ``paddle.jit.save``
+    to ``save_dir/model.json`` + ``model.pdiparams``, then ``deploy.yaml`` (the val
+    transforms, input shape and output op) beside them.
+
+    ``model_path`` weights must fit the model exactly (see
+    :func:`load_segmentation_weights`). Returns the paths written.
+    """
+    if output_op not in ("argmax", "softmax", "none"):
+        raise ValueError(f"output_op must be argmax, softmax or none, got {output_op!r}")
+    config = load_config(config_path, opts=opts)
+    val_dataset = config.val_dataset_cfg
+    if not val_dataset:
+        raise ValueError(f"{config_path!r} has no val_dataset: its transforms are the "
+                         f"deployed preprocessing")
+    model = SegBuilder(config).model
+    if model_path is not None:
+        load_segmentation_weights(model, model_path)
+    os.environ["PADDLESEG_EXPORT_STAGE"] = "True"  # PaddleSeg models read it
+    if output_op != "none":
+        model = WrappedModel(model, output_op)
+    model.eval()
+    spec = paddle.static.InputSpec([None, 3, None, None] if input_shape is None
+                                   else list(input_shape), "float32")
+    static = paddle.jit.to_static(model, input_spec=[spec])
+    os.makedirs(save_dir, exist_ok=True)
+    prefix = os.path.join(save_dir, "model")
+    paddle.jit.save(static, prefix)
+    deploy = {"Deploy": {"model": "model.json", "params": "model.pdiparams",
+                         "transforms": val_dataset.get("transforms"),
+                         "input_shape": list(spec.shape),  # -1: any size
+                         "output_op": output_op,
+                         "output_dtype": "int32" if output_op == "argmax" else "float32"}}
+    deploy_path = os.path.join(save_dir, "deploy.yaml")
+    with open(deploy_path, "w") as handle:
+        yaml.safe_dump(deploy, handle, sort_keys=False)
+    seg_logger.info(f"exported {config_path} to {save_dir}")
+    return [prefix + ".json", prefix + ".pdiparams", deploy_path]
+
+
+def export_main(argv=None):
+    """``tools/export_seg.py``: arguments as PaddleSeg's ``tools/export.py``."""
+    parser = export_parser()
+    args = parser.parse_args(argv)
+    try:
+        paths = export_model(args.config, args.save_dir, args.model_path, args.input_shape,
+                             args.output_op, args.opts)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    for path in paths:
+        print(path)
+    return paths
 
 
 def _unused_parameters(model, input_shape):
