@@ -4,6 +4,7 @@ import importlib.util
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 
@@ -19,16 +20,21 @@ from conftest import ROOT
 TINY = dict(embed_dims=(8, 16, 32, 64), depths=(1, 1, 1, 1), num_heads=(2, 2, 2, 2))
 
 
+MODELS = ("pale_t", "swin_t", "pale_t/predictor+onednn", "swin_t/predictor",
+          "pale_t/predictor-any-size")
+
+
 @pytest.fixture(scope="module")
 def report():
-    return bench.benchmark(batch=2, size=(56, 56), rounds=2, warmup=0, sweep=(56, 112),
-                           model_overrides=TINY)
+    return bench.benchmark(batch=2, size=(56, 56), models=MODELS, rounds=2, warmup=0,
+                           sweep=(56, 112), model_overrides=TINY)
 
 
 def test_report_has_every_case_and_mode(report):
     rows = {(r["name"], r["mode"]): r for r in report["results"]}
     expected = {("pale_t", "infer"), ("pale_t", "train"), ("swin_t", "infer"),
-                ("swin_t", "train"), ("pale_t/predictor", "infer")}
+                ("swin_t", "train")}
+    expected |= {(name, "infer") for name in MODELS if "/" in name}
     expected |= {(f"ps_attention/{kind}", mode) for kind in ("public", "cpu", "sdpa", "naive")
                  for mode in ("infer", "train")}
     assert set(rows) == expected
@@ -73,15 +79,27 @@ def test_sweep_reports_score_sizes_and_text_table(report):
     assert pale_rows[1]["naive_score_elements"] == 16 * pale_rows[0]["naive_score_elements"]
     text = bench.format_report(report)
     assert "pale_t/predictor" in text and "resolution sweep" in text
+    best = bench.best_predictors(report["results"])
+    # the any-size export is left out: Swin-T has only fixed-size exports
+    assert best["pale_t"]["name"] == "pale_t/predictor+onednn"
+    assert best["swin_t"]["name"] == "swin_t/predictor"
+    assert best["ratio"] == pytest.approx(best["pale_t"]["images_per_s"]
+                                          / best["swin_t"]["images_per_s"])
+    assert f"{best['ratio']:.2f}x" in text
     json.loads(json.dumps(report))  # JSON-ready as is
 
 
-def test_predictor_matches_eager_model(tmp_path):
+@pytest.mark.parametrize("fixed_size,onednn", [((64, 48), True), (None, True),
+                                               ((64, 48), False)])
+def test_predictor_matches_eager_model(tmp_path, fixed_size, onednn):
     model = paddle_pale.create_model("pale_t", with_classifier=False, **TINY)
     model.eval()
     images = paddle.randn([2, 3, 64, 48])
-    predictor = bench.build_predictor(bench._Pyramid(model), (64, 48), str(tmp_path))
-    predictor.get_input_handle(predictor.get_input_names()[0]).copy_from_cpu(images.numpy())
+    predictor = bench.build_predictor(bench._Pyramid(model), fixed_size, str(tmp_path),
+                                      onednn=onednn)
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(images.shape)
+    handle.copy_from_cpu(images.numpy())
     predictor.run()
     outputs = [predictor.get_output_handle(n).copy_to_cpu()
                for n in predictor.get_output_names()]
@@ -116,8 +134,11 @@ def test_bad_timing_arguments_raise():
         bench.run_benchmark([], 1, rounds=0)
     with pytest.raises(ValueError, match="'gpu'"):
         bench.run_benchmark([], 1, clock="gpu")
-    with pytest.raises(ValueError, match="unknown model case 'vit'"):
-        bench.model_cases(1, (32, 32), names=("vit",))
+    for bad in ("vit", "pale_t+onednn", "pale_t/predictor+onednn+onednn", "pale_t/onnx"):
+        with pytest.raises(ValueError, match=f"unknown model case '{re.escape(bad)}'"):
+            bench.model_cases(1, (32, 32), names=(bad,))
+    with pytest.raises(ValueError, match="swin_t exports only with a fixed size"):
+        bench.parse_case("swin_t/predictor-any-size")
 
 
 def _load_cpu_env():

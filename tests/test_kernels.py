@@ -133,17 +133,18 @@ def test_layer_norm_backward_matches_paddle(frozen):
 def test_sdpa_layout_matches_matmul_path():
     # the half-precision backend's tensor plumbing, checked with paddle's CPU kernel
     q, k, v = (paddle.randn([2, 14, 21, 16]) for _ in range(3))
-    sdpa = attention.pale_attention_packed(attention.pack_qkv(q, k, v), 4, 7, backend="sdpa")
+    sdpa = attention.pale_attention_halves(*attention.split_halves(q, k, v), 4, 7,
+                                           backend="sdpa")
     expected = naive_pale_attention(q, k, v, 4, 7)
     np.testing.assert_allclose(sdpa.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
 
 
 def test_sdpa_backend_refuses_padding_and_unknown_backends():
-    packed = attention.pack_qkv(*(paddle.randn([1, 13, 14, 8]) for _ in range(3)))
+    halves = attention.split_halves(*(paddle.randn([1, 13, 14, 8]) for _ in range(3)))
     with pytest.raises(ValueError, match="H=13.*multiples"):
-        attention.pale_attention_packed(packed, 2, 7, backend="sdpa")
+        attention.pale_attention_halves(*halves, 2, 7, backend="sdpa")
     with pytest.raises(ValueError, match="'flash'"):
-        attention.pale_attention_packed(packed, 2, 7, backend="flash")
+        attention.pale_attention_halves(*halves, 2, 7, backend="flash")
 
 
 @pytest.mark.parametrize("fast", [False, True])

@@ -16,16 +16,20 @@ import cpu_env  # (sets threads, MKL path, kernels and allocator; must precede p
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_pale.utils.benchmark import benchmark, format_report, save_json  # noqa: E402
-
-MODELS = ("pale_t", "swin_t", "pale_t/predictor")
+from paddle_pale.utils.benchmark import (MODEL_CASES, benchmark, format_report,  # noqa: E402
+                                         save_json)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
-    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=MODELS)
+    parser.add_argument("--models", nargs="+", default=list(MODEL_CASES), choices=MODEL_CASES,
+                        help="eager backbones, and their exported programs in Paddle "
+                             "Inference (+onednn: with oneDNN; -any-size: exported with "
+                             "symbolic H and W)")
+    parser.add_argument("--no-onednn", action="store_true",
+                        help="leave out the predictor cases that run with oneDNN")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per case")
     parser.add_argument("--iters", type=int, default=1, help="batches per case per round")
@@ -44,7 +48,8 @@ def main(argv=None):
     parser.add_argument("--json", help="also write the results to this JSON file")
     args = parser.parse_args(argv)
     sweep = () if args.sweep is None else (args.sweep or (224, 448, 896))
-    report = benchmark(batch=args.batch, size=tuple(args.size), models=args.models,
+    models = [m for m in args.models if not (args.no_onednn and m.endswith("+onednn"))]
+    report = benchmark(batch=args.batch, size=tuple(args.size), models=models,
                        attention=not args.no_attention, naive=not args.no_naive,
                        train=not args.no_train, rounds=args.rounds, warmup=args.warmup,
                        iters=args.iters, sweep=sweep, sweep_batch=args.sweep_batch,

@@ -16,7 +16,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ..models.attention import pale_attention_packed
+from ..models.attention import pale_attention_halves
 from ..models.layers import ConditionalPositionEncoding, to_channels_last
 from ..models.pale import ConvPatchEmbed, PaleAttention
 
@@ -163,7 +163,7 @@ class CpuPaleAttention(PaleAttention):
     The three depth-wise convolutions run as one grouped convolution with three filters
     per channel; the three linear maps as batched matmuls that read the convolution's
     channels-first output as it lies (a transposed operand) and write the two channel
-    halves that :func:`pale_attention_packed` groups. A constant-one input channel rides
+    halves that :func:`pale_attention_halves` groups. A constant-one input channel rides
     through the convolution and meets a bias row of the weights, so the matmul adds
     every bias itself (the linear ones, and the convolution's carried through the map).
     The attention scale is folded into the query weights; the softmax runs in place (a
@@ -194,9 +194,10 @@ class CpuPaleAttention(PaleAttention):
             bias = paddle.zeros([3, 1, self.dim], dtype=weight.dtype)
         return paddle.concat([weight, bias], axis=1)
 
-    def packed_qkv(self, x):
-        """``[B, H, W, C]`` -> ``(rows, cols)``, each ``[3, B, H, W, C / 2]``, queries
-        scaled (see :func:`paddle_pale.models.attention.pack_qkv`)."""
+    def qkv_halves(self, x):
+        """``[B, H, W, C]`` -> ``(rows, cols)``, each ``(q, k, v)`` of one channel half,
+        ``[B, H, W, C / 2]``, queries scaled (see
+        :func:`paddle_pale.models.attention.split_halves`)."""
         _, height, width, channels = x.shape
         head_dim = channels // self.num_heads
         # filter j (q, k, v) of input channel c is output channel 3 c + j
@@ -208,11 +209,12 @@ class CpuPaleAttention(PaleAttention):
         taps = taps.reshape([-1, channels + 1, 3, height * width])
         taps = taps.transpose([2, 0, 1, 3])  # [3, B, C + 1, HW]
         halves = paddle.split(self._weights_with_bias_row(head_dim ** -0.5), 2, axis=-1)
-        return tuple(paddle.matmul(taps, half.unsqueeze(1), transpose_x=True)
-                     .reshape([3, -1, height, width, channels // 2]) for half in halves)
+        return tuple(paddle.unbind(paddle.matmul(taps, half.unsqueeze(1), transpose_x=True)
+                                   .reshape([3, -1, height, width, channels // 2]))
+                     for half in halves)
 
     def forward(self, x):  # [B, H, W, C]
-        out = pale_attention_packed(self.packed_qkv(x), self.num_heads, self.pale_size,
+        out = pale_attention_halves(*self.qkv_halves(x), self.num_heads, self.pale_size,
                                     "matmul", query_scale=1.0, softmax=F.softmax_)
         return self.proj_drop(self.proj(out))
 

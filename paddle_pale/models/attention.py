@@ -10,7 +10,8 @@ the second within column-wise groups (Eq. 1):
 
 A row index ``r`` is therefore written as ``r = i * N_r + g`` (``i < s_r``), which is a
 plain reshape of the H axis into ``[s_r, N_r]``: grouping costs one reshape and one
-transpose, never a gather or a Python loop over groups. Multi-head attention runs within
+transpose per tensor, never a gather or a Python loop over groups. Every transpose is
+rank 6 or below (Paddle's rank-7 transpose is a generic element loop, ~70x slower). Multi-head attention runs within
 every group (Eq. 2) and the two halves are concatenated again (Eq. 3).
 
 H (W) not divisible by ``s_r`` (``s_c``) is padded at the bottom (right); padded keys
@@ -23,7 +24,7 @@ import numbers
 import paddle
 import paddle.nn.functional as F
 
-__all__ = ["pale_attention", "pale_attention_packed", "pack_qkv", "attention_backend",
+__all__ = ["pale_attention", "pale_attention_halves", "split_halves", "attention_backend",
            "compute_dtype", "to_pale_size", "pale_attention_macs", "check_attention_inputs",
            "HALF_DTYPES"]
 
@@ -141,87 +142,88 @@ def _attend(q, k, v, key_bias, backend, query_scale, softmax):
     return paddle.matmul(softmax(scores, axis=-1), v)
 
 
-def _row_attention(qkv, num_heads, s_r, backend, query_scale, softmax):
-    """Attention within interlaced row groups; ``qkv``: ``[3, B, H, W, C']``."""
-    height, width, channels = qkv.shape[2], qkv.shape[3], qkv.shape[4]
+def _row_attention(q, k, v, num_heads, s_r, backend, query_scale, softmax):
+    """Attention within interlaced row groups; ``q, k, v``: ``[B, H, W, C']``."""
+    height, width, channels = q.shape[1], q.shape[2], q.shape[3]
     head_dim = channels // num_heads
     pad = _padding(height, s_r)
     padded = height + pad
     num_groups = padded // s_r  # N_r
     bias = None
     if not _known_zero(pad):
-        qkv = _pad_axis(qkv, 2, pad)
+        q, k, v = (_pad_axis(t, 1, pad) for t in (q, k, v))
         # keys of a row group are laid out [s_r, W]: [N_r, s_r] -> [1, N_r, 1, s_r W, 1]
-        bias = _key_bias(padded, s_r, num_groups, height, qkv.dtype)
+        bias = _key_bias(padded, s_r, num_groups, height, q.dtype)
         bias = bias.unsqueeze(-1).expand([num_groups, s_r, width])
         bias = bias.reshape([1, num_groups, 1, s_r * width, 1])
-    # the 3 and B axes merged: every transpose here is rank 6 (Paddle's rank-7
-    # transpose is a generic element loop, ~70x slower)
-    qkv = qkv.reshape([-1, s_r, num_groups, width, num_heads, head_dim])  # [3B, ...]
+    # row r = i N_r + g: [B, s_r, N_r, W, heads, d]; the reshapes copy B with 0, as a -1
+    # after a transpose trips Paddle 3.3.1's oneDNN transpose + reshape fusion
+    # (operator_reshape_onednn_fuse_pass mis-types the fused op of a fixed-size export)
+    grouped = [t.reshape([0, s_r, num_groups, width, num_heads, head_dim]) for t in (q, k, v)]
     if backend == "sdpa":
-        qkv = qkv.transpose([0, 2, 1, 3, 4, 5])  # [3B, N_r, s_r, W, heads, d]
-        qkv = qkv.reshape([3, -1, s_r * width, num_heads, head_dim])
-        out = _attend(*paddle.unbind(qkv), None, backend, query_scale, softmax)
+        grouped = [t.transpose([0, 2, 1, 3, 4, 5])  # [B, N_r, s_r, W, heads, d]
+                   .reshape([-1, s_r * width, num_heads, head_dim]) for t in grouped]
+        out = _attend(*grouped, None, backend, query_scale, softmax)
         out = out.reshape([-1, num_groups, s_r, width, channels])
         out = out.transpose([0, 2, 1, 3, 4])  # [B, s_r, N_r, W, C']
     else:
-        qkv = qkv.transpose([0, 2, 4, 1, 3, 5])  # [3B, N_r, heads, s_r, W, d]
-        qkv = qkv.reshape([3, -1, num_groups, num_heads, s_r * width, head_dim])
-        out = _attend(*paddle.unbind(qkv), bias, backend, query_scale, softmax)
-        out = out.reshape([-1, num_groups, num_heads, s_r, width, head_dim])
+        grouped = [t.transpose([0, 2, 4, 1, 3, 5])  # [B, N_r, heads, s_r, W, d]
+                   .reshape([0, num_groups, num_heads, s_r * width, head_dim]) for t in grouped]
+        out = _attend(*grouped, bias, backend, query_scale, softmax)
+        out = out.reshape([0, num_groups, num_heads, s_r, width, head_dim])
         out = out.transpose([0, 3, 1, 4, 2, 5])  # [B, s_r, N_r, W, heads, d]
-    # 0 copies B: with -1 here, Paddle 3.3.1's oneDNN transpose + reshape fusion
-    # (operator_reshape_onednn_fuse_pass) mis-types the fused op for a fixed-size export
     out = out.reshape([0, padded, width, channels])
     return out if _known_zero(pad) else out[:, :height]
 
 
-def _column_attention(qkv, num_heads, s_c, backend, query_scale, softmax):
-    """Attention within interlaced column groups; ``qkv``: ``[3, B, H, W, C']``."""
-    height, width, channels = qkv.shape[2], qkv.shape[3], qkv.shape[4]
+def _column_attention(q, k, v, num_heads, s_c, backend, query_scale, softmax):
+    """Attention within interlaced column groups; ``q, k, v``: ``[B, H, W, C']``."""
+    height, width, channels = q.shape[1], q.shape[2], q.shape[3]
     head_dim = channels // num_heads
     pad = _padding(width, s_c)
     padded = width + pad
     num_groups = padded // s_c  # N_c
     bias = None
     if not _known_zero(pad):
-        qkv = _pad_axis(qkv, 3, pad)
+        q, k, v = (_pad_axis(t, 2, pad) for t in (q, k, v))
         # keys of a column group are laid out [H, s_c]: -> [1, N_c, 1, H s_c, 1]
-        bias = _key_bias(padded, s_c, num_groups, width, qkv.dtype)
+        bias = _key_bias(padded, s_c, num_groups, width, q.dtype)
         bias = bias.unsqueeze(1).expand([num_groups, height, s_c])
         bias = bias.reshape([1, num_groups, 1, height * s_c, 1])
-    qkv = qkv.reshape([-1, height, s_c, num_groups, num_heads, head_dim])  # [3B, ...]
+    # column c = j N_c + g: [B, H, s_c, N_c, heads, d]
+    grouped = [t.reshape([0, height, s_c, num_groups, num_heads, head_dim]) for t in (q, k, v)]
     if backend == "sdpa":
-        qkv = qkv.transpose([0, 3, 1, 2, 4, 5])  # [3B, N_c, H, s_c, heads, d]
-        qkv = qkv.reshape([3, -1, height * s_c, num_heads, head_dim])
-        out = _attend(*paddle.unbind(qkv), None, backend, query_scale, softmax)
+        grouped = [t.transpose([0, 3, 1, 2, 4, 5])  # [B, N_c, H, s_c, heads, d]
+                   .reshape([-1, height * s_c, num_heads, head_dim]) for t in grouped]
+        out = _attend(*grouped, None, backend, query_scale, softmax)
         out = out.reshape([-1, num_groups, height, s_c, channels])
         out = out.transpose([0, 2, 3, 1, 4])  # [B, H, s_c, N_c, C']
     else:
-        qkv = qkv.transpose([0, 3, 4, 1, 2, 5])  # [3B, N_c, heads, H, s_c, d]
-        qkv = qkv.reshape([3, -1, num_groups, num_heads, height * s_c, head_dim])
-        out = _attend(*paddle.unbind(qkv), bias, backend, query_scale, softmax)
-        out = out.reshape([-1, num_groups, num_heads, height, s_c, head_dim])
+        grouped = [t.transpose([0, 3, 4, 1, 2, 5])  # [B, N_c, heads, H, s_c, d]
+                   .reshape([0, num_groups, num_heads, height * s_c, head_dim]) for t in grouped]
+        out = _attend(*grouped, bias, backend, query_scale, softmax)
+        out = out.reshape([0, num_groups, num_heads, height, s_c, head_dim])
         out = out.transpose([0, 3, 4, 1, 2, 5])  # [B, H, s_c, N_c, heads, d]
-    out = out.reshape([0, height, padded, channels])  # 0 copies B (see above)
+    out = out.reshape([0, height, padded, channels])
     return out if _known_zero(pad) else out[:, :, :width]
 
 
-def pack_qkv(q, k, v):
-    """``[B, H, W, C]`` x 3 -> ``(rows, cols)``, each ``[3, B, H, W, C / 2]``: (q, k, v)
-    of the channel half that attends within rows and of the half that attends within
-    columns (one transpose then groups all three)."""
+def split_halves(q, k, v):
+    """``[B, H, W, C]`` x 3 -> ``(rows, cols)``: ``(q, k, v)`` of the channel half that
+    attends within rows, and of the half that attends within columns (Eq. 1)."""
     # split, not two slices: its gradient is one concat instead of two zero-padded
     # full-size tensors summed
-    return tuple(paddle.split(paddle.stack([q, k, v]), 2, axis=-1))
+    halves = [paddle.split(t, 2, axis=-1) for t in (q, k, v)]
+    return tuple(half[0] for half in halves), tuple(half[1] for half in halves)
 
 
-def pale_attention_packed(packed, num_heads, pale_size, backend="matmul", query_scale=None,
-                          softmax=None):
-    """PS-Attention on packed projections (Eq. 1-3).
+def pale_attention_halves(rows, cols, num_heads, pale_size, backend="matmul",
+                          query_scale=None, softmax=None):
+    """PS-Attention (Eq. 1-3) on the channel halves of the projections.
 
     Args:
-        packed: ``(rows, cols)``, each ``[3, B, H, W, C / 2]``, see :func:`pack_qkv`.
+        rows, cols: ``(q, k, v)`` of each half, ``[B, H, W, C / 2]`` each, see
+            :func:`split_halves`.
         num_heads, pale_size: as in :func:`pale_attention`.
         backend: ``"matmul"`` or ``"sdpa"`` (no padding, see :func:`attention_backend`).
         query_scale: factor the queries still need before ``QK^T`` (default
@@ -230,27 +232,26 @@ def pale_attention_packed(packed, num_heads, pale_size, backend="matmul", query_
             pass an in-place one).
 
     Returns:
-        ``[B, H, W, C]``.
+        ``[B, H, W, C]``: ``concat(Y_r, Y_c)`` of Eq. 3.
     """
     if backend not in ("matmul", "sdpa"):
         raise ValueError(f"backend must be 'matmul' or 'sdpa', got {backend!r}")
     softmax = softmax or F.softmax
     s_r, s_c = to_pale_size(pale_size)
-    row_qkv, col_qkv = packed
-    head_dim = row_qkv.shape[-1] // (num_heads // 2)
+    head_dim = rows[0].shape[-1] // (num_heads // 2)
     if query_scale is None:
         query_scale = head_dim ** -0.5
     if backend == "sdpa":
-        height, width = row_qkv.shape[2], row_qkv.shape[3]
+        height, width = rows[0].shape[1], rows[0].shape[2]
         if not (_known_zero(_padding(height, s_r)) and _known_zero(_padding(width, s_c))):
             raise ValueError(
                 f"the sdpa backend takes no mask: H={height}, W={width} must be known "
                 f"multiples of the pale size ({s_r}, {s_c})")
         if query_scale != head_dim ** -0.5:
             raise ValueError("the sdpa backend scales queries by head_dim ** -0.5 itself")
-    rows = _row_attention(row_qkv, num_heads // 2, s_r, backend, query_scale, softmax)
-    cols = _column_attention(col_qkv, num_heads // 2, s_c, backend, query_scale, softmax)
-    return paddle.concat([rows, cols], axis=-1)
+    out_rows = _row_attention(*rows, num_heads // 2, s_r, backend, query_scale, softmax)
+    out_cols = _column_attention(*cols, num_heads // 2, s_c, backend, query_scale, softmax)
+    return paddle.concat([out_rows, out_cols], axis=-1)
 
 
 def pale_attention(q, k, v, num_heads, pale_size):
@@ -277,7 +278,7 @@ def pale_attention(q, k, v, num_heads, pale_size):
     backend = attention_backend(dtype, padded)
     if backend == "sdpa" and q.dtype != dtype:
         q, k, v = (t.astype(dtype) for t in (q, k, v))
-    return pale_attention_packed(pack_qkv(q, k, v), num_heads, (s_r, s_c), backend)
+    return pale_attention_halves(*split_halves(q, k, v), num_heads, (s_r, s_c), backend)
 
 
 def pale_attention_macs(height, width, channels, pale_size):

@@ -31,16 +31,17 @@ import paddle.nn.functional as F
 
 from ..export import static_model
 from ..kernels import use_cpu_kernels
-from ..models.attention import pack_qkv, pale_attention, pale_attention_macs, \
-    pale_attention_packed
+from ..models.attention import pale_attention, pale_attention_halves, pale_attention_macs, \
+    split_halves
 from ..models.attention_reference import naive_pale_attention
 from ..models.pale import PaleAttention
 from ..inference import create_predictor, default_cpu_threads
 from ..models.registry import create_model
 from .flops import count_flops
 
-__all__ = ["Case", "model_cases", "attention_cases", "run_benchmark", "matmul_gflops",
-           "format_report", "attention_score_elements", "resolution_sweep", "MemoryMeter"]
+__all__ = ["Case", "MODEL_CASES", "parse_case", "model_cases", "attention_cases",
+           "run_benchmark", "matmul_gflops", "best_predictors", "format_report",
+           "attention_score_elements", "resolution_sweep", "MemoryMeter"]
 
 
 # ----------------------------------------------------------------------------- memory
@@ -140,15 +141,15 @@ def _infer(model, forward, images):
     return run
 
 
-def build_predictor(layer, input_size, directory, threads=None):
-    """Export ``layer`` (static H, W, dynamic batch) and load it with Paddle Inference.
-
-    Configured as the predict tool's (:func:`paddle_pale.inference.create_predictor`).
-    """
+def build_predictor(layer, fixed_size, directory, threads=None, onednn=True):
+    """Export ``layer`` with :func:`paddle_pale.export.static_model` (any batch; H and W
+    fixed to ``fixed_size``, or any size when None) and load it with Paddle Inference,
+    configured as the predict tool's (:func:`paddle_pale.inference.create_predictor`)."""
     prefix = os.path.join(directory, "model")
-    paddle.jit.save(static_model(layer, tuple(input_size)), prefix)
+    paddle.jit.save(static_model(layer, None if fixed_size is None else tuple(fixed_size)),
+                    prefix)
     device = "gpu" if paddle.device.get_device().startswith("gpu") else "cpu"
-    return create_predictor(prefix, device, threads)
+    return create_predictor(prefix, device, threads, onednn=onednn)
 
 
 def _predictor_infer(predictor, images):
@@ -179,41 +180,69 @@ def _swin_macs(model, size):
     return total
 
 
-def model_cases(batch, size, names=("pale_t", "swin_t", "pale_t/predictor"), train=True,
-                workdir=None, model_overrides=None):
-    """Cases for the full backbones; ``model_overrides`` shrink Pale for smoke tests."""
+MODEL_CASES = ("pale_t", "swin_t", "pale_t/predictor", "swin_t/predictor",
+               "pale_t/predictor+onednn", "swin_t/predictor+onednn",
+               "pale_t/predictor-any-size+onednn")
+
+
+def parse_case(name):
+    """``"MODEL[/predictor[-any-size]][+onednn]"`` -> ``(model, predictor, any_size,
+    onednn)``; ValueError for anything else."""
+    model, _, rest = name.partition("/")
+    predictor = rest.split("+")[0]
+    onednn = rest.endswith("+onednn")
+    if model not in ("pale_t", "swin_t") or predictor not in ("", "predictor",
+                                                              "predictor-any-size") or (
+            onednn and not predictor) or rest.count("+") > int(onednn):
+        raise ValueError(f"unknown model case {name!r}; expected MODEL, MODEL/predictor, "
+                         f"MODEL/predictor+onednn or pale_t/predictor-any-size[+onednn] "
+                         f"with MODEL pale_t or swin_t")
+    if model == "swin_t" and predictor == "predictor-any-size":
+        raise ValueError("swin_t exports only with a fixed size: PaddleSeg's Swin pads "
+                         "with F.pad amounts computed in Python from H and W")
+    return model, bool(predictor), predictor.endswith("any-size"), onednn
+
+
+def _build_model(model_name, model_overrides):
+    if model_name == "pale_t":
+        return create_model("pale_t", with_classifier=False, **(model_overrides or {}))
+    from paddleseg.models.backbones.swin_transformer import \
+        SwinTransformer_tiny_patch4_window7_224
+    # no stochastic depth: Pale-T runs without it too
+    return SwinTransformer_tiny_patch4_window7_224(drop_path_rate=0.0)
+
+
+def model_cases(batch, size, names=MODEL_CASES, train=True, workdir=None,
+                model_overrides=None):
+    """Cases for the full backbones (see :func:`parse_case` for the names); predictors are
+    exported from the plain model, eager Pale-T runs with the CPU kernels on CPU.
+    ``model_overrides`` shrink Pale for smoke tests."""
     images = paddle.randn([batch, 3, *size])
+    on_gpu = paddle.device.get_device().startswith("gpu")
     cases = []
-    overrides = dict(with_classifier=False, **(model_overrides or {}))
-    pale_forward = lambda m, x: m.forward_pyramid(x)  # noqa: E731
     for name in names:
-        if name in ("pale_t", "pale_t/predictor"):
-            model = create_model("pale_t", **overrides)
-            macs, _ = count_flops(model, (3, *size), forward=pale_forward)
-            if name == "pale_t":
-                if not paddle.device.get_device().startswith("gpu"):
-                    use_cpu_kernels(model)
-                cases.append(Case(name, macs, _infer(model, model.forward_pyramid, images),
-                                  _train_step(model, model.forward_pyramid, images)
-                                  if train else None))
-            else:
-                predictor = build_predictor(_Pyramid(model), size,
-                                            workdir or tempfile.mkdtemp())
-                cases.append(Case(name, macs, _predictor_infer(predictor, images)))
-        elif name == "swin_t":
-            try:
-                from paddleseg.models.backbones.swin_transformer import \
-                    SwinTransformer_tiny_patch4_window7_224
-            except ImportError as error:
-                print(f"skipping swin_t: paddleseg is not importable ({error})")
-                continue
-            # no stochastic depth: Pale-T runs without it too
-            model = SwinTransformer_tiny_patch4_window7_224(drop_path_rate=0.0)
-            cases.append(Case(name, _swin_macs(model, size), _infer(model, model, images),
-                              _train_step(model, model, images) if train else None))
+        model_name, predictor, any_size, onednn = parse_case(name)
+        try:
+            model = _build_model(model_name, model_overrides)
+        except ImportError as error:
+            print(f"skipping {name}: paddleseg is not importable ({error})")
+            continue
+        if model_name == "pale_t":
+            forward = model.forward_pyramid
+            macs, _ = count_flops(model, (3, *size), forward=lambda m, x: m.forward_pyramid(x))
         else:
-            raise ValueError(f"unknown model case {name!r}; expected pale_t, swin_t or "
-                             f"pale_t/predictor")
+            forward, macs = model, _swin_macs(model, size)
+        if predictor:
+            layer = _Pyramid(model) if model_name == "pale_t" else model
+            directory = tempfile.mkdtemp(dir=workdir)
+            built = build_predictor(layer, None if any_size else size, directory,
+                                    onednn=onednn)
+            cases.append(Case(name, macs, _predictor_infer(built, images)))
+            continue
+        if model_name == "pale_t" and not on_gpu:
+            use_cpu_kernels(model)
+        cases.append(Case(name, macs, _infer(model, forward, images),
+                          _train_step(model, forward, images) if train else None))
     return cases
 
 
@@ -246,11 +275,12 @@ def attention_cases(batch, size, train=True, naive=True, channels=64, num_heads=
     scale = (channels // num_heads) ** -0.5
     funcs = OrderedDict()
     funcs["ps_attention/public"] = lambda q, k, v: pale_attention(q, k, v, num_heads, pale_size)
-    funcs["ps_attention/cpu"] = lambda q, k, v: pale_attention_packed(
-        pack_qkv(q * scale, k, v), num_heads, pale_size, query_scale=1.0, softmax=F.softmax_)
+    funcs["ps_attention/cpu"] = lambda q, k, v: pale_attention_halves(
+        *split_halves(q * scale, k, v), num_heads, pale_size, query_scale=1.0,
+        softmax=F.softmax_)
     if height % pale_size == 0 and width % pale_size == 0:  # sdpa takes no padding mask
-        funcs["ps_attention/sdpa"] = lambda q, k, v: pale_attention_packed(
-            pack_qkv(q, k, v), num_heads, pale_size, backend="sdpa")
+        funcs["ps_attention/sdpa"] = lambda q, k, v: pale_attention_halves(
+            *split_halves(q, k, v), num_heads, pale_size, backend="sdpa")
     if naive:
         funcs["ps_attention/naive"] = lambda q, k, v: naive_pale_attention(
             q, k, v, num_heads, pale_size)
@@ -391,6 +421,21 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
+def best_predictors(rows):
+    """The fastest exported-program case of each model (fixed-size exports, which both
+    models have) and Pale-T's ratio over Swin-T: ``{"pale_t": row, "swin_t": row,
+    "ratio": float}``; None where a model has no predictor case."""
+    best = {}
+    for model in ("pale_t", "swin_t"):
+        candidates = [row for row in rows if row["mode"] == "infer"
+                      and row["name"].startswith(model + "/predictor")
+                      and not parse_case(row["name"])[2]]
+        best[model] = max(candidates, key=lambda r: r["images_per_s"], default=None)
+    if best["pale_t"] and best["swin_t"]:
+        best["ratio"] = best["pale_t"]["images_per_s"] / best["swin_t"]["images_per_s"]
+    return best
+
+
 def format_report(report):
     """Plain-text tables of a :func:`benchmark` report."""
     lines = [f"device {report['device']}  threads {report['threads']}  batch {report['batch']}"
@@ -399,18 +444,24 @@ def format_report(report):
              f"  malloc tuned {bool(report.get('malloc_tuned'))}",
              f"fp32 matmul 1024^3: {report['matmul_gflops']:.1f} GFLOP/s",
              "",
-             f"{'case':<22}{'mode':<7}{'img/s':>9}{'ms/batch':>10}{'speedup':>9}  "
+             f"{'case':<34}{'mode':<7}{'img/s':>9}{'ms/batch':>10}{'speedup':>9}  "
              f"{'vs':<20}{'GMACs/img':>10}{'GFLOP/s':>9}{'%matmul':>8}{'peak MB':>9}"
              f"{'+MB':>8}"]
     for row in report["results"]:
         share = None if row["achieved_gflops"] is None else \
             100 * row["achieved_gflops"] / report["matmul_gflops"]
         lines.append(
-            f"{row['name']:<22}{row['mode']:<7}{row['images_per_s']:>9.2f}"
+            f"{row['name']:<34}{row['mode']:<7}{row['images_per_s']:>9.2f}"
             f"{row['ms_per_batch']:>10.1f}{_fmt(row['speedup'], '.2f'):>9}  "
             f"{row['speedup_vs'] or '-':<20}{_fmt(row['gmacs_per_image'], '.3f'):>10}"
             f"{_fmt(row['achieved_gflops'], '.1f'):>9}{_fmt(share, '.0f'):>8}"
             f"{_fmt(row['peak_mb'], '.0f'):>9}{_fmt(row['peak_growth_mb'], '.0f'):>8}")
+    best = best_predictors(report["results"])
+    if best.get("ratio") is not None:
+        lines += ["", f"best CPU predictor (fixed-size export): pale_t "
+                      f"{best['pale_t']['images_per_s']:.2f} img/s ({best['pale_t']['name']}), "
+                      f"swin_t {best['swin_t']['images_per_s']:.2f} img/s "
+                      f"({best['swin_t']['name']}): {best['ratio']:.2f}x"]
     if report.get("sweep"):
         lines += ["", f"resolution sweep (inference, batch {report['sweep_batch']}; "
                   "+MB: peak RSS growth during one forward; scores: largest attention score "
@@ -426,7 +477,7 @@ def format_report(report):
     return "\n".join(lines)
 
 
-def benchmark(batch=8, size=(224, 224), models=("pale_t", "swin_t", "pale_t/predictor"),
+def benchmark(batch=8, size=(224, 224), models=MODEL_CASES,
               attention=True, naive=True, train=True, rounds=3, warmup=1, iters=1,
               sweep=(), sweep_batch=1, model_overrides=None, clock="wall", malloc_tuned=None):
     """Run the whole benchmark; return a JSON-ready dict (see :func:`format_report`).
