@@ -148,3 +148,33 @@ def test_digits_demo_folder_is_a_stratified_fixed_split(tmp_path):
     write_digits_folder(str(again), image_size=16)
     assert names == {os.path.basename(p) for p, _ in
                      ImageFolderDataset(str(again / "val"), EVAL).samples}
+
+
+def test_a_preprocessing_error_is_not_reported_as_unreadable_files(tmp_path):
+    # a wrong-length mean used to read "16 consecutive unreadable samples ... broken"
+    write_image_folder(tmp_path / "data", num_classes=1, per_class=2)
+    bad_mean = build_eval_transform(16, crop_pct=1.0, mean=(0.5, 0.5), std=(0.2, 0.2))
+    dataset = ImageFolderDataset(str(tmp_path / "data"), bad_mean)
+    with pytest.raises(RuntimeError, match=r"preprocessing failed on .*img_0.JPEG.*check the "
+                                           r"DataLoader transforms settings") as error:
+        dataset[0]
+    assert "unreadable" not in str(error.value)
+
+
+def test_class_map_of_a_folder_and_a_list_file(tmp_path):
+    samples = write_image_folder(tmp_path / "train", num_classes=3, per_class=1)
+    val = ImageFolderDataset(str(tmp_path / "train"), EVAL,
+                             classes=["class_0", "class_1", "class_2", "class_3"])
+    assert val.folder_classes == ["class_0", "class_1", "class_2"]
+    assert [label for _, label in val.samples] == [0, 1, 2]
+    emptied = tmp_path / "train" / "class_1"
+    for name in os.listdir(emptied):
+        os.remove(emptied / name)
+    # class_1 now holds no image: left out, and class_2 keeps its training label
+    val = ImageFolderDataset(str(tmp_path / "train"), EVAL,
+                             classes=["class_0", "class_1", "class_2"])
+    assert [label for _, label in val.samples] == [0, 2]
+    list_file = tmp_path / "list.txt"
+    list_file.write_text("".join(f"{p} {l}\n" for p, l in samples[:1]) + "class_2/img_0.JPEG 5\n")
+    with pytest.raises(ValueError, match=r"list.txt:2: label 5 is beyond the 3 classes"):
+        ImageListDataset(str(tmp_path / "train"), str(list_file), EVAL, classes=["a", "b", "c"])
