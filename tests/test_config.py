@@ -125,7 +125,8 @@ def test_demo_config_loads():
 def test_exponent_without_dot_is_a_number_and_text_is_an_error(tmp_path):
     path = write(tmp_path / "c.yaml", {})
     assert load_config(path, ["Optimizer.weight_decay=5e-2"])["Optimizer"]["weight_decay"] == 0.05
-    with pytest.raises(ConfigError, match="Optimizer.weight_decay must be a number >= 0.0, got 'high'"):
+    with pytest.raises(ConfigError,
+                       match="Optimizer.weight_decay must be a number >= 0.0, got 'high'"):
         load_config(path, ["Optimizer.weight_decay=high"])
 
 

@@ -1,7 +1,7 @@
 """Classify image files with an exported inference model; one JSON line per image.
 
     python tools/predict.py --model export/pale_t --topk 5 cat.jpg dog.png
-    {"image": "cat.jpg", "class_ids": [281, 285, ...], "classes": ["tabby", ...], "probs": [0.71, ...]}
+    {"image": "cat.jpg", "class_ids": [281, ...], "classes": ["tabby", ...], "probs": [0.71, ...]}
     {"image": "dog.png", "error": "cannot decode image 'dog.png': ..."}
 
 "classes" appears when the export carries the training class names. A file that cannot

@@ -4,7 +4,8 @@ import numpy as np
 from paddle.vision import transforms as T
 from PIL import Image, ImageOps
 
-__all__ = ["build_eval_transform", "ImageDecodeError", "load_image", "to_rgb", "normalize_ops", "to_float_hwc"]
+__all__ = ["build_eval_transform", "ImageDecodeError", "load_image", "to_rgb", "normalize_ops",
+           "to_float_hwc"]
 
 
 class ImageDecodeError(ValueError):

@@ -254,11 +254,16 @@ def int_list(low=1):
                 f"a list of integers >= {low} (one per stage)")
 
 
-def _is_pale_size(v):
-    entry = lambda x: _is_int(x) and x >= 1  # noqa: E731
-    pair = lambda x: isinstance(x, (list, tuple)) and len(x) == 2 and all(map(entry, x))  # noqa: E731
-    return entry(v) or pair(v) or (isinstance(v, (list, tuple)) and len(v) > 0 and all(
-        entry(x) or pair(x) for x in v))
+def _is_pale_size(value):
+    """An int S >= 1, a pair (s_r, s_c), or a list of those, one per stage."""
+    def entry(x):
+        return _is_int(x) and x >= 1
+
+    def pair(x):
+        return isinstance(x, (list, tuple)) and len(x) == 2 and all(map(entry, x))
+    return entry(value) or pair(value) or (
+        isinstance(value, (list, tuple)) and len(value) > 0
+        and all(entry(x) or pair(x) for x in value))
 
 
 _LOADER_RULES = {
