@@ -427,3 +427,21 @@ def test_loader_workers_end_when_the_trainer_is_killed(tmp_path, data_root):
     for pid in survivors:  # do not leave them running after the test
         os.kill(pid, signal.SIGKILL)
     assert survivors == [], "DataLoader workers outlived the killed trainer"
+
+
+def test_list_file_labels_are_not_matched_to_folder_names(tmp_path, data_root):
+    samples = write_image_folder(tmp_path / "listed", per_class=2)
+    list_file = tmp_path / "train.txt"
+    list_file.write_text("".join(f"{path} {label}\n" for path, label in samples))
+    overrides = ["DataLoader.Train.dataset.name=ImageList",
+                 f"DataLoader.Train.dataset.root={tmp_path / 'listed'}",
+                 f"DataLoader.Train.dataset.list_file={list_file}"]
+    # a list file names no classes: its labels cannot be matched to val folder names
+    with pytest.raises(ConfigError, match=r"labels come from a list file.*evaluate with a list "
+                                          r"file too"):
+        engine_for(tmp_path, data_root, overrides)
+    engine = engine_for(tmp_path, data_root, overrides + [
+        "DataLoader.Eval.dataset.name=ImageList",
+        f"DataLoader.Eval.dataset.root={tmp_path / 'listed'}",
+        f"DataLoader.Eval.dataset.list_file={list_file}"])
+    assert engine.classes is None and engine.label_source == "list_file"
