@@ -14,6 +14,8 @@ from ppdet.core import workspace
 from ppdet.core.config.schema import SchemaDict
 from ppdet.engine import Trainer, init_parallel_env
 from ppdet.engine.callbacks import Callback
+from ppdet.utils.checkpoint import is_url
+from ppdet.utils.download import get_weights_path
 
 from ..utils.checkpoint import compare_state_dicts, describe_keys, load_state_dict
 from ..utils.config import ConfigError, parse_override
@@ -189,6 +191,8 @@ def evaluate(cfg, weights=None, allow_mismatched_weights=False):
     weights = weights or cfg.get("weights")
     if not weights:
         raise ValueError("no weights to evaluate: pass -o weights=PATH")
+    if is_url(weights):  # fetched as ppdet's loader would, then checked like a file
+        weights = get_weights_path(weights)
     trainer = build_trainer(cfg, "eval")
     try:
         check_weights(trainer.model, weights)
