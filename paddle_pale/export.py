@@ -161,7 +161,8 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
 
     Returns:
         ``(model, meta)``: meta holds ``arch``, ``source_checkpoint``, ``weights`` (the
-        file loaded), ``epoch`` and the eval preprocessing.
+        file loaded), ``epoch``, ``classes`` (class names by id, or None) and the eval
+        preprocessing.
 
     Raises:
         FileNotFoundError: no checkpoint at ``checkpoint``.
@@ -194,7 +195,9 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
             "num_classes": arch.get("num_classes", pretrained_cfg(name)["num_classes"]),
             "source_checkpoint": os.path.abspath(prefix),
             "weights": os.path.basename(weights_path),
-            "epoch": None if states is None else states.get("epoch")}
+            "epoch": None if states is None else states.get("epoch"),
+            # class names, index = class id (None for a checkpoint without them)
+            "classes": None if states is None else states.get("classes")}
     meta.update(_eval_config(name, states, input_size))
     return model, meta
 
@@ -227,15 +230,32 @@ def _strip(path, suffix):
     return path[:-len(suffix)] if path.endswith(suffix) else path
 
 
+def _same_file(path, protected):
+    """Whether writing ``path`` would write one of the ``protected`` files: the same
+    real path (symbolic links and ``..`` resolved) or the same file (a hard link)."""
+    real = os.path.realpath(path)
+    if real in {os.path.realpath(p) for p in protected}:
+        return True
+    if not os.path.exists(path):
+        return False
+    return any(os.path.exists(p) and os.path.samefile(path, p) for p in protected)
+
+
 def _check_writable(paths, meta):
-    """Never overwrite the checkpoint an export is read from."""
+    """Never overwrite the checkpoint an export is read from, through whatever path;
+    make the output's directory (ValueError when a file is in the way)."""
     source = meta.get("source_checkpoint")
-    protected = {os.path.abspath(source + s) for s in CHECKPOINT_SUFFIXES} if source else set()
+    protected = [source + s for s in CHECKPOINT_SUFFIXES] if source else []
     for path in paths:
-        if os.path.abspath(path) in protected:
-            raise ValueError(f"refusing to overwrite the source checkpoint file {path!r}; "
-                             f"choose another output")
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        if _same_file(path, protected):
+            raise ValueError(f"refusing to overwrite the source checkpoint file {path!r} "
+                             f"(it is {os.path.realpath(path)!r}); choose another output")
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as error:
+            raise ValueError(f"cannot write {path!r}: a part of {folder!r} is a file, not a "
+                             f"directory ({error.strerror})") from None
 
 
 def export_backbone(model, meta, output):

@@ -173,21 +173,37 @@ class ImageClassifier:
         return output.copy_to_cpu()
 
     def predict(self, paths, k=5, batch_size=8):
-        """Top-``k`` classes of each image file.
+        """Top-``k`` classes of each image file, one result per path, in order.
 
-        Returns one dict per path: ``{"image": path, "class_ids": [...], "probs": [...]}``,
-        most probable first (softmax of the logits).
+        A result is ``{"image": path, "class_ids": [...], "probs": [...]}``, most probable
+        first (softmax of the logits), with ``"classes"`` (the class names of those ids)
+        when the export carries the training class map. A file that is missing or cannot
+        be decoded gives ``{"image": path, "error": message}`` and the others are still
+        classified.
         """
         if k < 1 or batch_size < 1:
             raise ValueError(f"k and batch_size must be positive, got k={k}, "
                              f"batch_size={batch_size}")
         paths = [os.fspath(p) for p in paths]
-        results = []
-        for start in range(0, len(paths), batch_size):
-            chunk = paths[start:start + batch_size]
-            ids, probs = top_k(softmax(self.logits(self.preprocess(chunk))), k)
-            results.extend(
-                {"image": path, "class_ids": [int(i) for i in row_ids],
-                 "probs": [float(p) for p in row_probs]}
-                for path, row_ids, row_probs in zip(chunk, ids, probs))
+        results = [None] * len(paths)
+        pending = []  # (index, preprocessed image) of the batch being filled
+        for index, path in enumerate(paths):
+            try:
+                pending.append((index, self.preprocess([path])[0]))
+            except (OSError, ValueError) as error:  # this file only
+                results[index] = {"image": path, "error": str(error)}
+            if len(pending) == batch_size or (pending and index == len(paths) - 1):
+                self._classify(pending, paths, results, k)
+                pending = []
         return results
+
+    def _classify(self, pending, paths, results, k):
+        ids, probs = top_k(softmax(self.logits(np.stack([image for _, image in pending]))), k)
+        names = self.meta.get("classes")
+        for (index, _), row_ids, row_probs in zip(pending, ids, probs):
+            result = {"image": paths[index], "class_ids": [int(i) for i in row_ids]}
+            if names:
+                result["classes"] = [names[int(i)] if int(i) < len(names) else None
+                                     for i in row_ids]
+            result["probs"] = [float(p) for p in row_probs]
+            results[index] = result

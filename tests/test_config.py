@@ -1,10 +1,11 @@
+import json
 import os
 
 import pytest
 import yaml
 
-from paddle_pale.utils.config import (ConfigError, SCHEMA, apply_overrides, load_config,
-                                      parse_override)
+from paddle_pale.utils.config import (RULES, SCHEMA, ConfigError, apply_overrides,
+                                      load_config, parse_override)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -55,8 +56,8 @@ def test_override_of_a_disabled_subsection_turns_it_on_with_defaults():
     ({"Arch": {"name": "pale_t", "drop_path": 0.1}}, "unknown config key 'Arch.drop_path'"),
     ({"Arch": {"name": "pale_x"}}, "Arch.name must be one of ['pale_b', 'pale_s', 'pale_t']"),
     ({"AMP": {"dtype": "fp16"}}, "AMP.dtype must be one of ['float16', 'bfloat16'], got 'fp16'"),
-    ({"Global": {"epochs": 0}}, "Global.epochs must be a positive integer, got 0"),
-    ({"Metric": {"topk": [5]}}, "Metric.topk must be a list of positive ints including 1"),
+    ({"Global": {"epochs": 0}}, "Global.epochs must be an integer >= 1, got 0"),
+    ({"Metric": {"topk": [5]}}, "Metric.topk must be a list of integers >= 1 that includes 1"),
     ({"Loss": 0.1}, "Loss must be a mapping"),
 ])
 def test_bad_config_is_an_error_naming_the_key_and_the_valid_ones(tmp_path, data, message):
@@ -124,7 +125,8 @@ def test_demo_config_loads():
 def test_exponent_without_dot_is_a_number_and_text_is_an_error(tmp_path):
     path = write(tmp_path / "c.yaml", {})
     assert load_config(path, ["Optimizer.weight_decay=5e-2"])["Optimizer"]["weight_decay"] == 0.05
-    with pytest.raises(ConfigError, match="Optimizer.weight_decay must be a number, got 'high'"):
+    with pytest.raises(ConfigError,
+                       match="Optimizer.weight_decay must be a number >= 0.0, got 'high'"):
         load_config(path, ["Optimizer.weight_decay=high"])
 
 
@@ -141,3 +143,117 @@ def test_flops_tool_reads_arch_and_input_size_from_a_config(capsys):
     config = load_config(os.path.join(CONFIGS, "demo.yaml"))
     arch = {k: v for k, v in config["Arch"].items() if k != "name"}
     assert capsys.readouterr().out.strip() == format_flops_report("pale_t", (32, 32), **arch)
+
+
+# ------------------------------------------------------------------ value ranges
+# For every key: a value outside the range its rule allows. A new key needs a rule in
+# RULES and a bad value here (test_every_key_has_a_range_rule).
+BAD_VALUES = {
+    "Global.epochs": 0, "Global.output_dir": "", "Global.seed": -1, "Global.device": "tpu",
+    "Global.eval_interval": 0, "Global.save_interval": -2, "Global.print_interval": 0,
+    "Global.accum_steps": 0, "Global.resume": 5, "Global.pretrained": "",
+    "Global.use_visualdl": "yes",
+    "AMP.enable": 1, "AMP.dtype": "fp16", "AMP.level": "O3", "AMP.init_loss_scaling": 0,
+    "EMA.enable": "on", "EMA.decay": 1.0,
+    "Loss.label_smoothing": 2,
+    "Optimizer.name": "SGD", "Optimizer.beta1": 1.0, "Optimizer.beta2": -0.1,
+    "Optimizer.epsilon": 0, "Optimizer.weight_decay": -0.05,
+    "Optimizer.no_decay_norm_and_bias": "true", "Optimizer.grad_clip": -1,
+    "Optimizer.lr.name": "Step", "Optimizer.lr.base_lr": 0,
+    "Optimizer.lr.reference_batch": 0, "Optimizer.lr.warmup_epochs": -1,
+    "Optimizer.lr.warmup_start_lr": -1e-6, "Optimizer.lr.min_lr": -1e-5,
+    "DataLoader.Train.transforms.scale": [0.5, 0.1],
+    "DataLoader.Train.transforms.ratio": [0, 1],
+    "DataLoader.Train.transforms.hflip": 1.5,
+    "DataLoader.Train.transforms.randaugment.num_ops": 0,
+    "DataLoader.Train.transforms.randaugment.magnitude": 11,
+    "DataLoader.Train.transforms.randaugment.magnitude_std": -1,
+    "DataLoader.Train.transforms.random_erasing": 1.5,
+    "DataLoader.Train.mixup.mixup_alpha": -0.1, "DataLoader.Train.mixup.cutmix_alpha": -1,
+    "DataLoader.Train.mixup.prob": 2, "DataLoader.Train.mixup.switch_prob": -0.5,
+    "DataLoader.Eval.transforms.crop_pct": 0,
+    "Metric.topk": [0, 1],
+    "Arch.in_channels": 1, "Arch.num_classes": -1, "Arch.embed_dims": [0, 16, 16, 16],
+    "Arch.depths": [], "Arch.num_heads": [1, 2, 2, 2], "Arch.pale_size": 0,
+    "Arch.mlp_ratio": 0, "Arch.qkv_bias": "yes", "Arch.drop_rate": 1.0,
+    "Arch.drop_path_rate": -0.1, "Arch.with_classifier": False,
+}
+for _mode in ("Train", "Eval"):
+    BAD_VALUES.update({
+        f"DataLoader.{_mode}.dataset.name": "Folder", f"DataLoader.{_mode}.dataset.root": "",
+        f"DataLoader.{_mode}.dataset.list_file": 3,
+        f"DataLoader.{_mode}.dataset.generate": "mnist",
+        f"DataLoader.{_mode}.transforms.input_size": 3,  # below the 4x4 patch
+        f"DataLoader.{_mode}.transforms.interpolation": "cubic",
+        f"DataLoader.{_mode}.transforms.mean": [0.5, 0.5],
+        f"DataLoader.{_mode}.transforms.std": [0.2, 0.2, 0.0],
+        f"DataLoader.{_mode}.batch_size": -1, f"DataLoader.{_mode}.num_workers": -1})
+
+
+def _leaves(schema, where=()):
+    for key, value in schema.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, where + (key,))
+        else:
+            yield where + (key,)
+
+
+def test_every_key_has_a_range_rule():
+    from paddle_pale.utils.config import _arch_keys
+    keys = set(_leaves(SCHEMA)) | {("Arch", k) for k in _arch_keys() if k != "name"}
+    keys.discard(("Arch", "name"))  # checked against the registry
+    assert keys - set(RULES) == set(), "keys without a range rule"
+    assert {".".join(k) for k in RULES} == set(BAD_VALUES), "rules without a bad value here"
+
+
+@pytest.mark.parametrize("key", sorted(BAD_VALUES))
+def test_value_out_of_range_names_the_key_and_the_range(tmp_path, key):
+    path = write(tmp_path / "c.yaml", {"Arch": {"name": "pale_t"}})
+    rule = RULES[tuple(key.split("."))]
+    value = BAD_VALUES[key]
+    with pytest.raises(ConfigError) as error:
+        load_config(path, [f"{key}={json.dumps(value)}"])
+    assert str(error.value).startswith(f"{key} must be {rule.allowed}, got {value!r}")
+
+
+@pytest.mark.parametrize("override, message", [
+    # the cases of issue 13 (items 7, 8 and 11), each once accepted or misreported
+    ("Loss.label_smoothing=2", "Loss.label_smoothing must be a number in [0.0, 1.0), got 2"),
+    ("Optimizer.grad_clip=-1", "Optimizer.grad_clip must be a number > 0.0, or null, got -1"),
+    ("DataLoader.Train.batch_size=-1",
+     "DataLoader.Train.batch_size must be an integer >= 1, got -1"),
+    ("DataLoader.Eval.num_workers=-1",
+     "DataLoader.Eval.num_workers must be an integer >= 0, got -1"),
+    ("Arch.num_classes=-1", "Arch.num_classes must be an integer >= 0, got -1"),
+    ("Arch.num_classes='10'", "Arch.num_classes must be an integer >= 0, got '10' (a quoted "
+                              "string: write the number without quotes)"),
+    ("Global.epochs='2'", "Global.epochs must be an integer >= 1, got '2' (a quoted string"),
+    ("DataLoader.Train.transforms.input_size=0",
+     "DataLoader.Train.transforms.input_size must be an integer >= 4, got 0"),
+    ("DataLoader.Eval.transforms.mean=[0.5, 0.5]",
+     "DataLoader.Eval.transforms.mean must be a list of 3 numbers in [0.0, 1.0], got [0.5, 0.5]"),
+])
+def test_issue_cases_name_the_key_and_the_range(tmp_path, override, message):
+    path = write(tmp_path / "c.yaml", {"Arch": {"name": "pale_t", "num_classes": 10}})
+    with pytest.raises(ConfigError) as error:
+        load_config(path, [override])
+    assert message in str(error.value)
+
+
+def test_topk_beyond_the_classes_and_odd_mixup_batches_are_refused(tmp_path):
+    path = write(tmp_path / "c.yaml", {"Arch": {"name": "pale_t", "num_classes": 10}})
+    with pytest.raises(ConfigError, match=r"Metric.topk must be a list of integers in \[1, "
+                                          r"Arch.num_classes = 10\], got \[1, 20\]"):
+        load_config(path, ["Metric.topk=[1, 20]"])
+    assert load_config(path, ["Metric.topk=[1, 10]"])["Metric"]["topk"] == [1, 10]
+    # timm's Mixup mixes each image with its mirror in the batch: the batch must be even
+    with pytest.raises(ConfigError, match="batch_size must be even while mixup is on"):
+        load_config(path, ["DataLoader.Train.batch_size=7"])
+    assert load_config(path, ["DataLoader.Train.batch_size=7",
+                              "DataLoader.Train.mixup=null"])["DataLoader"]["Train"]["mixup"] \
+        is None
+    with pytest.raises(ConfigError, match="mixup_alpha > 0 or cutmix_alpha > 0"):
+        load_config(path, ["DataLoader.Train.mixup.mixup_alpha=0",
+                           "DataLoader.Train.mixup.cutmix_alpha=0"])
+    with pytest.raises(ConfigError, match="Global is a section and cannot be null"):
+        load_config(path, ["Global=null"])

@@ -240,5 +240,208 @@ def test_cpu_engine_trains_with_the_cpu_kernels(tmp_path, data_root):
 
 
 def test_labels_beyond_num_classes_are_an_error(tmp_path, data_root):
-    with pytest.raises(ValueError, match=r"label 2 but the model has Arch.num_classes=2"):
+    with pytest.raises(ValueError, match=r"has 3 classes \(class_0, class_1, class_2\) but the "
+                                         r"model has Arch.num_classes=2; set -o "
+                                         r"Arch.num_classes=3"):
         engine_for(tmp_path, data_root, ["Arch.num_classes=2"])
+
+
+# ------------------------------------------------------------------ class maps
+def _copy_classes(source, target, names):
+    import shutil
+    for name in names:
+        shutil.copytree(source / name, target / name)
+    return target
+
+
+def _top1_by_hand(model, root, classes):
+    """Top-1 over an image folder whose folders are named like the training classes."""
+    from paddle_pale.data import build_eval_transform, load_image
+    transform = build_eval_transform(16, 1.0, [0.5] * 3, [0.25] * 3)
+    hits = total = 0
+    model.eval()
+    for folder in sorted(os.listdir(root)):
+        for name in sorted(os.listdir(root / folder)):
+            image = paddle.to_tensor(transform(load_image(str(root / folder / name)))[None])
+            with paddle.no_grad():
+                predicted = int(model(image).argmax(-1))
+            hits += predicted == classes.index(folder)
+            total += 1
+    return hits / total
+
+
+def test_val_split_with_fewer_classes_is_scored_through_the_training_class_map(tmp_path,
+                                                                                data_root):
+    val = _copy_classes(data_root, tmp_path / "val", ["class_0", "class_2"])
+    engine = engine_for(tmp_path, data_root, ["Global.epochs=3",
+                                              f"DataLoader.Eval.dataset.root={val}"])
+    result = engine.train()
+    classes = ["class_0", "class_1", "class_2"]
+    states = paddle.load(str(tmp_path / "out" / "latest.pdstates"))
+    assert states["classes"] == classes and states["label_source"] == "folders"
+    metrics = engine.evaluate()
+    assert metrics["count"] == 16
+    assert metrics["top1"] == pytest.approx(_top1_by_hand(engine.model, val, classes))
+    assert result["top1"] == pytest.approx(metrics["top1"])
+    # tools/eval.py takes the map from the checkpoint it evaluates
+    evaluated = eval_main(["-c", tiny_config(tmp_path, data_root), "-o",
+                           f"DataLoader.Eval.dataset.root={val}",
+                           "-o", f"Global.pretrained={tmp_path / 'out' / 'latest'}"])
+    assert evaluated["top1"] == pytest.approx(metrics["top1"])
+
+
+def test_hidden_and_empty_folders_are_not_classes(tmp_path, data_root):
+    import shutil
+    shutil.copytree(data_root / "class_1", data_root / ".ipynb_checkpoints")
+    (data_root / "empty").mkdir()
+    (data_root / "class_0" / ".hidden").mkdir()
+    shutil.copy(data_root / "class_1" / "img_0.JPEG", data_root / "class_0" / ".hidden")
+    engine = engine_for(tmp_path, data_root, ["Global.epochs=1"])
+    assert engine.classes == ["class_0", "class_1", "class_2"]
+    labels = {os.path.basename(os.path.dirname(p)): l for p, l in engine.train_set.samples}
+    assert labels == {"class_0": 0, "class_1": 1, "class_2": 2}
+    assert len(engine.train_set) == 24
+
+
+def test_val_class_unknown_to_training_is_an_error_naming_it(tmp_path, data_root):
+    val = _copy_classes(data_root, tmp_path / "val", ["class_0", "class_1"])
+    _copy_classes(data_root, tmp_path / "other", ["class_2"])
+    os.rename(tmp_path / "other" / "class_2", val / "class_9")
+    with pytest.raises(ValueError, match=r"class folder\(s\) 'class_9' in .*val' are not "
+                                         r"among the 3 classes the model was trained on"):
+        engine_for(tmp_path, data_root, [f"DataLoader.Eval.dataset.root={val}"])
+
+
+def test_resume_refuses_a_training_split_with_other_classes(tmp_path, data_root):
+    engine_for(tmp_path, data_root, ["Global.epochs=1"]).train()
+    os.rename(data_root / "class_2", data_root / "class_x")  # same count, other classes
+    with pytest.raises(ValueError, match=r"trained on 3 classes, DataLoader.Train now has 3; "
+                                         r"only in the checkpoint: \['class_2'\], only in the "
+                                         r"data: \['class_x'\]"):
+        engine_for(tmp_path, data_root, ["Global.epochs=2",
+                                         f"Global.resume={tmp_path / 'out' / 'latest'}"])
+
+
+# ------------------------------------------------------- messages and refusals
+def test_nan_before_any_save_says_no_checkpoint_was_written(tmp_path, data_root):
+    engine = engine_for(tmp_path, data_root, ["Global.epochs=2"])
+    with paddle.no_grad():
+        engine.model.head.weight.set_value(engine.model.head.weight * float("nan"))
+    with pytest.raises(NonFiniteLossError, match="No checkpoint of this run was written yet") \
+            as error:
+        engine.train()
+    assert "is kept" not in str(error.value)
+
+
+def test_resume_takes_a_checkpoint_file_name_as_its_prefix(tmp_path, data_root):
+    engine_for(tmp_path, data_root, ["Global.epochs=1"]).train()
+    latest = tmp_path / "out" / "latest"
+    resumed = engine_for(tmp_path, data_root, ["Global.epochs=2",
+                                               f"Global.resume={latest}.pdparams"])
+    assert resumed.start_epoch == 1 and resumed.last_saved == (str(latest), 1)
+
+
+def test_min_lr_above_the_peak_lr_is_refused(tmp_path, data_root):
+    # peak lr = base_lr 5e-3 x global batch 4 / reference 8 = 2.5e-3
+    with pytest.raises(ConfigError, match=r"Optimizer.lr.min_lr must be in \[0, peak lr = "
+                                          r"2.500e-03\].*got 3.000e-03"):
+        engine_for(tmp_path, data_root, ["Optimizer.lr.min_lr=3e-3"])
+
+
+def test_eval_tool_refuses_weights_that_do_not_fit_unless_told(tmp_path, data_root, capsys):
+    engine_for(tmp_path, data_root, ["Global.epochs=1"]).train()
+    config = tiny_config(tmp_path, data_root)
+    weights = f"Global.pretrained={tmp_path / 'out' / 'latest'}"
+    # a 4-class head on a 3-class checkpoint evaluated a random head before
+    with pytest.raises(ValueError, match=r"do not fit the configured model.*shape mismatches "
+                                         r"\(2\): head.weight: checkpoint \[16, 3\] vs model "
+                                         r"\[16, 4\].*--allow-mismatched-weights") as error:
+        eval_main(["-c", config, "-o", weights, "-o", "Arch.num_classes=4"])
+    assert len(str(error.value)) < 600
+    metrics = eval_main(["-c", config, "-o", weights, "-o", "Arch.num_classes=4",
+                         "--allow-mismatched-weights"])
+    assert metrics["count"] == 24
+
+
+def test_stale_files_of_killed_saves_are_removed_at_the_next_start(tmp_path, data_root):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "latest.pdparams.tmp12345").write_bytes(b"half a save")
+    (out / ".best.ckpt.a1b2c3d4").mkdir()  # a save directory that never went live
+    (out / "notes.txt").write_text("mine")
+    engine_for(tmp_path, data_root, ["Global.epochs=1"])
+    assert sorted(os.listdir(out)) == ["notes.txt", "train.log"]
+
+
+def _live_children(pid):
+    """Processes whose parent is ``pid`` (zombies are dead)."""
+    children = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] not in "ZX":
+            children.append(int(entry))
+    return children
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] not in "ZX"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_loader_workers_end_when_the_trainer_is_killed(tmp_path, data_root):
+    import signal
+    import subprocess
+    import sys
+    import time
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    config = tiny_config(tmp_path, data_root)
+    trainer = subprocess.Popen(
+        [sys.executable, os.path.join(root, "tools", "train.py"), "-c", config,
+         "-o", "Global.epochs=100000", "-o", "Global.eval_interval=100000",
+         "-o", "DataLoader.Train.num_workers=2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300  # start-up: imports, model, first epoch
+        while len(_live_children(trainer.pid)) < 2 and time.monotonic() < deadline:
+            assert trainer.poll() is None, "the trainer ended early"
+            time.sleep(0.5)
+        workers = _live_children(trainer.pid)
+        assert len(workers) >= 2, "no DataLoader workers appeared"
+    finally:
+        trainer.send_signal(signal.SIGKILL)
+        trainer.wait()
+    deadline = time.monotonic() + 10
+    while any(map(_alive, workers)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    survivors = [pid for pid in workers if _alive(pid)]
+    for pid in survivors:  # do not leave them running after the test
+        os.kill(pid, signal.SIGKILL)
+    assert survivors == [], "DataLoader workers outlived the killed trainer"
+
+
+def test_list_file_labels_are_not_matched_to_folder_names(tmp_path, data_root):
+    samples = write_image_folder(tmp_path / "listed", per_class=2)
+    list_file = tmp_path / "train.txt"
+    list_file.write_text("".join(f"{path} {label}\n" for path, label in samples))
+    overrides = ["DataLoader.Train.dataset.name=ImageList",
+                 f"DataLoader.Train.dataset.root={tmp_path / 'listed'}",
+                 f"DataLoader.Train.dataset.list_file={list_file}"]
+    # a list file names no classes: its labels cannot be matched to val folder names
+    with pytest.raises(ConfigError, match=r"labels come from a list file.*evaluate with a list "
+                                          r"file too"):
+        engine_for(tmp_path, data_root, overrides)
+    engine = engine_for(tmp_path, data_root, overrides + [
+        "DataLoader.Eval.dataset.name=ImageList",
+        f"DataLoader.Eval.dataset.root={tmp_path / 'listed'}",
+        f"DataLoader.Eval.dataset.list_file={list_file}"])
+    assert engine.classes is None and engine.label_source == "list_file"

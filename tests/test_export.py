@@ -213,14 +213,42 @@ def test_predict_tool_prints_topk_of_sample_images(checkpoint, inference_model):
     np.testing.assert_allclose(results[0]["probs"], results[2]["probs"], atol=1e-6)
 
 
-def test_predict_names_a_bad_image(inference_model, tmp_path):
+def test_predict_reports_each_image_and_names_a_bad_one(inference_model, tmp_path):
     corrupt = tmp_path / "corrupt.jpg"
     corrupt.write_bytes(b"\xff\xd8 not a jpeg")
+    good = _sample_images()
     classifier = ImageClassifier(inference_model)
-    with pytest.raises(ValueError, match="corrupt.jpg"):
-        classifier.predict([_sample_images()[0], str(corrupt)])
-    with pytest.raises(FileNotFoundError, match="absent.png"):
-        classifier.predict([str(tmp_path / "absent.png")])
+    results = classifier.predict([good[0], str(corrupt), str(tmp_path / "absent.png"),
+                                  good[1]], k=2, batch_size=2)
+    assert [r["image"] for r in results] == [good[0], str(corrupt),
+                                             str(tmp_path / "absent.png"), good[1]]
+    assert "corrupt.jpg" in results[1]["error"] and "absent.png" in results[2]["error"]
+    assert set(results[1]) == set(results[2]) == {"image", "error"}
+    # the good images get what they get alone
+    for result, path in ((results[0], good[0]), (results[3], good[1])):
+        alone = classifier.predict([path], k=2)[0]
+        assert result["class_ids"] == alone["class_ids"]
+        np.testing.assert_allclose(result["probs"], alone["probs"], atol=1e-6)
+
+
+def _predict_tool(model, *images):
+    return subprocess.run([sys.executable, os.path.join(ROOT, "tools", "predict.py"),
+                           "--model", model, "--topk", "2", *images],
+                          capture_output=True, text=True, check=False)
+
+
+def test_predict_tool_exits_1_only_when_every_image_failed(inference_model, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"junk")
+    run = _predict_tool(inference_model, str(corrupt), _sample_images()[0])
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert len(lines) == 2 and "error" in lines[0] and len(lines[1]["class_ids"]) == 2
+    assert "1 of 2 image(s) could not be read" in run.stderr
+    run = _predict_tool(inference_model, str(corrupt), str(tmp_path / "absent.png"))
+    assert run.returncode == 1
+    assert [sorted(json.loads(line)) for line in run.stdout.splitlines()] == [
+        ["error", "image"], ["error", "image"]]
 
 
 def test_predict_without_model_says_what_is_missing(tmp_path):
@@ -281,6 +309,55 @@ def test_export_never_overwrites_the_checkpoint(checkpoint):
     with pytest.raises(ValueError, match="refusing to overwrite the source checkpoint"):
         export("backbone", checkpoint, checkpoint)
     assert open(checkpoint + ".pdparams", "rb").read() == before
+
+
+@pytest.fixture
+def own_checkpoint(checkpoint, tmp_path):
+    """A copy of the checkpoint in a folder of its own, which the test may break."""
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    for suffix in (".pdparams", ".pdema", ".pdstates"):
+        shutil.copy(checkpoint + suffix, folder / ("best" + suffix))
+    return folder
+
+
+@pytest.mark.parametrize("output", [
+    "link/best",          # a symbolic link to the checkpoint's folder
+    "ckpt/sub/../best",   # .. back into it
+    "hard/best",          # another name (hard link) of the checkpoint's weights file
+])
+def test_no_path_trick_overwrites_the_checkpoint(own_checkpoint, tmp_path, monkeypatch, capsys,
+                                                 output):
+    monkeypatch.chdir(tmp_path)
+    os.symlink("ckpt", "link")
+    (tmp_path / "ckpt" / "sub").mkdir()
+    (tmp_path / "hard").mkdir()
+    os.link(own_checkpoint / "best.pdparams", tmp_path / "hard" / "best.pdparams")
+    before = {p.name: p.read_bytes() for p in own_checkpoint.iterdir() if p.is_file()}
+    with pytest.raises(SystemExit) as exit_info:
+        _tool("export").main(["backbone", "--checkpoint", "ckpt/best", "--output", output])
+    assert exit_info.value.code == 1
+    assert "refusing to overwrite the source checkpoint file" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in own_checkpoint.iterdir() if p.is_file()} == before
+
+
+def test_output_below_a_file_is_a_clear_error(checkpoint, tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    with pytest.raises(SystemExit) as exit_info:
+        _tool("export").main(["backbone", "--checkpoint", checkpoint, "--output",
+                              str(tmp_path / "notes.txt" / "backbone")])
+    assert exit_info.value.code == 1
+    err = capsys.readouterr().err
+    assert "is a file, not a directory" in err and "Traceback" not in err
+
+
+def test_wrong_variant_error_is_short(checkpoint, tmp_path):
+    # every tensor of another variant mismatches; the message named each (6-25 KB)
+    weights = str(tmp_path / "pale_s.pdparams")
+    paddle.save(create_model("pale_s", depths=[1, 1, 1, 1]).state_dict(), weights)
+    with pytest.raises(ValueError, match=r"shape mismatch.*\(\+\d+ more\)") as error:
+        load_pretrained(_tiny(0), weights)
+    assert len(str(error.value)) < 1000
 
 
 def test_unknown_model_argument_in_states_is_named(checkpoint, tmp_path):

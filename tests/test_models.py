@@ -112,6 +112,18 @@ def test_bad_image_shape_names_expected_shape(shape):
         model(paddle.zeros(shape))
 
 
+@pytest.mark.parametrize("dtype", ["float64", "int64", "uint8"])
+def test_other_input_dtypes_name_the_expected_one(dtype):
+    # float64 failed inside paddle (InvalidArgument); the model names what it takes
+    model = paddle_pale.create_model("pale_t", depths=(1,) * 4, embed_dims=(8, 16, 16, 16),
+                                     num_heads=(2, 2, 2, 2))
+    image = paddle.to_tensor(np.zeros((1, 3, 32, 32), dtype))
+    for forward in (model, model.forward_pyramid):
+        with pytest.raises(ValueError, match=rf"expects float32 images .*got {dtype}: "
+                                             r"convert with x.astype\('float32'\)"):
+            forward(image)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(num_heads=(2, 4, 8, 15)), "even"),
     (dict(embed_dims=(64, 128, 250, 512)), "divide"),

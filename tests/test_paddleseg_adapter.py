@@ -265,6 +265,47 @@ def test_val_rejects_bad_weights_and_flags(tiny_config, tmp_path):
         load_config(str(tmp_path / "missing.yml"))
 
 
+def test_missing_data_set_is_an_error_not_a_download(tiny_config, tmp_path, monkeypatch):
+    """PaddleSeg's ADE20K downloads itself into a dataset_root that does not exist."""
+    import paddleseg.datasets.ade as ade
+
+    def no_download(*args, **kwargs):
+        raise AssertionError("PaddleSeg started a download")
+    monkeypatch.setattr(ade, "download_file_and_uncompress", no_download)
+    path, opts = tiny_config
+    weights = str(tmp_path / "model.pdparams")
+    paddle.save(build_model(path, opts).state_dict(), weights)
+    missing = str(tmp_path / "nowhere" / "ADEChallengeData2016")
+    with pytest.raises(FileNotFoundError, match=r"val_dataset.dataset_root '.*nowhere.*' is "
+                                                r"not a directory.*--opts val_dataset"):
+        val_main(["--config", path, "--device", "cpu", "--model_path", weights,
+                  "--opts", *opts, f"val_dataset.dataset_root={missing}"])
+    with pytest.raises(FileNotFoundError, match=r"train_dataset.dataset_root '.*nowhere"):
+        train_main(["--config", path, "--device", "cpu", "--save_dir", str(tmp_path / "run"),
+                    "--iters", "1", "--opts", *opts, f"train_dataset.dataset_root={missing}"])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(FileNotFoundError, match=r"has no images/validation/"):
+        val_main(["--config", path, "--device", "cpu", "--model_path", weights,
+                  "--opts", *opts, f"val_dataset.dataset_root={empty}"])
+    assert not os.path.exists(tmp_path / "nowhere") and not os.listdir(empty)
+
+
+def test_val_evaluates_mismatched_weights_only_when_told(tiny_config, tmp_path):
+    path, opts = tiny_config
+    state = build_model(path, opts).state_dict()
+    state.pop("head.conv_seg.weight")
+    weights = str(tmp_path / "partial.pdparams")
+    paddle.save(state, weights)
+    with pytest.raises(ValueError, match=r"missing keys: head.conv_seg.weight.*"
+                                         r"--allow_mismatched_weights"):
+        val_main(["--config", path, "--device", "cpu", "--model_path", weights,
+                  "--opts", *opts])
+    miou, acc = val_main(["--config", path, "--device", "cpu", "--model_path", weights,
+                          "--allow_mismatched_weights", "--opts", *opts])
+    assert 0.0 <= miou <= 1.0 and 0.0 <= acc <= 1.0
+
+
 # ----------------------------------------------------- classification checkpoints
 def test_classification_checkpoint_loads_with_only_the_classifier_left_out(
         tiny_config, tmp_path, caplog):

@@ -313,3 +313,32 @@ def test_two_process_training_with_paddle_distributed_launch(tmp_path):
     assert "Epoch: [0] [0/1]" in logs[0]
     assert (tmp_path / "output" / "mask_rcnn_pale_t_fpn_1x_coco" /
             "model_final.pdparams").is_file()
+
+
+def test_eval_refuses_weights_that_do_not_fit_unless_told(tmp_path, monkeypatch):
+    """ppdet's loader matches keys by suffix and only logs what it leaves out: a detector
+    of another config was evaluated half-initialised and printed COCO AP."""
+    monkeypatch.chdir(tmp_path)
+    data = write_tiny_coco(tmp_path / "coco", num_images=1, size=(96, 128))
+    overrides = _tiny_overrides(data, tmp_path / "output", None)
+    cfg = ppdet_engine.load_config(CONFIG.format("t"), overrides)
+    state = ppdet_engine.build_trainer(cfg, "eval").model.state_dict()
+    good = str(tmp_path / "good")
+    paddle.save(state, good + ".pdparams")
+    ppdet_engine.check_weights(ppdet_engine.build_trainer(cfg, "eval").model, good)
+    # a 3-class detector's heads on the 2-class config (e.g. weights of another data set)
+    other = ppdet_engine.load_config(CONFIG.format("t"), dict(overrides, num_classes=3))
+    paddle.save(ppdet_engine.build_trainer(other, "eval").model.state_dict(),
+                str(tmp_path / "other.pdparams"))
+    evaluated = []
+    monkeypatch.setattr(ppdet_engine.Trainer, "evaluate",
+                        lambda trainer: evaluated.append(trainer))
+    cfg = ppdet_engine.load_config(CONFIG.format("t"), overrides)
+    with pytest.raises(ValueError, match=r"do not fit the detector of this config.*shape "
+                                         r"mismatches \(\d+\): .*--allow_mismatched_weights") \
+            as error:
+        ppdet_engine.evaluate(cfg, weights=str(tmp_path / "other"))
+    assert evaluated == [] and len(str(error.value)) < 1200
+    ppdet_engine.eval_main(["-c", CONFIG.format("t"), "-o", *_as_options(overrides),
+                            f"weights={tmp_path / 'other'}", "--allow_mismatched_weights"])
+    assert len(evaluated) == 1

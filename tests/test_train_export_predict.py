@@ -32,6 +32,9 @@ def test_exported_checkpoint_predicts_like_validation(tmp_path):
     assert np.mean(top1 == labels) == pytest.approx(expected["top1"])
     for p in predictions:
         assert 0.0 <= p["probs"][0] <= 1.0
+    # the class names travel from the training folders through the export
+    assert classifier.meta["classes"] == ["class_0", "class_1", "class_2"]
+    assert [p["classes"][0] for p in predictions] == [f"class_{i}" for i in top1]
 
     # same pixels as validation fed the model, and the same logits out
     images = np.concatenate([batch[0].numpy() for batch in engine.eval_loader])

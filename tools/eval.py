@@ -1,6 +1,10 @@
 """Evaluate a Pale Transformer classifier: top-1/top-5 on the validation set.
 
     python tools/eval.py -c configs/pale_t.yaml -o Global.pretrained=output/pale_t/best
+
+Weights that do not fit the configured model are refused unless
+--allow-mismatched-weights is given; class folders are numbered through the class map
+stored with the checkpoint.
 """
 import os
 import sys

@@ -1,7 +1,12 @@
 """Classify image files with an exported inference model; one JSON line per image.
 
     python tools/predict.py --model export/pale_t --topk 5 cat.jpg dog.png
-    {"image": "cat.jpg", "class_ids": [281, 285, ...], "probs": [0.71, 0.12, ...]}
+    {"image": "cat.jpg", "class_ids": [281, ...], "classes": ["tabby", ...], "probs": [0.71, ...]}
+    {"image": "dog.png", "error": "cannot decode image 'dog.png': ..."}
+
+"classes" appears when the export carries the training class names. A file that cannot
+be read gets an error line and the others are still classified; the exit code is 1 only
+when no image could be classified (or the model cannot be loaded).
 """
 import argparse
 import json
@@ -35,7 +40,13 @@ def main(argv=None):
     except (FileNotFoundError, ValueError) as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     for result in results:
-        print(json.dumps(result))
+        print(json.dumps(result), flush=True)
+    failed = sum("error" in result for result in results)
+    if failed:
+        print(f"{parser.prog}: {failed} of {len(results)} image(s) could not be read",
+              file=sys.stderr)
+    if failed == len(results):
+        sys.exit(1)
 
 
 if __name__ == "__main__":

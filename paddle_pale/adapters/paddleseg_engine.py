@@ -3,8 +3,8 @@ engine (``paddleseg.core.train`` / ``paddleseg.core.evaluate``).
 
 ``tools/train_seg.py``, ``tools/val_seg.py`` and ``tools/export_seg.py`` are thin
 wrappers around :func:`train_main`, :func:`val_main` and :func:`export_main`; their
-options follow PaddleSeg's ``tools/train.py``, ``tools/val.py`` and ``tools/export.py``. Multi-GPU: start either under
-``python -m paddle.distributed.launch``, as with PaddleSeg.
+options follow PaddleSeg's ``tools/train.py``, ``tools/val.py`` and ``tools/export.py``.
+Multi-GPU: start training under ``python -m paddle.distributed.launch``, as with PaddleSeg.
 """
 import argparse
 import os
@@ -16,12 +16,16 @@ from paddleseg.cvlibs import Config, SegBuilder
 from paddleseg.deploy.export import WrappedModel
 from paddleseg.utils import logger as seg_logger
 
-from ..utils.checkpoint import load_state_dict
+from ..utils.checkpoint import describe_keys, load_state_dict
 from . import paddleseg as _registration  # noqa: F401  registers PaleTransformer
 
-__all__ = ["load_config", "load_segmentation_weights", "train_parser", "val_parser",
-           "train_main", "val_main", "test_config_from_args", "export_parser", "export_model",
-           "export_main"]
+__all__ = ["load_config", "check_datasets", "load_segmentation_weights", "train_parser",
+           "val_parser", "train_main", "val_main", "test_config_from_args", "export_parser",
+           "export_model", "export_main"]
+
+# sub-folders PaddleSeg's ADE20K reads, per mode
+_ADE20K_FOLDERS = {"train": ("images/training", "annotations/training"),
+                   "val": ("images/validation", "annotations/validation")}
 
 
 def load_config(path, opts=None, iters=None, batch_size=None, learning_rate=None):
@@ -34,10 +38,42 @@ def load_config(path, opts=None, iters=None, batch_size=None, learning_rate=None
                   learning_rate=learning_rate)
 
 
-def load_segmentation_weights(model, path):
+def check_datasets(config, keys):
+    """Fail before PaddleSeg builds a data set whose files are not there: ADE20K, VOC
+    and other PaddleSeg data sets download themselves into a ``dataset_root`` that does
+    not exist (or the default one when it is unset) instead of failing.
+
+    ``keys``: ``"train_dataset"`` and/or ``"val_dataset"``; FileNotFoundError naming the
+    config key and what is missing."""
+    for key in keys:
+        dataset = getattr(config, f"{key}_cfg", None) or {}
+        if not dataset:
+            continue  # PaddleSeg reports a missing section itself
+        root = dataset.get("dataset_root")
+        option = f"--opts {key}.dataset_root=PATH"
+        if not root:
+            raise FileNotFoundError(f"{key}.dataset_root is not set (PaddleSeg would download "
+                                    f"{dataset.get('type', 'the data set')} to its cache); "
+                                    f"set it in the config or with {option}")
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"{key}.dataset_root {root!r} is not a directory (PaddleSeg "
+                                    f"would try to download {dataset.get('type', 'the data')} "
+                                    f"there); set {option}")
+        if dataset.get("type") == "ADE20K":
+            mode = str(dataset.get("mode", "train")).lower()
+            for folder in _ADE20K_FOLDERS.get(mode, ()):
+                if not os.path.isdir(os.path.join(root, folder)):
+                    raise FileNotFoundError(
+                        f"{key}.dataset_root {root!r} has no {folder}/ (the ADE20K layout: "
+                        f"ADEChallengeData2016/images/{{training,validation}}, "
+                        f"annotations/{{training,validation}})")
+
+
+def load_segmentation_weights(model, path, allow_mismatch=False):
     """Load a segmentation checkpoint (``model.pdparams`` written by training) into
     ``model``; any missing, unexpected or differently shaped key raises ValueError,
-    since evaluating a half-loaded model would give a meaningless mIoU."""
+    since evaluating a half-loaded model would give a meaningless mIoU.
+    ``allow_mismatch`` loads what fits instead and logs a warning."""
     state = load_state_dict(path)
     own = model.state_dict()
     missing = sorted(set(own) - set(state))
@@ -45,16 +81,20 @@ def load_segmentation_weights(model, path):
     mismatched = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}"
                   for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
     if missing or unexpected or mismatched:
-        def head(keys):
-            return ", ".join(keys[:5]) + (f" (+{len(keys) - 5} more)" if len(keys) > 5 else "")
-        problems = [f"{label}: {head(keys)}" for label, keys in (
+        problems = [f"{label}: {describe_keys(keys)}" for label, keys in (
             ("missing keys", missing), ("unexpected keys", unexpected),
             ("shape mismatches", mismatched)) if keys]
         if not any(key.startswith("backbone.") for key in state):
             problems.append("it looks like classification or backbone weights: pass them "
                             "as model.backbone.pretrained instead")
-        raise ValueError(f"{path!r} does not fit this model (wrong config or variant?); "
-                         + "; ".join(problems))
+        message = (f"{path!r} does not fit this model (wrong config or variant?); "
+                   + "; ".join(problems))
+        if not allow_mismatch:
+            raise ValueError(message + "; pass --allow_mismatched_weights to evaluate anyway")
+        seg_logger.warning(message + " -- evaluating anyway (--allow_mismatched_weights): "
+                           "the tensors that do not fit keep their initial values")
+        state = {key: value for key, value in state.items() if key in own
+                 and list(value.shape) == list(own[key].shape)}
     model.set_state_dict(state)
     seg_logger.info(f"loaded {len(state)} tensors from {path}")
 
@@ -105,6 +145,10 @@ def val_parser():
     _common_args(parser)
     parser.add_argument("--model_path", required=True,
                         help="segmentation weights, e.g. output/best_model/model.pdparams")
+    parser.add_argument("--allow_mismatched_weights", "--allow-mismatched-weights",
+                        action="store_true", dest="allow_mismatched_weights",
+                        help="evaluate even when --model_path does not fit the model "
+                             "(refused by default)")
     _test_args(parser)
     return parser
 
@@ -146,6 +190,7 @@ def train_main(argv=None):
     if args.seed is not None:
         paddle.seed(args.seed)
     config, builder, model = _setup(args)
+    check_datasets(config, ["train_dataset"] + (["val_dataset"] if args.do_eval else []))
     core.train(model, builder.train_dataset,
                val_dataset=builder.val_dataset if args.do_eval else None,
                optimizer=builder.optimizer, losses=builder.loss, save_dir=args.save_dir,
@@ -165,8 +210,9 @@ def val_main(argv=None):
     except ValueError as error:
         parser.error(str(error))
     config, builder, model = _setup(args)
+    check_datasets(config, ["val_dataset"])
     test_config = test_config_from_args(config.test_config, args)
-    load_segmentation_weights(model, args.model_path)
+    load_segmentation_weights(model, args.model_path, args.allow_mismatched_weights)
     miou, acc, *_ = core.evaluate(model, builder.val_dataset, num_workers=args.num_workers,
                                   precision=args.precision, amp_level=args.amp_level,
                                   **test_config)

@@ -14,13 +14,16 @@ from ppdet.core import workspace
 from ppdet.core.config.schema import SchemaDict
 from ppdet.engine import Trainer, init_parallel_env
 from ppdet.engine.callbacks import Callback
+from ppdet.utils.checkpoint import is_url
+from ppdet.utils.download import get_weights_path
 
+from ..utils.checkpoint import compare_state_dicts, describe_keys, load_state_dict
 from ..utils.config import ConfigError, parse_override
 from . import ppdet as _registers_backbone  # noqa: F401  (ppdet must know the name)
 from . import ppdet_compat
 
-__all__ = ["parse_overrides", "load_config", "check_datasets", "build_trainer", "train", "evaluate",
-           "train_main", "eval_main"]
+__all__ = ["parse_overrides", "load_config", "check_datasets", "check_weights", "build_trainer",
+           "train", "evaluate", "train_main", "eval_main"]
 
 logger = logging.getLogger("paddle_pale")
 
@@ -161,14 +164,43 @@ class _KeepEvalResults(Callback):
                 self.results.update(metric.get_results())
 
 
-def evaluate(cfg, weights=None):
+def check_weights(model, weights):
+    """Raise ValueError unless the detector checkpoint ``weights`` (a prefix or its
+    ``.pdparams``) holds exactly ``model``'s tensors: ppdet's own loader matches keys by
+    suffix and only logs what it leaves out, so a model of another config would be
+    evaluated half-initialised."""
+    path = weights[:-len(".pdparams")] if weights.endswith(".pdparams") else weights
+    missing, unexpected, mismatched = compare_state_dicts(
+        load_state_dict(path + ".pdparams"), model.state_dict())
+    if missing or unexpected or mismatched:
+        problems = [f"{label} ({len(keys)}): {describe_keys(keys)}" for label, keys in (
+            ("missing keys", missing), ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched)) if keys]
+        raise ValueError(f"weights {path + '.pdparams'!r} do not fit the detector of this "
+                         f"config (another config, num_classes or variant?): "
+                         + "; ".join(problems))
+
+
+def evaluate(cfg, weights=None, allow_mismatched_weights=False):
     """COCO bbox + segm evaluation of ``weights`` (default: the config's
     ``weights``). Returns ``{"bbox": stats, "mask": stats}``, the 12 COCO
-    AP/AR numbers of each, as pycocotools' ``COCOeval.stats``."""
+    AP/AR numbers of each, as pycocotools' ``COCOeval.stats``.
+
+    Weights that do not fit the model are refused (ValueError) unless
+    ``allow_mismatched_weights``."""
     weights = weights or cfg.get("weights")
     if not weights:
         raise ValueError("no weights to evaluate: pass -o weights=PATH")
+    if is_url(weights):  # fetched as ppdet's loader would, then checked like a file
+        weights = get_weights_path(weights)
     trainer = build_trainer(cfg, "eval")
+    try:
+        check_weights(trainer.model, weights)
+    except ValueError as error:
+        if not allow_mismatched_weights:
+            raise ValueError(f"{error}; pass --allow_mismatched_weights to evaluate "
+                             f"anyway") from None
+        logger.warning("%s -- evaluating anyway (--allow_mismatched_weights)", error)
     trainer.load_weights(weights)
     keep = _KeepEvalResults(trainer)
     trainer.register_callbacks([keep])
@@ -203,5 +235,10 @@ def eval_main(argv=None, description=None):
     """``tools/eval_det.py``: ``-c CONFIG [-o weights=PATH ...]``; returns the metrics."""
     parser = _config_args(description,
                           "config overrides; weights=PATH picks the checkpoint")
+    parser.add_argument("--allow_mismatched_weights", "--allow-mismatched-weights",
+                        action="store_true", dest="allow_mismatched_weights",
+                        help="evaluate even when the weights do not fit the model "
+                             "(refused by default)")
     args = parser.parse_args(argv)
-    return evaluate(load_config(args.config, parse_overrides(args.opt)))
+    return evaluate(load_config(args.config, parse_overrides(args.opt)),
+                    allow_mismatched_weights=args.allow_mismatched_weights)

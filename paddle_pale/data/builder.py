@@ -1,5 +1,9 @@
 """Data sets and loaders from the ``DataLoader.Train`` / ``DataLoader.Eval`` config."""
+import ctypes
+import functools
 import os
+import signal
+import sys
 
 import numpy as np
 import paddle
@@ -11,7 +15,29 @@ from .demo import DIGITS_SPLITS, write_digits_folder
 from .train_transforms import build_train_transform
 from .transforms import build_eval_transform
 
-__all__ = ["build_dataset", "build_dataloader", "prepare_generated_data"]
+__all__ = ["build_dataset", "build_dataloader", "prepare_generated_data", "worker_init_fn"]
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _end_with_parent(parent_pid, worker_id):
+    """In a DataLoader worker: have the kernel kill it when the process that started it
+    dies. Paddle's own check of the parent runs only between batches, so a worker blocked
+    on a full queue outlived a ``kill -9`` of the trainer indefinitely."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before the request took effect
+        os._exit(1)
+
+
+def worker_init_fn():
+    """``worker_init_fn`` for ``paddle.io.DataLoader``: workers end with this process."""
+    return functools.partial(_end_with_parent, os.getpid())
 
 
 def prepare_generated_data(dataset_cfg):
@@ -32,8 +58,11 @@ def prepare_generated_data(dataset_cfg):
         dist.barrier()
 
 
-def build_dataset(loader_cfg, mode):
-    """``mode`` is ``"Train"`` or ``"Eval"``; returns a ClassificationDataset."""
+def build_dataset(loader_cfg, mode, classes=None):
+    """``mode`` is ``"Train"`` or ``"Eval"``; returns a ClassificationDataset.
+
+    ``classes``: the class names of the trained model (index = label), through which an
+    image folder's class folders are mapped; None numbers the split's own folders."""
     dataset_cfg = loader_cfg["dataset"]
     if not dataset_cfg.get("root"):
         raise ValueError(f"DataLoader.{mode}.dataset.root is not set "
@@ -47,8 +76,9 @@ def build_dataset(loader_cfg, mode):
         transform = build_eval_transform(**loader_cfg["transforms"])
         on_error = "mask"
     if dataset_cfg["name"] == "ImageFolder":
-        return ImageFolderDataset(dataset_cfg["root"], transform, on_error)
-    return ImageListDataset(dataset_cfg["root"], dataset_cfg["list_file"], transform, on_error)
+        return ImageFolderDataset(dataset_cfg["root"], transform, on_error, classes=classes)
+    return ImageListDataset(dataset_cfg["root"], dataset_cfg["list_file"], transform, on_error,
+                            classes=classes)
 
 
 def build_dataloader(loader_cfg, mode, dataset=None):
@@ -59,4 +89,4 @@ def build_dataloader(loader_cfg, mode, dataset=None):
     sampler = DistributedBatchSampler(dataset, batch_size=loader_cfg["batch_size"],
                                       shuffle=training, drop_last=training)
     return DataLoader(dataset, batch_sampler=sampler, num_workers=loader_cfg["num_workers"],
-                      use_shared_memory=False)
+                      use_shared_memory=False, worker_init_fn=worker_init_fn())

@@ -14,18 +14,19 @@ import os
 
 import numpy as np
 from paddle.io import Dataset
-from paddle.vision.datasets import DatasetFolder
 
-from .transforms import load_image
+from .transforms import ImageDecodeError, load_image
 
-__all__ = ["ClassificationDataset", "ImageFolderDataset", "ImageListDataset",
-           "IGNORE_LABEL", "MAX_CONSECUTIVE_FAILURES"]
+__all__ = ["ClassificationDataset", "ImageFolderDataset", "ImageListDataset", "scan_image_folder",
+           "IGNORE_LABEL", "IMAGE_EXTENSIONS", "MAX_CONSECUTIVE_FAILURES"]
 
 logger = logging.getLogger("paddle_pale")
 
 IGNORE_LABEL = -1
 # so many unreadable files in a row means a broken data set, not a bad file
 MAX_CONSECUTIVE_FAILURES = 16
+# file types of an image folder (paddle.vision's DatasetFolder list)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
 class ClassificationDataset(Dataset):
@@ -53,7 +54,12 @@ class ClassificationDataset(Dataset):
 
     def _load(self, index):
         path, label = self.samples[index]
-        image = self.transform(load_image(path))
+        image = load_image(path)  # ImageDecodeError: skipped (see the module docstring)
+        try:
+            image = self.transform(image)
+        except Exception as error:  # a preprocessing bug or setting, not a bad file
+            raise RuntimeError(f"preprocessing failed on {path!r} ({type(error).__name__}: "
+                               f"{error}); check the DataLoader transforms settings") from error
         return np.asarray(image, dtype="float32"), np.int64(label)
 
     def __getitem__(self, index):
@@ -62,7 +68,7 @@ class ClassificationDataset(Dataset):
             try:
                 image, label = self._load((index + skipped) % len(self.samples))
                 return image, label, np.int64(skipped)
-            except (ValueError, OSError) as error:
+            except ImageDecodeError as error:
                 logger.warning("skipping unreadable sample: %s", error)
                 skipped += 1
                 if self.on_error == "mask":
@@ -78,26 +84,96 @@ class ClassificationDataset(Dataset):
         for offset in range(min(MAX_CONSECUTIVE_FAILURES, len(self.samples))):
             try:
                 return self._load(offset)[0]
-            except (ValueError, OSError):
+            except ImageDecodeError:
                 continue
         raise RuntimeError("no readable sample among the first images of the data set")
 
 
-class ImageFolderDataset(ClassificationDataset):
-    """ImageNet layout ``root/<class>/<image>``; labels follow sorted class names."""
+def _is_hidden(name):
+    return name.startswith(".")
 
-    def __init__(self, root, transform, on_error="replace"):
-        if not os.path.isdir(root):
-            raise FileNotFoundError(f"image folder {root!r} does not exist "
-                                    "(expected root/<class>/<image> files)")
-        index = DatasetFolder(root)  # paddle's scan: sorted classes and files
-        super().__init__(index.samples, transform, on_error, classes=index.classes)
+
+def _image_files(folder):
+    """Sorted image files under ``folder`` (recursively), hidden files and folders left
+    out (``.ipynb_checkpoints`` holds copies of the images beside it)."""
+    found = []
+    for parent, folders, files in os.walk(folder, followlinks=True):
+        folders[:] = sorted(f for f in folders if not _is_hidden(f))
+        found += [os.path.join(parent, f) for f in sorted(files)
+                  if not _is_hidden(f) and f.lower().endswith(IMAGE_EXTENSIONS)]
+    return found
+
+
+def scan_image_folder(root):
+    """The classes of ``root/<class>/<image>``: sorted folder names, hidden folders and
+    folders without images left out. -> ``(classes, {class: [image paths]}, ignored)``
+    where ``ignored`` names the folders left out and why."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"image folder {root!r} does not exist "
+                                "(expected root/<class>/<image> files)")
+    classes, files, ignored = [], {}, []
+    for name in sorted(os.listdir(root)):
+        path = os.path.join(root, name)
+        if not os.path.isdir(path):
+            continue
+        if _is_hidden(name):
+            ignored.append(f"{name} (hidden)")
+            continue
+        images = _image_files(path)
+        if not images:
+            ignored.append(f"{name} (no image files)")
+            continue
+        classes.append(name)
+        files[name] = images
+    return classes, files, ignored
+
+
+class ImageFolderDataset(ClassificationDataset):
+    """ImageNet layout ``root/<class>/<image>``.
+
+    Without ``classes`` the labels follow the sorted class-folder names (hidden folders
+    and folders holding no image left out): the training split defines the class map.
+    With ``classes`` (the training map, e.g. from a checkpoint) each folder takes the
+    label of its name there, so a validation split may lack classes; a folder whose name
+    is not among ``classes`` is an error naming it.
+    """
+
+    def __init__(self, root, transform, on_error="replace", classes=None):
+        found, files, ignored = scan_image_folder(root)
+        if ignored:
+            logger.warning("%s: left out folder(s) %s", root, ", ".join(ignored))
+        if not found:
+            raise ValueError(f"image folder {root!r} has no class folder with images (expected "
+                             f"root/<class>/<image> with extensions {', '.join(IMAGE_EXTENSIONS)})")
+        if classes is None:
+            classes = found
+        else:
+            classes = list(classes)
+            unknown = [name for name in found if name not in classes]
+            if unknown:
+                raise ValueError(
+                    f"class folder(s) {', '.join(map(repr, unknown))} in {root!r} are not among "
+                    f"the {len(classes)} classes the model was trained on "
+                    f"({_preview(classes)}); remove them from this split or train with them")
+        index = {name: label for label, name in enumerate(classes)}
+        samples = [(path, index[name]) for name in found for path in files[name]]
+        super().__init__(samples, transform, on_error, classes=classes)
+        self.folder_classes = found
+
+
+def _preview(names, limit=10):
+    shown = ", ".join(map(repr, names[:limit]))
+    return shown + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
 
 
 class ImageListDataset(ClassificationDataset):
-    """PaddleClas list file: one ``relative/path label`` per line, paths under ``root``."""
+    """PaddleClas list file: one ``relative/path label`` per line, paths under ``root``.
 
-    def __init__(self, root, list_file, transform, on_error="replace"):
+    The labels are used as written; a list file names no classes. ``classes`` (the
+    training map, when known) bounds them: a label beyond it is an error.
+    """
+
+    def __init__(self, root, list_file, transform, on_error="replace", classes=None):
         if not os.path.isfile(list_file):
             raise FileNotFoundError(f"list file {list_file!r} does not exist")
         samples = []
@@ -110,7 +186,12 @@ class ImageListDataset(ClassificationDataset):
                 if len(parts) != 2 or not parts[1].lstrip("-").isdigit() or int(parts[1]) < 0:
                     raise ValueError(f"{list_file}:{line_number}: expected 'path label' with "
                                      f"a non-negative integer label, got {line!r}")
-                samples.append((os.path.join(root or "", parts[0]), int(parts[1])))
+                label = int(parts[1])
+                if classes is not None and label >= len(classes):
+                    raise ValueError(f"{list_file}:{line_number}: label {label} is beyond the "
+                                     f"{len(classes)} classes the model was trained on")
+                samples.append((os.path.join(root or "", parts[0]), label))
         if not samples:
             raise ValueError(f"list file {list_file!r} has no samples")
-        super().__init__(samples, transform, on_error)
+        super().__init__(samples, transform, on_error,
+                         classes=None if classes is None else list(classes))

@@ -1,5 +1,6 @@
 """Batch-level Mixup (Zhang et al. 2018) / CutMix (Yun et al. 2019) with label smoothing,
-as in the DeiT/Swin recipes: soft targets out, one mixing choice per batch."""
+as timm's ``Mixup`` (``timm/data/mixup.py``, mode ``batch``, ``correct_lam``) that the
+DeiT/Swin recipes use: soft targets out, one mixing choice per batch."""
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -17,6 +18,12 @@ class Mixup:
     """Mix a batch with its reverse: Mixup with ``lam ~ Beta(mixup_alpha)`` or CutMix with
     a box of area ``1 - lam``, ``lam ~ Beta(cutmix_alpha)``; ``switch_prob`` picks CutMix
     when both are on; the whole batch is mixed with probability ``prob``.
+
+    Each image is mixed with its mirror in the batch (``flip(0)``), so the batch size
+    must be even (timm asserts it). Targets: ``off = smoothing / num_classes``, ``on =
+    1 - smoothing + off``. The CutMix box is square in proportion (sides ``sqrt(1 - lam)``
+    of the image's), centred uniformly, clipped at the border, and ``lam`` is corrected
+    to the area actually pasted.
 
     Returns ``(images, soft_targets)``. Draws come from its own generator ``rng``:
     paddle's loader decodes batches in a background thread that draws from numpy's
@@ -55,6 +62,9 @@ class Mixup:
         return int(top), int(bottom), int(left), int(right)
 
     def __call__(self, images, labels):
+        if images.shape[0] % 2:
+            raise ValueError(f"Mixup mixes each image with its mirror in the batch, so the "
+                             f"batch size must be even, got {images.shape[0]}")
         targets = one_hot_smoothed(labels, self.num_classes, self.label_smoothing)
         lam, use_cutmix = self._choose()
         if lam == 1.0:

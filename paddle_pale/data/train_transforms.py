@@ -1,8 +1,9 @@
-"""Training augmentation of the DeiT/Swin recipe, from paddle.vision.transforms pieces
-plus RandAugment: random resized crop, flip, RandAugment, normalize, random erasing."""
+"""Training augmentation of the DeiT/Swin recipe (timm's ``transforms_imagenet_train``):
+random resized crop, flip, RandAugment, normalize, random erasing."""
 from paddle.vision import transforms as T
 
 from .randaugment import RandAugment
+from .random_erasing import RandomErasing
 from .transforms import normalize_ops, to_float_hwc
 
 __all__ = ["build_train_transform"]
@@ -15,20 +16,22 @@ def build_train_transform(input_size=224, scale=(0.08, 1.0), ratio=(0.75, 1.3333
     """PIL image in, ``[3, S, S]`` float32 array out.
 
     Args:
-        randaugment: None, or dict of :class:`RandAugment` arguments.
+        randaugment: None, or dict of :class:`RandAugment` arguments; its geometric ops
+            resample with ``interpolation`` and fill with the ``mean`` pixel, as timm's.
         random_erasing: probability of erasing one box with per-pixel Gaussian noise
-            (after normalization, as timm's ``remode=pixel``).
+            (after normalization, timm's ``RandomErasing(mode='pixel')``).
     """
     ops = [T.RandomResizedCrop(input_size, scale=tuple(scale), ratio=tuple(ratio),
                                interpolation=interpolation)]
     if hflip > 0:
         ops.append(T.RandomHorizontalFlip(hflip))
     if randaugment:
-        ops.append(RandAugment(**randaugment))
+        ops.append(RandAugment(**dict(dict(interpolation=interpolation, mean=mean),
+                                      **randaugment)))
     ops.append(to_float_hwc)
     normalize, to_chw = normalize_ops(mean, std)
     ops.append(normalize)
     if random_erasing > 0:  # on the normalized image (timm's remode=pixel), before CHW
-        ops.append(T.RandomErasing(prob=random_erasing, value="random"))
+        ops.append(RandomErasing(random_erasing, mode="pixel"))
     ops.append(to_chw)
     return T.Compose(ops)

@@ -7,12 +7,17 @@ from ..utils.config import load_config
 __all__ = ["parse_args", "train_main", "eval_main"]
 
 
-def parse_args(description, argv=None):
+def parse_args(description, argv=None, evaluation=False):
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("-c", "--config", required=True, help="YAML config file")
     parser.add_argument("-o", "--override", action="append", default=[],
                         metavar="Section.key=value",
                         help="override a config value (YAML syntax), repeatable")
+    if evaluation:
+        parser.add_argument("--allow-mismatched-weights", "--allow_mismatched_weights",
+                            action="store_true", dest="allow_mismatched_weights",
+                            help="evaluate Global.pretrained even when its tensors do not "
+                                 "fit the model (refused by default)")
     return parser.parse_args(argv)
 
 
@@ -43,11 +48,13 @@ def train_main(argv=None):
 def eval_main(argv=None):
     from .engine import Engine
 
-    args = parse_args("Evaluate a Pale Transformer classifier (top-k accuracy).", argv)
+    args = parse_args("Evaluate a Pale Transformer classifier (top-k accuracy).", argv,
+                      evaluation=True)
     config = load_config(args.config, args.override)
     if not config["Global"]["pretrained"]:
         raise SystemExit("tools/eval.py needs weights: -o Global.pretrained=PATH(.pdparams)")
-    engine = Engine(config, mode="eval")
+    engine = Engine(config, mode="eval",
+                    allow_mismatched_weights=args.allow_mismatched_weights)
     metrics = engine.evaluate()
     if engine.rank == 0:
         for k in config["Metric"]["topk"]:

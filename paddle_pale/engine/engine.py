@@ -12,17 +12,17 @@ import paddle.distributed as dist
 import paddle.nn.functional as F
 from paddle.distributed import fleet
 
-from ..data.builder import build_dataloader, build_dataset
+from ..data.builder import build_dataloader, build_dataset, worker_init_fn
 from ..data.datasets import IGNORE_LABEL
 from ..data.mixup import Mixup, one_hot_smoothed
 from ..kernels import use_cpu_kernels
-from ..utils.checkpoint import load_pretrained
+from ..utils.checkpoint import load_exactly, load_pretrained
 from ..utils.config import ConfigError, dump_config
 from .builder import (arch_record, build_lr_scheduler, build_model, build_optimizer,
                       scaled_learning_rate, soft_target_cross_entropy)
 from .checkpoint import (capture_rng_state, load_checkpoint, optimizer_state_by_param_name,
-                         optimizer_state_by_structured_name, restore_rng_state,
-                         save_checkpoint)
+                         optimizer_state_by_structured_name, read_states, remove_stale_files,
+                         restore_rng_state, save_checkpoint, strip_suffix)
 from .ema import ModelEMA
 from .logging_utils import VisualDLWriter, format_eta, setup_logging
 
@@ -84,12 +84,21 @@ def topk_correct(logits, labels, topk):
 class Engine:
     """Train or evaluate one model from a validated config (see utils.config).
 
+    Class map: the class names of the training split (sorted class folders, hidden and
+    empty ones left out) are written into every checkpoint; validation maps its folders
+    through them, so a split lacking a class still scores each image against its own
+    class, and a folder unknown to training is an error. In ``eval`` mode the map comes
+    from the ``.pdstates`` beside ``Global.pretrained``.
+
     Args:
         config: the dict returned by :func:`paddle_pale.utils.config.load_config`.
         mode: ``"train"`` or ``"eval"``.
+        allow_mismatched_weights: ``eval`` mode only: evaluate ``Global.pretrained``
+            even when it does not fit the model (missing, extra or differently shaped
+            tensors); by default that is an error, as such numbers mean nothing.
     """
 
-    def __init__(self, config, mode="train"):
+    def __init__(self, config, mode="train", allow_mismatched_weights=False):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         self.config = config
@@ -107,8 +116,19 @@ class Engine:
         if self.device == "cpu":
             use_cpu_kernels(self.model)  # same parameters, faster eager CPU layers
         _seed_everything(global_cfg["seed"] + self.rank)
+        # class names (index = label) and where the labels come from: "folders" or
+        # "list_file" (which names no classes); None when unknown
+        self.classes, self.label_source = None, None
+        self.last_saved = None  # (prefix, epoch) of this run's latest checkpoint
         if global_cfg["pretrained"]:
-            load_pretrained(self.model, global_cfg["pretrained"])
+            if mode == "eval":
+                self._load_eval_weights(global_cfg["pretrained"], allow_mismatched_weights)
+            else:
+                load_pretrained(self.model, global_cfg["pretrained"])
+        if mode == "train":
+            if self.rank == 0:
+                remove_stale_files(self.output_dir)
+            self._build_train_set()
         self.eval_loader = None
         if config["DataLoader"]["Eval"]["dataset"].get("root"):
             self.eval_loader = self._build_eval_loader()
@@ -129,29 +149,82 @@ class Engine:
                 f"autocast does nothing on CPU, which has no half-precision matmul "
                 f"kernels; set AMP.enable=False to train in float32 here")
 
+    def _load_eval_weights(self, path, allow_mismatched_weights):
+        """Weights to evaluate, and the class map of their checkpoint."""
+        states = read_states(strip_suffix(path))
+        if states is not None:
+            self.classes = states.get("classes")
+            self.label_source = states.get("label_source")
+        if allow_mismatched_weights:
+            missing, unexpected = load_pretrained(self.model, path)
+            if missing or unexpected:
+                logger.warning("evaluating weights that do not fit the model "
+                               "(--allow-mismatched-weights): the numbers are not those of "
+                               "a trained model")
+            return
+        try:
+            load_exactly(self.model, path, what=f"the configured model {self.arch}")
+        except ValueError as error:
+            raise ValueError(f"{error}. Evaluating them would score a partly random model; "
+                             f"check Arch (-o Arch.num_classes=...) or pass "
+                             f"--allow-mismatched-weights to evaluate anyway") from None
+
+    def _build_train_set(self):
+        """The training split; it defines the class map."""
+        train_cfg = self.config["DataLoader"]["Train"]
+        self.train_set = build_dataset(train_cfg, "Train")
+        self.classes = self.train_set.classes
+        self.label_source = ("list_file" if train_cfg["dataset"]["name"] == "ImageList"
+                             else "folders")
+        num_classes = self.arch["num_classes"]
+        if self.classes is not None:
+            if len(self.classes) > num_classes:
+                raise ConfigError(
+                    f"DataLoader.Train.dataset has {len(self.classes)} classes "
+                    f"({', '.join(self.classes[:5])}{', ...' if len(self.classes) > 5 else ''})"
+                    f" but the model has Arch.num_classes={num_classes}; set -o "
+                    f"Arch.num_classes={len(self.classes)}")
+            if len(self.classes) < num_classes:
+                logger.warning("Arch.num_classes=%d but the training split has %d classes: "
+                               "outputs %d..%d are never trained", num_classes,
+                               len(self.classes), len(self.classes), num_classes - 1)
+        self._check_labels(self.train_set, "Train")
+
     def _build_eval_loader(self):
         loader_cfg = self.config["DataLoader"]["Eval"]
-        dataset = build_dataset(loader_cfg, "Eval")
+        if loader_cfg["dataset"]["name"] == "ImageFolder":
+            if self.label_source == "list_file":
+                raise ConfigError(
+                    "the model's labels come from a list file (DataLoader.Train.dataset.name="
+                    "ImageList), which names no classes, so the class folders of "
+                    "DataLoader.Eval cannot be matched to them; evaluate with a list file "
+                    "too (-o DataLoader.Eval.dataset.name=ImageList -o "
+                    "DataLoader.Eval.dataset.list_file=...)")
+            if self.classes is None:
+                logger.warning(
+                    "the weights carry no class names (a checkpoint from before class maps, "
+                    "or bare weights): the folders of %s are numbered in sorted order and "
+                    "assumed to match training's", loader_cfg["dataset"]["root"])
+        dataset = build_dataset(loader_cfg, "Eval", classes=self.classes)
         self._check_labels(dataset, "Eval")
         # every rank takes a disjoint slice (no padding), so no image is counted twice
         shard = paddle.io.Subset(dataset, list(range(self.rank, len(dataset), self.world_size)))
         return paddle.io.DataLoader(shard, batch_size=loader_cfg["batch_size"], shuffle=False,
                                     num_workers=loader_cfg["num_workers"],
-                                    use_shared_memory=False)
+                                    use_shared_memory=False, worker_init_fn=worker_init_fn())
 
     def _check_labels(self, dataset, mode):
         num_classes = self.arch["num_classes"]
         largest = max(label for _, label in dataset.samples)
         if largest >= num_classes:
             raise ValueError(f"DataLoader.{mode} has label {largest} but the model has "
-                             f"Arch.num_classes={num_classes}; set -o Arch.num_classes="
-                             f"{largest + 1} (or more)")
+                             f"Arch.num_classes={num_classes} outputs (labels 0.."
+                             f"{num_classes - 1}); the data has more classes than the model")
 
     def _build_training(self):
         config = self.config
         global_cfg, train_cfg = config["Global"], config["DataLoader"]["Train"]
-        train_set = build_dataset(train_cfg, "Train")
-        self._check_labels(train_set, "Train")
+        train_set = self.train_set
         self.train_loader = build_dataloader(train_cfg, "Train", dataset=train_set)
         self.accum_steps = global_cfg["accum_steps"]
         self.steps_per_epoch = len(self.train_loader) // self.accum_steps
@@ -164,6 +237,12 @@ class Engine:
         self.global_batch = train_cfg["batch_size"] * self.world_size * self.accum_steps
         lr_cfg = config["Optimizer"]["lr"]
         self.peak_lr = scaled_learning_rate(lr_cfg, self.global_batch)
+        for key in ("min_lr", "warmup_start_lr"):
+            if lr_cfg[key] > self.peak_lr:
+                raise ConfigError(
+                    f"Optimizer.lr.{key} must be in [0, peak lr = {self.peak_lr:.3e}] (base_lr "
+                    f"{lr_cfg['base_lr']:.3e} x global batch {self.global_batch} / "
+                    f"reference_batch {lr_cfg['reference_batch']}), got {lr_cfg[key]:.3e}")
         self.lr_scheduler = build_lr_scheduler(lr_cfg, self.peak_lr, self.steps_per_epoch,
                                                self.epochs)
         self.optimizer = build_optimizer(config["Optimizer"], self.model, self.lr_scheduler)
@@ -202,6 +281,8 @@ class Engine:
             "lr_scheduler": self.lr_scheduler.state_dict(),
             "scaler": self.scaler.state_dict(), "world_size": self.world_size,
             "rng_states": rng_states, "config": dump_config(self.config),
+            "classes": None if self.classes is None else list(self.classes),
+            "label_source": self.label_source,
         }
 
     def save(self, name, epoch):
@@ -220,17 +301,28 @@ class Engine:
         save_checkpoint(prefix, self.model.state_dict(), optimizer_state,
                         self._states(epoch, rng_states),
                         self.ema.state_dict() if self.ema else None)
+        if name == "latest":
+            self.last_saved = (prefix, epoch)
         return prefix
 
     def _generators(self):
         return {"mixup": self.mixup.rng} if self.mixup is not None else {}
 
     def _resume(self, prefix):
+        prefix = strip_suffix(prefix)  # output/latest.pdparams names the same checkpoint
         loaded = load_checkpoint(prefix)
         states = loaded["states"]
         if states.get("arch") != self.arch:
             raise ValueError(f"cannot resume from {prefix!r}: it was trained with Arch "
                              f"{states.get('arch')}, the config has {self.arch}")
+        if states.get("classes") is not None and states["classes"] != self.classes:
+            old, new = states["classes"], self.classes or []
+            raise ValueError(
+                f"cannot resume from {prefix!r}: it was trained on {len(old)} classes, "
+                f"DataLoader.Train now has {len(new)}; only in the checkpoint: "
+                f"{sorted(set(old) - set(new)) or 'none'}, only in the data: "
+                f"{sorted(set(new) - set(old)) or 'none'}"
+                + ("" if set(old) != set(new) else " (same names, other order)"))
         self.model.set_state_dict(loaded["model"])
         self.optimizer.set_state_dict(optimizer_state_by_param_name(loaded["optimizer"],
                                                                     self.model))
@@ -244,6 +336,7 @@ class Engine:
                 self.ema.set_state_dict(loaded["ema"])
         self.start_epoch = int(states["epoch"])
         self.best_top1 = float(states["best_top1"])
+        self.last_saved = (prefix, self.start_epoch)
         rng_states = states.get("rng_states") or []
         if len(rng_states) == self.world_size:
             restore_rng_state(rng_states[self.rank], self._generators())
@@ -319,10 +412,17 @@ class Engine:
             loss = soft_target_cross_entropy(logits, targets)
             loss_value = self._mean_across_ranks(loss)
             if not math.isfinite(loss_value):
+                if self.last_saved is None:
+                    kept = ("No checkpoint of this run was written yet, so there is none "
+                            "to resume from")
+                else:
+                    kept = (f"The last good checkpoint is kept: {self.last_saved[0]} (epoch "
+                            f"{self.last_saved[1]}); resume with -o Global.resume="
+                            f"{self.last_saved[0]}")
                 raise NonFiniteLossError(
                     f"loss is {loss_value} at epoch {epoch + 1}, iteration {it + 1}; training "
-                    f"stopped. The last good checkpoint is kept in {self.output_dir!r} "
-                    "(lower Optimizer.lr.base_lr, set Optimizer.grad_clip, or check the data)")
+                    f"stopped. {kept} (lower Optimizer.lr.base_lr, set Optimizer.grad_clip, "
+                    "or check the data)")
             self.scaler.scale(loss / self.accum_steps).backward()
             if (it + 1) % self.accum_steps == 0:
                 self.scaler.step(self.optimizer)
