@@ -18,59 +18,22 @@ A training checkpoint is a prefix ``P`` with ``P.pdparams`` (model weights), opt
 """
 import copy
 import importlib
-import json
 import numbers
 import os
 import tempfile
 
 import paddle
-import paddle.nn as nn
 
-from .engine.checkpoint import SUFFIXES as CHECKPOINT_SUFFIXES  # the trainer's files
 from .kernels import use_plain_layers
 from .models.pale import CLASSIFIER_PREFIXES
 from .models.registry import create_model, list_models, pretrained_cfg
-from .utils.checkpoint import load_pretrained, load_state_dict
+from .utils.io import (META_SUFFIX, PREPROCESS_KEYS, check_writable, checkpoint_prefix,
+                       load_pretrained, load_state_dict, read_states, strip_suffix, write_meta)
 
-__all__ = ["META_SUFFIX", "CHECKPOINT_SUFFIXES", "checkpoint_prefix", "load_checkpoint",
-           "export_backbone", "export_inference", "export_onnx", "read_meta", "write_meta",
+__all__ = ["load_checkpoint", "export_backbone", "export_inference", "export_onnx",
            "EXPORT_FORMATS", "export", "static_model", "input_shape"]
 
-META_SUFFIX = ".meta.json"
 EXPORT_FORMATS = ("backbone", "inference", "onnx")
-# keys of the eval preprocessing carried from the checkpoint to every export
-PREPROCESS_KEYS = ("input_size", "crop_pct", "mean", "std", "interpolation")
-
-
-def checkpoint_prefix(checkpoint):
-    """``P`` from ``P`` or ``P.pdparams`` (or another checkpoint file of ``P``); raise
-    FileNotFoundError when ``P.pdparams`` does not exist."""
-    path = os.fspath(checkpoint)
-    prefix = path
-    for suffix in CHECKPOINT_SUFFIXES:
-        if path.endswith(suffix):
-            prefix = path[:-len(suffix)]
-            break
-    if not os.path.isfile(prefix + ".pdparams"):
-        raise FileNotFoundError(
-            f"no training checkpoint at {path!r}: expected the weights file "
-            f"{prefix + '.pdparams'!r} (pass a checkpoint prefix such as output/best, or "
-            f"its .pdparams file)")
-    return prefix
-
-
-def _read_states(prefix):
-    path = prefix + ".pdstates"
-    if not os.path.isfile(path):
-        return None
-    try:
-        states = paddle.load(path)
-    except Exception as error:  # paddle raises several types for unreadable files
-        raise ValueError(f"cannot read training states {path!r}: {error}") from error
-    if not isinstance(states, dict):
-        raise ValueError(f"{path!r} should hold a dict of training states, got "
-                         f"{type(states).__name__}")
-    return states
 
 
 def _requested_arch(arch):
@@ -97,7 +60,7 @@ def _resolve_arch(prefix, states, requested, weights_path):
         stored = dict(stored)
         conflicts = [f"{key}={value!r} (checkpoint has {stored.get(key)!r})"
                      for key, value in requested.items()
-                     if key in stored and _plain(stored[key]) != _plain(value)]
+                     if key in stored and _as_list(stored[key]) != _as_list(value)]
         if conflicts:
             raise ValueError(
                 f"checkpoint {prefix!r} was trained as {stored['name']} with "
@@ -115,7 +78,7 @@ def _resolve_arch(prefix, states, requested, weights_path):
     return arch
 
 
-def _plain(value):
+def _as_list(value):
     """Tuples and lists compare alike (YAML and paddle.save give lists)."""
     return list(value) if isinstance(value, (list, tuple)) else value
 
@@ -170,7 +133,7 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
             model arguments), or the architecture is unknown.
     """
     prefix = checkpoint_prefix(checkpoint)
-    states = _read_states(prefix)
+    states = read_states(prefix)
     weights_path = prefix + ".pdema"
     if not (use_ema and os.path.isfile(weights_path)):
         weights_path = prefix + ".pdparams"
@@ -202,71 +165,15 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
     return model, meta
 
 
-def write_meta(path, meta):
-    with open(path, "w") as f:
-        json.dump(meta, f, indent=2, default=_plain)
-        f.write("\n")
-    return path
-
-
-def read_meta(path):
-    """The sidecar of an export; FileNotFoundError / ValueError naming the file."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"no export metadata at {path!r} (written by "
-                                f"tools/export.py next to the exported weights)")
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read export metadata {path!r}: {error}") from error
-    missing = [key for key in PREPROCESS_KEYS + ("num_classes",) if key not in meta]
-    if missing:
-        raise ValueError(f"export metadata {path!r} lacks {', '.join(missing)}")
-    return meta
-
-
-def _strip(path, suffix):
-    path = os.fspath(path)
-    return path[:-len(suffix)] if path.endswith(suffix) else path
-
-
-def _same_file(path, protected):
-    """Whether writing ``path`` would write one of the ``protected`` files: the same
-    real path (symbolic links and ``..`` resolved) or the same file (a hard link)."""
-    real = os.path.realpath(path)
-    if real in {os.path.realpath(p) for p in protected}:
-        return True
-    if not os.path.exists(path):
-        return False
-    return any(os.path.exists(p) and os.path.samefile(path, p) for p in protected)
-
-
-def _check_writable(paths, meta):
-    """Never overwrite the checkpoint an export is read from, through whatever path;
-    make the output's directory (ValueError when a file is in the way)."""
-    source = meta.get("source_checkpoint")
-    protected = [source + s for s in CHECKPOINT_SUFFIXES] if source else []
-    for path in paths:
-        if _same_file(path, protected):
-            raise ValueError(f"refusing to overwrite the source checkpoint file {path!r} "
-                             f"(it is {os.path.realpath(path)!r}); choose another output")
-        folder = os.path.dirname(os.path.abspath(path))
-        try:
-            os.makedirs(folder, exist_ok=True)
-        except (FileExistsError, NotADirectoryError) as error:
-            raise ValueError(f"cannot write {path!r}: a part of {folder!r} is a file, not a "
-                             f"directory ({error.strerror})") from None
-
-
 def export_backbone(model, meta, output):
     """Write the weights without the classifier (``norm.*``, ``head.*``) to
     ``output.pdparams`` and the sidecar to ``output.meta.json``.
 
     Returns the paths written.
     """
-    base = _strip(output, ".pdparams")
+    base = strip_suffix(output, (".pdparams",))
     paths = [base + ".pdparams", base + META_SUFFIX]
-    _check_writable(paths, meta)
+    check_writable(paths, meta.get("source_checkpoint"))
     state = {key: value for key, value in model.state_dict().items()
              if not key.startswith(CLASSIFIER_PREFIXES)}
     paddle.save(state, paths[0])
@@ -301,9 +208,9 @@ def export_inference(model, meta, output, fixed_size=None):
 
     Returns the paths written.
     """
-    prefix = _strip(output, ".json")
+    prefix = strip_suffix(output, (".json",))
     paths = [prefix + ".json", prefix + ".pdiparams", prefix + META_SUFFIX]
-    _check_writable(paths, meta)
+    check_writable(paths, meta.get("source_checkpoint"))
     paddle.jit.save(static_model(model, fixed_size), prefix)
     write_meta(paths[2], dict(meta, format="inference", input_name="image",
                               input_shape=input_shape(fixed_size)))
@@ -326,9 +233,9 @@ def export_onnx(model, meta, output, opset_version=13, fixed_size=None):
     Raises ImportError naming paddle2onnx when it is not installed.
     """
     paddle2onnx = _import_or_explain("paddle2onnx", "ONNX export")
-    base = _strip(output, ".onnx")
+    base = strip_suffix(output, (".onnx",))
     paths = [base + ".onnx", base + META_SUFFIX]
-    _check_writable(paths, meta)
+    check_writable(paths, meta.get("source_checkpoint"))
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "model")
         paddle.jit.save(static_model(model, fixed_size), prefix)

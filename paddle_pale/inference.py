@@ -4,40 +4,16 @@ Images go through :func:`paddle_pale.data.transforms.build_eval_transform`, the 
 preprocessing as validation during training, configured by the ``.meta.json`` that
 ``tools/export.py inference`` writes next to the model.
 """
-import glob
 import json
 import os
 
 import numpy as np
 
 from .data.transforms import build_eval_transform, load_image
-from .export import META_SUFFIX, read_meta
+from .utils.io import META_SUFFIX, PREPROCESS_KEYS, export_prefix, read_meta
 
-__all__ = ["ImageClassifier", "create_predictor", "onednn_passes_to_delete", "resolve_inference_prefix",
-           "softmax", "top_k"]
-
-
-def resolve_inference_prefix(model):
-    """``P`` from ``P``, ``P.json``/``P.pdiparams``, or a directory holding one model."""
-    path = os.fspath(model)
-    if os.path.isdir(path):
-        found = sorted(glob.glob(os.path.join(path, "*.pdiparams")))
-        if len(found) != 1:
-            raise FileNotFoundError(
-                f"expected one exported model (*.pdiparams) in directory {path!r}, found "
-                f"{len(found)}; pass its prefix instead")
-        path = found[0]
-    for suffix in (".pdiparams", ".json", META_SUFFIX):
-        if path.endswith(suffix):
-            path = path[:-len(suffix)]
-            break
-    needed = [path + suffix for suffix in (".json", ".pdiparams", META_SUFFIX)]
-    absent = [p for p in needed if not os.path.isfile(p)]
-    if absent:
-        raise FileNotFoundError(
-            f"no exported inference model at {model!r}: missing {', '.join(absent)} "
-            f"(write them with tools/export.py inference)")
-    return path
+__all__ = ["ImageClassifier", "create_predictor", "onednn_passes_to_delete",
+           "program_op_names", "softmax", "top_k"]
 
 
 def softmax(logits):
@@ -139,8 +115,8 @@ class ImageClassifier:
     """
 
     def __init__(self, model, device="cpu", cpu_threads=None, onednn=True):
-        self.prefix = resolve_inference_prefix(model)
-        self.meta = read_meta(self.prefix + META_SUFFIX)
+        self.prefix = export_prefix(model)
+        self.meta = read_meta(self.prefix + META_SUFFIX, PREPROCESS_KEYS + ("num_classes",))
         self.predictor = create_predictor(self.prefix, device, cpu_threads, onednn)
         self.input_size = int(self.meta["input_size"])
         self.transform = build_eval_transform(

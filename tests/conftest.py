@@ -6,7 +6,7 @@ import paddle
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# tools/ too: tests load tool scripts in-process, and those import tools/cpu_env.py
+# tools/ too: some tests import tool scripts by name
 for path in (ROOT, os.path.join(ROOT, "tools")):
     if path not in sys.path:
         sys.path.insert(0, path)

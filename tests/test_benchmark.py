@@ -1,6 +1,5 @@
 """Benchmark tool: report structure (no timing assertions), exported predictor, CPU env."""
 import ctypes
-import importlib.util
 import json
 import os
 import platform
@@ -13,7 +12,8 @@ import paddle
 import pytest
 
 import paddle_pale
-from paddle_pale.utils import benchmark as bench
+from paddle_pale import benchmark as bench
+from paddle_pale.utils import cpu as cpu_env
 
 from conftest import ROOT
 
@@ -141,21 +141,12 @@ def test_bad_timing_arguments_raise():
         bench.parse_case("swin_t/predictor-any-size")
 
 
-def _load_cpu_env():
-    spec = importlib.util.spec_from_file_location(
-        "cpu_env_under_test", os.path.join(ROOT, "tools", "cpu_env.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _cpuinfo(vendor, pairs):
     return "\n\n".join(f"processor\t: {i}\nvendor_id\t: {vendor}\nphysical id\t: {p}\n"
                        f"core id\t\t: {c}" for i, (p, c) in enumerate(pairs))
 
 
 def test_cpu_env_counts_physical_cores_and_detects_amd(monkeypatch):
-    cpu_env = _load_cpu_env()
     monkeypatch.setattr(cpu_env.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     hyperthreaded = _cpuinfo("GenuineIntel", [(0, 0), (0, 1), (0, 0), (0, 1)])
     assert cpu_env.physical_cores(hyperthreaded) == 2
@@ -171,7 +162,6 @@ def test_cpu_env_counts_physical_cores_and_detects_amd(monkeypatch):
 
 def test_cpu_env_shares_cores_among_launched_processes(monkeypatch):
     # paddle.distributed.launch sets PADDLE_LOCAL_SIZE: processes of a node split its cores
-    cpu_env = _load_cpu_env()
     monkeypatch.setattr(cpu_env.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     four_cores = _cpuinfo("AuthenticAMD", [(0, 0), (0, 1), (1, 0), (1, 1)])
     threads = [cpu_env.recommended_env(four_cores, {"PADDLE_LOCAL_SIZE": size})
@@ -180,7 +170,6 @@ def test_cpu_env_shares_cores_among_launched_processes(monkeypatch):
 
 
 def test_cpu_env_never_overrides_the_user(monkeypatch):
-    cpu_env = _load_cpu_env()
     amd = _cpuinfo("AuthenticAMD", [(0, 0), (0, 1)])
     environ = {"OMP_NUM_THREADS": "1", "FLAGS_use_stride_kernel": "1"}
     applied = cpu_env.apply(environ, amd, nvidia_gpu=False)
@@ -189,6 +178,31 @@ def test_cpu_env_never_overrides_the_user(monkeypatch):
     assert environ == applied
     # an exported MALLOC_* variable already tuned glibc at start-up: mallopt is not called
     assert cpu_env.tune_malloc({"MALLOC_TRIM_THRESHOLD_": "0"}) == {}
+
+
+def test_importing_the_package_changes_nothing_in_the_process():
+    # no module of the library sets variables, tunes the allocator or imports paddle when
+    # imported; configure_cpu() is an explicit call (made by the tools)
+    code = ("import os, sys, pkgutil, importlib\n"
+            "before = dict(os.environ)\n"
+            "import paddle_pale.utils.cpu, paddle_pale\n"
+            "assert 'paddle' not in sys.modules, 'the CPU setup module imports paddle'\n"
+            "import paddle\n"
+            "with_paddle = dict(os.environ)\n"
+            "for info in pkgutil.walk_packages(paddle_pale.__path__, 'paddle_pale.'):\n"
+            "    if not info.name.startswith('paddle_pale.adapters.'):\n"
+            "        importlib.import_module(info.name)\n"
+            "assert dict(os.environ) == with_paddle, set(os.environ.items()) ^ "
+            "set(with_paddle.items())\n"
+            "print(sorted(set(with_paddle) - set(before)))\n")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_DEBUG_CPU_TYPE",
+                        "FLAGS_use_stride_kernel")}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    # paddle's own import sets OMP_NUM_THREADS; nothing of ours is added
+    assert "MKL_DEBUG_CPU_TYPE" not in done.stdout and "FLAGS_use_stride_kernel" not in done.stdout
 
 
 def test_benchmark_tool_sets_cpu_env_before_paddle_and_writes_json(tmp_path):
@@ -203,7 +217,7 @@ def test_benchmark_tool_sets_cpu_env_before_paddle_and_writes_json(tmp_path):
     data = json.loads(out.read_text())
     assert data["threads"] is not None and data["threads"] != "1" or os.cpu_count() == 1
     assert data["mkl_debug_cpu_type"] == "0"  # the user's value wins
-    if "FLAGS_use_stride_kernel" not in env and not _load_cpu_env().has_nvidia_gpu():
+    if "FLAGS_use_stride_kernel" not in env and not cpu_env.has_nvidia_gpu():
         assert data["stride_kernels"] is False
     if not any(name.startswith("MALLOC_") for name in env) and \
             platform.libc_ver()[0] == "glibc":

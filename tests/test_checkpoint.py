@@ -8,7 +8,7 @@ import numpy as np
 import paddle
 import pytest
 
-from paddle_pale.engine import checkpoint as ckpt
+from paddle_pale.utils import io as ckpt
 
 NAME = "latest"
 
@@ -36,7 +36,8 @@ def _save(prefix, version):
 
 def _seen(prefix):
     """What resume reads at ``prefix``: (epoch, model, optimizer, ema) or None (absent)."""
-    if not ckpt.checkpoint_exists(prefix):
+    files = ckpt.checkpoint_files(prefix)
+    if not (os.path.isfile(files[".pdstates"]) and os.path.isfile(files[".pdparams"])):
         with pytest.raises(FileNotFoundError):
             ckpt.load_checkpoint(prefix)
         return None

@@ -4,8 +4,9 @@ import os
 import pytest
 import yaml
 
-from paddle_pale.utils.config import (RULES, SCHEMA, ConfigError, apply_overrides,
-                                      load_config, parse_override)
+from paddle_pale.engine.config import (DEFAULTS, RULES, ConfigError, apply_overrides,
+                                       load_config)
+from paddle_pale.utils.config import parse_override
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = os.path.join(ROOT, "configs")
@@ -24,9 +25,9 @@ def test_base_include_merges_sections_key_by_key(tmp_path):
     config = load_config(child)
     assert config["Global"]["epochs"] == 5          # child wins
     assert config["Global"]["seed"] == 7            # kept from the base
-    assert config["Optimizer"]["lr"] == dict(SCHEMA["Optimizer"]["lr"], base_lr=1e-3,
+    assert config["Optimizer"]["lr"] == dict(DEFAULTS["Optimizer"]["lr"], base_lr=1e-3,
                                              warmup_epochs=1)
-    assert config["Global"]["print_interval"] == SCHEMA["Global"]["print_interval"]
+    assert config["Global"]["print_interval"] == DEFAULTS["Global"]["print_interval"]
 
 
 def test_overrides_are_parsed_as_yaml(tmp_path):
@@ -199,8 +200,8 @@ def _leaves(schema, where=()):
 
 
 def test_every_key_has_a_range_rule():
-    from paddle_pale.utils.config import _arch_keys
-    keys = set(_leaves(SCHEMA)) | {("Arch", k) for k in _arch_keys() if k != "name"}
+    from paddle_pale.engine.config import _arch_keys
+    keys = set(_leaves(DEFAULTS)) | {("Arch", k) for k in _arch_keys() if k != "name"}
     keys.discard(("Arch", "name"))  # checked against the registry
     assert keys - set(RULES) == set(), "keys without a range rule"
     assert {".".join(k) for k in RULES} == set(BAD_VALUES), "rules without a bad value here"

@@ -7,11 +7,11 @@ import pytest
 from engine_helpers import tiny_config, write_image_folder
 from paddle_pale.engine import Engine, NonFiniteLossError, topk_correct
 from paddle_pale.engine.builder import build_lr_scheduler, build_optimizer, scaled_learning_rate
-from paddle_pale.engine.checkpoint import SUFFIXES
+from paddle_pale.utils.io import CHECKPOINT_SUFFIXES as SUFFIXES
 from paddle_pale.engine.cli import eval_main
 from paddle_pale.models.registry import create_model
-from paddle_pale.utils.checkpoint import load_pretrained, load_state_dict
-from paddle_pale.utils.config import ConfigError, load_config
+from paddle_pale.utils.io import load_pretrained, load_state_dict
+from paddle_pale.engine.config import ConfigError, load_config
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from paddle_pale import create_model
 from paddle_pale.data.transforms import build_eval_transform, load_image
 from paddle_pale.export import export, load_checkpoint
 from paddle_pale.inference import ImageClassifier
-from paddle_pale.utils.checkpoint import load_pretrained
+from paddle_pale.utils.io import load_pretrained
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a small pale_t: every stage pads its 16/8/4/2 rows and columns to the pale size 7

@@ -14,7 +14,7 @@ from paddle_pale.models import attention
 from paddle_pale.models.attention_reference import naive_pale_attention
 from paddle_pale.models.layers import ConditionalPositionEncoding
 from paddle_pale.models.pale import PaleAttention
-from paddle_pale.utils.benchmark import attention_score_elements
+from paddle_pale.benchmark import attention_score_elements
 
 
 def _random_biases(layer):

@@ -3,7 +3,7 @@ import paddle
 import pytest
 
 import paddle_pale
-from paddle_pale.utils.checkpoint import load_pretrained
+from paddle_pale.utils.io import load_pretrained
 
 VARIANTS = paddle_pale.list_models()
 

@@ -24,7 +24,7 @@ from paddle_pale.adapters.paddleseg_engine import (  # noqa: E402
     load_config, load_segmentation_weights, seg_model_report, train_main, val_main)
 from paddle_pale.models import pale  # noqa: E402
 from paddle_pale.models.registry import model_defaults  # noqa: E402
-from paddle_pale.utils.checkpoint import load_pretrained  # noqa: E402
+from paddle_pale.utils.io import load_pretrained  # noqa: E402
 from paddle_pale.utils.flops import count_flops  # noqa: E402
 
 from conftest import ROOT  # noqa: E402
@@ -408,7 +408,7 @@ def exported_upernet(tiny_config, tmp_path_factory):
     model = build_model(path, opts)
     weights = str(folder / "model.pdparams")
     paddle.save(model.state_dict(), weights)
-    written = _tool_module("export_seg").export_main(
+    written = _tool_module("export_seg").main(
         ["--config", path, "--model_path", weights, "--save_dir", str(folder / "infer"),
          "--output_op", "none", "--opts", *opts])
     return model, written
@@ -462,7 +462,7 @@ def test_exported_argmax_is_the_eager_prediction(tiny_config, exported_upernet, 
     model, (_, weights_path, _) = exported_upernet
     weights = str(tmp_path / "model.pdparams")
     paddle.save(model.state_dict(), weights)
-    program, _, _ = _tool_module("export_seg").export_main(
+    program, _, _ = _tool_module("export_seg").main(
         ["--config", path, "--model_path", weights, "--save_dir", str(tmp_path / "infer"),
          "--opts", *opts])
     from paddle_pale.inference import create_predictor

@@ -7,7 +7,7 @@ from engine_helpers import tiny_config, write_image_folder
 from paddle_pale.engine import Engine
 from paddle_pale.export import export
 from paddle_pale.inference import ImageClassifier
-from paddle_pale.utils.config import load_config
+from paddle_pale.engine.config import load_config
 
 
 def test_exported_checkpoint_predicts_like_validation(tmp_path):

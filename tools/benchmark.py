@@ -4,23 +4,21 @@
     python tools/benchmark.py --json bench.json --rounds 5 --sweep
 
 The CPU environment (threads = physical cores, MKL's AVX2 path on AMD, stride kernels
-off, glibc's allocator keeping freed memory) is set by tools/cpu_env.py before paddle is
-imported; exported variables win, e.g.
+off, glibc's allocator keeping freed memory) is set by
+``paddle_pale.utils.cpu.configure_cpu()`` before paddle is imported; exported variables
+win, e.g.
 ``OMP_NUM_THREADS=1 FLAGS_use_stride_kernel=1 python tools/benchmark.py``.
 """
 import argparse
-import os
-import sys
 
-import cpu_env  # (sets threads, MKL path, kernels and allocator; must precede paddle)
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_pale.utils.benchmark import (MODEL_CASES, benchmark, format_report,  # noqa: E402
-                                         save_json)
+from paddle_pale.utils.cpu import configure_cpu
 
 
-def main(argv=None):
+def main(argv=None, cpu=None):
+    """``cpu``: what :func:`configure_cpu` applied, recorded with the figures."""
+    # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.benchmark import (MODEL_CASES, benchmark, format_report,
+                                             save_json)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
@@ -53,7 +51,7 @@ def main(argv=None):
                        attention=not args.no_attention, naive=not args.no_naive,
                        train=not args.no_train, rounds=args.rounds, warmup=args.warmup,
                        iters=args.iters, sweep=sweep, sweep_batch=args.sweep_batch,
-                       clock=args.clock, malloc_tuned=cpu_env.MALLOC_TUNED)
+                       clock=args.clock, malloc_tuned=(cpu or {}).get("malloc"))
     print(format_report(report))
     if args.json:
         save_json(report, args.json)
@@ -61,4 +59,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    main(cpu=configure_cpu())

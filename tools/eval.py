@@ -6,14 +6,16 @@ Weights that do not fit the configured model are refused unless
 --allow-mismatched-weights is given; class folders are numbered through the class map
 stored with the checkpoint.
 """
-import os
-import sys
 
-import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
+from paddle_pale.utils.cpu import configure_cpu
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_pale.engine.cli import eval_main  # noqa: E402
+def main(argv=None):
+    # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.engine.cli import eval_main
+    return eval_main(argv)
+
 
 if __name__ == "__main__":
-    eval_main()
+    configure_cpu()
+    main()

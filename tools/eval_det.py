@@ -3,19 +3,16 @@
     python tools/eval_det.py -c configs/det/mask_rcnn_pale_t_fpn_1x_coco.yml \\
         -o weights=output/mask_rcnn_pale_t_fpn_1x_coco/model_final
 """
-import os
-import sys
 
-import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_pale.adapters import ppdet_engine  # noqa: E402
+from paddle_pale.utils.cpu import configure_cpu
 
 
 def main(argv=None):
+    # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.adapters import ppdet_engine
     return ppdet_engine.eval_main(argv, description=__doc__)
 
 
 if __name__ == "__main__":
+    configure_cpu()
     main()

@@ -6,17 +6,13 @@
 """
 import argparse
 import logging
-import os
-import sys
 
-import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_pale.export import EXPORT_FORMATS, export  # noqa: E402
+from paddle_pale.utils.cpu import configure_cpu
 
 
 def main(argv=None):
+    # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.export import EXPORT_FORMATS, export
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("format", choices=EXPORT_FORMATS)
     parser.add_argument("--checkpoint", required=True,
@@ -51,4 +47,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    configure_cpu()
     main()

@@ -4,14 +4,16 @@
         --model_path output/upernet_pale_t/best_model/model.pdparams \
         --save_dir export/upernet_pale_t
 """
-import os
-import sys
 
-import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
+from paddle_pale.utils.cpu import configure_cpu
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_pale.adapters.paddleseg_engine import export_main  # noqa: E402
+def main(argv=None):
+    # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.adapters.paddleseg_engine import export_main
+    return export_main(argv)
+
 
 if __name__ == "__main__":
-    export_main()
+    configure_cpu()
+    main()

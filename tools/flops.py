@@ -4,17 +4,14 @@
     python tools/flops.py -c configs/pale_t.yaml      (Arch and eval input size of a config)
 """
 import argparse
-import os
 import sys
 
-import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_pale.utils.flops import format_flops_report  # noqa: E402
+from paddle_pale.utils.cpu import configure_cpu
 
 
 def main(argv=None):
+    # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.utils.flops import format_flops_report
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="pale_t", help="registered variant name")
     parser.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
@@ -25,7 +22,7 @@ def main(argv=None):
                         metavar="Section.key=value")
     args = parser.parse_args(argv)
     if args.config:
-        from paddle_pale.utils.config import load_config
+        from paddle_pale.engine.config import load_config
 
         config = load_config(args.config, args.override)
         arch = {k: v for k, v in config["Arch"].items() if k != "name"}
@@ -38,4 +35,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    configure_cpu()
     main()

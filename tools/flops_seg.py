@@ -4,17 +4,13 @@
         --size 512 2048
 """
 import argparse
-import os
-import sys
 
-import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_pale.adapters.paddleseg_engine import seg_model_report  # noqa: E402
+from paddle_pale.utils.cpu import configure_cpu
 
 
 def main(argv=None):
+    # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.adapters.paddleseg_engine import seg_model_report
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
     parser.add_argument("--size", type=int, nargs=2, default=(512, 2048), metavar=("H", "W"))
@@ -24,4 +20,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    configure_cpu()
     main()

@@ -10,17 +10,14 @@ when no image could be classified (or the model cannot be loaded).
 """
 import argparse
 import json
-import os
 import sys
 
-import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
-
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from paddle_pale.inference import ImageClassifier  # noqa: E402
+from paddle_pale.utils.cpu import configure_cpu
 
 
 def main(argv=None):
+    # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.inference import ImageClassifier
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--model", required=True,
@@ -50,4 +47,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    configure_cpu()
     main()

@@ -4,14 +4,16 @@
         --save_dir output/upernet_pale_t --do_eval
     python -m paddle.distributed.launch --gpus 0,1,2,3,4,5,6,7 tools/train_seg.py --config ...
 """
-import os
-import sys
 
-import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
+from paddle_pale.utils.cpu import configure_cpu
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_pale.adapters.paddleseg_engine import train_main  # noqa: E402
+def main(argv=None):
+    # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.adapters.paddleseg_engine import train_main
+    return train_main(argv)
+
 
 if __name__ == "__main__":
-    train_main()
+    configure_cpu()
+    main()

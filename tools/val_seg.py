@@ -6,14 +6,16 @@
     python tools/val_seg.py --config ... --model_path ... \
         --aug_eval --flip_horizontal --scales 0.5 0.75 1.0 1.25 1.5 1.75
 """
-import os
-import sys
 
-import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
+from paddle_pale.utils.cpu import configure_cpu
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_pale.adapters.paddleseg_engine import val_main  # noqa: E402
+def main(argv=None):
+    # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.adapters.paddleseg_engine import val_main
+    return val_main(argv)
+
 
 if __name__ == "__main__":
-    val_main()
+    configure_cpu()
+    main()

@@ -18,7 +18,7 @@ except ImportError as error:
 
 from ..models import pale
 from ..models.registry import model_defaults
-from ..utils.checkpoint import load_pretrained
+from ..utils.io import load_pretrained
 from . import paddleseg_compat
 
 __all__ = ["PaleTransformer"]

@@ -16,7 +16,7 @@ from paddleseg.cvlibs import Config, SegBuilder
 from paddleseg.deploy.export import WrappedModel
 from paddleseg.utils import logger as seg_logger
 
-from ..utils.checkpoint import describe_keys, load_state_dict
+from ..utils.io import describe_keys, load_state_dict
 from . import paddleseg as _registration  # noqa: F401  registers PaleTransformer
 
 __all__ = ["load_config", "check_datasets", "load_segmentation_weights", "train_parser",

@@ -9,7 +9,7 @@ from ppdet.modeling.shape_spec import ShapeSpec
 
 from ..models import pale
 from ..models.registry import model_defaults
-from ..utils.checkpoint import load_pretrained
+from ..utils.io import load_pretrained
 
 __all__ = ["PaleTransformer"]
 

@@ -17,7 +17,7 @@ from ppdet.engine.callbacks import Callback
 from ppdet.utils.checkpoint import is_url
 from ppdet.utils.download import get_weights_path
 
-from ..utils.checkpoint import compare_state_dicts, describe_keys, load_state_dict
+from ..utils.io import compare_state_dicts, describe_keys, load_state_dict
 from ..utils.config import ConfigError, parse_override
 from . import ppdet as _registers_backbone  # noqa: F401  (ppdet must know the name)
 from . import ppdet_compat

@@ -5,8 +5,6 @@ import os
 import signal
 import sys
 
-import numpy as np
-import paddle
 import paddle.distributed as dist
 from paddle.io import DataLoader, DistributedBatchSampler
 

@@ -18,6 +18,8 @@ import random
 
 from PIL import Image, ImageEnhance, ImageOps
 
+from ..utils.constants import IMAGENET_MEAN
+
 __all__ = ["RandAugment", "OPS", "SIGNED_OPS", "op_argument", "apply_op", "MAX_MAGNITUDE"]
 
 MAX_MAGNITUDE = 10.0  # timm's _LEVEL_DENOM: magnitude 10 is an op's full strength
@@ -110,7 +112,7 @@ class RandAugment:
     """
 
     def __init__(self, num_ops=2, magnitude=9, magnitude_std=0.5, prob=0.5,
-                 interpolation="bicubic", mean=(0.485, 0.456, 0.406)):
+                 interpolation="bicubic", mean=IMAGENET_MEAN):
         if not 0 <= magnitude <= MAX_MAGNITUDE:
             raise ValueError(f"magnitude must be in [0, {MAX_MAGNITUDE}], got {magnitude}")
         if interpolation == "random":

@@ -2,6 +2,7 @@
 random resized crop, flip, RandAugment, normalize, random erasing."""
 from paddle.vision import transforms as T
 
+from ..utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from .randaugment import RandAugment
 from .random_erasing import RandomErasing
 from .transforms import normalize_ops, to_float_hwc
@@ -11,8 +12,8 @@ __all__ = ["build_train_transform"]
 
 def build_train_transform(input_size=224, scale=(0.08, 1.0), ratio=(0.75, 1.3333333),
                           interpolation="bicubic", hflip=0.5, randaugment=None,
-                          random_erasing=0.0, mean=(0.485, 0.456, 0.406),
-                          std=(0.229, 0.224, 0.225)):
+                          random_erasing=0.0, mean=IMAGENET_MEAN,
+                          std=IMAGENET_STD):
     """PIL image in, ``[3, S, S]`` float32 array out.
 
     Args:

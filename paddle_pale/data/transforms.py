@@ -4,6 +4,8 @@ import numpy as np
 from paddle.vision import transforms as T
 from PIL import Image, ImageOps
 
+from ..utils.constants import IMAGENET_MEAN, IMAGENET_STD
+
 __all__ = ["build_eval_transform", "ImageDecodeError", "load_image", "to_rgb", "normalize_ops",
            "to_float_hwc"]
 
@@ -68,8 +70,8 @@ def normalize_ops(mean, std):
                         data_format="HWC"), T.Transpose()]
 
 
-def build_eval_transform(input_size=224, crop_pct=0.875, mean=(0.485, 0.456, 0.406),
-                         std=(0.229, 0.224, 0.225), interpolation="bicubic"):
+def build_eval_transform(input_size=224, crop_pct=0.875, mean=IMAGENET_MEAN,
+                         std=IMAGENET_STD, interpolation="bicubic"):
     """Resize the short side to ``input_size / crop_pct``, center-crop ``input_size``,
     normalize; PIL image in, ``[3, S, S]`` float32 array out."""
     resize = int(round(input_size / crop_pct))

@@ -2,7 +2,7 @@
 import argparse
 import os
 
-from ..utils.config import load_config
+from .config import load_config
 
 __all__ = ["parse_args", "train_main", "eval_main"]
 

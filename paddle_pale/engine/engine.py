@@ -16,13 +16,14 @@ from ..data.builder import build_dataloader, build_dataset, worker_init_fn
 from ..data.datasets import IGNORE_LABEL
 from ..data.mixup import Mixup, one_hot_smoothed
 from ..kernels import use_cpu_kernels
-from ..utils.checkpoint import load_exactly, load_pretrained
-from ..utils.config import ConfigError, dump_config
+from ..utils.io import (load_checkpoint, load_exactly, load_pretrained, read_states,
+                        remove_stale_files, save_checkpoint, strip_suffix)
+from ..utils.config import dump_config
+from .config import ConfigError
 from .builder import (arch_record, build_lr_scheduler, build_model, build_optimizer,
                       scaled_learning_rate, soft_target_cross_entropy)
-from .checkpoint import (capture_rng_state, load_checkpoint, optimizer_state_by_param_name,
-                         optimizer_state_by_structured_name, read_states, remove_stale_files,
-                         restore_rng_state, save_checkpoint, strip_suffix)
+from .checkpoint import (capture_rng_state, optimizer_state_by_param_name,
+                         optimizer_state_by_structured_name, restore_rng_state)
 from .ema import ModelEMA
 from .logging_utils import VisualDLWriter, format_eta, setup_logging
 
@@ -82,7 +83,7 @@ def topk_correct(logits, labels, topk):
 
 
 class Engine:
-    """Train or evaluate one model from a validated config (see utils.config).
+    """Train or evaluate one model from a validated config (see engine.config).
 
     Class map: the class names of the training split (sorted class folders, hidden and
     empty ones left out) are written into every checkpoint; validation maps its folders
@@ -91,7 +92,7 @@ class Engine:
     from the ``.pdstates`` beside ``Global.pretrained``.
 
     Args:
-        config: the dict returned by :func:`paddle_pale.utils.config.load_config`.
+        config: the dict returned by :func:`paddle_pale.engine.config.load_config`.
         mode: ``"train"`` or ``"eval"``.
         allow_mismatched_weights: ``eval`` mode only: evaluate ``Global.pretrained``
             even when it does not fit the model (missing, extra or differently shaped

@@ -145,6 +145,10 @@ class PaleTransformer(nn.Layer):
             tasks pass False and then own no parameter they do not use.
     """
 
+    # state-dict keys a checkpoint of another num_classes (or a dense backbone) may lack:
+    # what utils.io.load_pretrained leaves out
+    classifier_prefixes = CLASSIFIER_PREFIXES
+
     def __init__(self, in_channels=3, num_classes=1000, embed_dims=(64, 128, 256, 512),
                  depths=(2, 2, 16, 2), num_heads=(2, 4, 8, 16), pale_size=7, mlp_ratio=4.0,
                  qkv_bias=True, drop_rate=0.0, drop_path_rate=0.0, with_classifier=True):

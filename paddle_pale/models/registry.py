@@ -1,4 +1,7 @@
 """Model registry: variants hold only their size arguments; callers override any."""
+
+from ..utils.constants import IMAGENET_MEAN, IMAGENET_STD
+from ..utils.io import load_pretrained
 from .pale import PaleTransformer
 
 __all__ = ["register_model", "create_model", "list_models", "model_defaults", "pretrained_cfg"]
@@ -8,8 +11,7 @@ _PRETRAINED_CFGS = {}
 
 # evaluation preprocessing of the ImageNet models (224 input, 0.875 crop as in Swin/CSWin)
 IMAGENET_CFG = dict(input_size=(3, 224, 224), crop_pct=0.875, interpolation="bicubic",
-                    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                    classifier="head", num_classes=1000)
+                    mean=IMAGENET_MEAN, std=IMAGENET_STD, num_classes=1000)
 
 
 def register_model(fn=None, *, pretrained_cfg=None):
@@ -33,7 +35,7 @@ def _factory(name):
 
 
 def pretrained_cfg(name):
-    """Input size, crop, mean/std and classifier name of a variant."""
+    """Input size, crop, mean/std and number of classes a variant is evaluated with."""
     _factory(name)
     return dict(_PRETRAINED_CFGS[name])
 
@@ -54,7 +56,6 @@ def create_model(name, pretrained=None, **overrides):
     """
     model = _factory(name)(**overrides)
     if pretrained:
-        from ..utils.checkpoint import load_pretrained
         load_pretrained(model, pretrained)
     return model
 

@@ -26,18 +26,17 @@ from collections import OrderedDict
 
 import numpy as np
 import paddle
-
 import paddle.nn.functional as F
 
-from ..export import static_model
-from ..kernels import use_cpu_kernels
-from ..models.attention import pale_attention, pale_attention_halves, pale_attention_macs, \
-    split_halves
-from ..models.attention_reference import naive_pale_attention
-from ..models.pale import PaleAttention
-from ..inference import create_predictor, default_cpu_threads
-from ..models.registry import create_model
-from .flops import count_flops
+from .export import static_model
+from .inference import create_predictor, default_cpu_threads
+from .kernels import use_cpu_kernels
+from .models.attention import (pale_attention, pale_attention_halves, pale_attention_macs,
+                               split_halves)
+from .models.attention_reference import naive_pale_attention
+from .models.pale import PaleAttention
+from .models.registry import create_model
+from .utils.flops import count_flops
 
 __all__ = ["Case", "MODEL_CASES", "parse_case", "model_cases", "attention_cases",
            "run_benchmark", "matmul_gflops", "best_predictors", "format_report",
@@ -482,7 +481,7 @@ def benchmark(batch=8, size=(224, 224), models=MODEL_CASES,
               sweep=(), sweep_batch=1, model_overrides=None, clock="wall", malloc_tuned=None):
     """Run the whole benchmark; return a JSON-ready dict (see :func:`format_report`).
 
-    ``malloc_tuned``: the allocator settings the caller applied (``cpu_env.MALLOC_TUNED``),
+    ``malloc_tuned``: the allocator settings the caller applied (``configure_cpu()["malloc"]``),
     recorded with the figures."""
     with tempfile.TemporaryDirectory() as workdir:
         cases = model_cases(batch, size, models, train, workdir, model_overrides)

@@ -1,8 +1,11 @@
-"""CPU settings for speed; import this module BEFORE paddle (and so before paddle_pale).
+"""CPU settings for speed, applied by one explicit call before paddle is imported.
 
-    import cpu_env  # noqa: F401  (first import of a tools/ script)
+    from paddle_pale.utils.cpu import configure_cpu
+    configure_cpu()      # first lines of a script; then import paddle, paddle_pale...
 
-Paddle reads these variables once, when it is imported:
+Importing this module changes nothing; it imports neither paddle nor the rest of the
+package (``import paddle_pale`` is lazy), so the call can come first. Paddle reads
+these variables once, when it is imported:
 
 * ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``: paddle sets 1 thread when they are unset;
   we use one thread per physical core (hyper-threads only fight over the FMA units).
@@ -16,15 +19,15 @@ Paddle reads these variables once, when it is imported:
   NHWC -> NCHW copy: 31 ms against 0.9 ms). Off is paddle 2's behaviour: views copy.
 
 Every value is set with ``os.environ.setdefault``: a variable the user exported wins,
-e.g. ``OMP_NUM_THREADS=1 python tools/benchmark.py``.
+e.g. ``OMP_NUM_THREADS=1 python tools/benchmark.py``. The tools call
+:func:`configure_cpu`; scripts of your own may call it too, or export the variables.
 
 glibc's allocator is tuned too (:func:`tune_malloc`): by default it maps every block over
 128 KB fresh from the kernel and unmaps it on free, so each new activation tensor pays a
 page fault per 4 KB (a 10 MB tensor copy: 5.8 ms, against 0.6 ms once the memory is
 reused). Blocks up to 32 MB come from the heap and up to 1 GB of freed heap is kept for
 reuse, as ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824`` would do;
-exporting either variable yourself leaves the allocator alone. Stand-alone on purpose
-(no paddle import), so it can run first.
+exporting either variable yourself leaves the allocator alone.
 """
 import ctypes
 import glob
@@ -33,7 +36,7 @@ import platform
 import sys
 
 __all__ = ["physical_cores", "is_amd_cpu", "has_nvidia_gpu", "recommended_env",
-           "tune_malloc", "apply", "APPLIED"]
+           "tune_malloc", "apply", "configure_cpu"]
 
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -121,11 +124,16 @@ def apply(environ=None, cpuinfo=None, nvidia_gpu=None):
     """Set the recommended values where unset; return the values now in effect."""
     environ = os.environ if environ is None else environ
     if environ is os.environ and "paddle" in sys.modules:
-        print("cpu_env: paddle is already imported, thread and MKL settings come too late",
-              file=sys.stderr)
+        print("configure_cpu: paddle is already imported, thread and MKL settings come too "
+              "late", file=sys.stderr)
     return {key: environ.setdefault(key, value)
             for key, value in recommended_env(cpuinfo, environ, nvidia_gpu).items()}
 
 
-APPLIED = apply()
-MALLOC_TUNED = tune_malloc()
+def configure_cpu():
+    """Apply the CPU environment (:func:`apply`) and the allocator settings
+    (:func:`tune_malloc`) to this process; call before paddle is imported.
+
+    Returns ``{"env": variables in effect, "malloc": allocator settings applied}``.
+    """
+    return {"env": apply(), "malloc": tune_malloc()}

@@ -1,0 +1,452 @@
+"""Files of weights, training checkpoints and exports: the one place that names their
+suffixes, resolves their prefixes, reads them with errors naming the file, and writes
+checkpoints whole.
+
+* weights: a ``.pdparams`` state dict (``load_state_dict``, ``load_pretrained``,
+  ``load_exactly``);
+* training checkpoints: a prefix ``P`` with ``P.pdparams``, ``P.pdopt``, ``P.pdema`` (EMA
+  on) and ``P.pdstates``, written whole or not at all (``save_checkpoint``);
+* exports: ``P.json`` + ``P.pdiparams`` (a Paddle Inference program) or other files, with
+  a ``P.meta.json`` sidecar (``write_meta``, ``read_meta``).
+
+A checkpoint is whole or absent. The files of one save are written into a fresh hidden
+directory beside them, ``.NAME.ckpt.XXXXXXXX``, and become the checkpoint by one atomic
+rename: the symbolic link ``.NAME.ckpt`` is replaced by one pointing at the new
+directory. The paths users name (``NAME.pdparams``, ...) are fixed links through
+``.NAME.ckpt``, so whenever a save is killed every one of them shows the previous save,
+or every one shows the new one. What a killed save leaves behind (its unfinished
+directory, a superseded one, a temporary link) is removed by :func:`remove_stale_files`
+when training starts again. Checkpoints of plain files (written before this scheme) are
+taken over by hard links on their next save, again without a moment of mixed files.
+
+Ground layer: imports nothing of the package.
+"""
+import glob
+import json
+import logging
+import os
+import re
+import shutil
+import tempfile
+
+import paddle
+
+__all__ = ["CHECKPOINT_SUFFIXES", "META_SUFFIX", "PREPROCESS_KEYS", "PROGRAM_SUFFIXES",
+           "strip_suffix",
+           "resolve_weights_path", "load_state_dict", "describe_keys", "compare_state_dicts",
+           "load_exactly", "load_pretrained", "checkpoint_prefix", "save_checkpoint",
+           "checkpoint_files", "read_states", "load_checkpoint", "remove_stale_files",
+           "write_meta", "read_meta", "export_prefix", "check_writable"]
+
+logger = logging.getLogger("paddle_pale")
+
+CHECKPOINT_SUFFIXES = (".pdparams", ".pdopt", ".pdema", ".pdstates")
+META_SUFFIX = ".meta.json"  # paddle.jit.save owns NAME.json
+# the eval preprocessing an export's meta carries from its checkpoint
+PREPROCESS_KEYS = ("input_size", "crop_pct", "mean", "std", "interpolation")
+PROGRAM_SUFFIXES = (".json", ".pdiparams")
+# temporary names: the pre-versioning ".pdparams.tmpPID" files and our temporary links
+_TEMPORARY = re.compile(r"\.tmp\d+$")
+# .NAME.ckpt.VERSION: a save's directory, or a temporary entry of NAME's switch
+_VERSION = re.compile(r"^\.(?P<name>.+)\.ckpt\.(?P<version>[^.]+)$")
+_CURRENT = re.compile(r"^\.(?P<name>.+)\.ckpt$")
+
+
+def strip_suffix(path, suffixes=CHECKPOINT_SUFFIXES):
+    """``P`` from ``P`` or ``P`` + one of ``suffixes`` (the longest that matches: a
+    ``.meta.json`` is not read as ``.json``)."""
+    path = os.fspath(path)
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if path.endswith(suffix):
+            return path[:-len(suffix)]
+    return path
+
+
+# ------------------------------------------------------------------------------ weights
+def resolve_weights_path(path):
+    """Accept ``x.pdparams`` or a checkpoint prefix ``x``; raise if neither exists."""
+    path = os.fspath(path)
+    for candidate in (path, path + ".pdparams"):
+        if os.path.isfile(candidate):
+            return candidate
+    raise FileNotFoundError(f"no weights file at {path!r} (nor {path + '.pdparams'!r})")
+
+
+def load_state_dict(path):
+    """Read a weights file written by ``paddle.save(model.state_dict(), ...)``."""
+    path = resolve_weights_path(path)
+    try:
+        state = paddle.load(path)
+    except Exception as error:  # paddle raises several types for unreadable files
+        raise ValueError(f"cannot read weights file {path!r}: {error}") from error
+    if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
+        raise ValueError(f"{path!r} does not hold a state dict (got {type(state).__name__})")
+    return state
+
+
+def describe_keys(keys, limit=5, separator=", "):
+    """The first ``limit`` of ``keys`` and how many more: error messages stay a line or
+    two long however many tensors a wrong checkpoint gets wrong."""
+    keys = list(keys)
+    shown = separator.join(keys[:limit])
+    return shown + (f"{separator}... (+{len(keys) - limit} more)" if len(keys) > limit else "")
+
+
+def compare_state_dicts(source, own):
+    """``(missing, unexpected, mismatched)`` of weights ``source`` against a model's
+    ``own`` state dict; ``mismatched`` reads ``"key: checkpoint [..] vs model [..]"``."""
+    missing = sorted(set(own) - set(source))
+    unexpected = sorted(set(source) - set(own))
+    mismatched = [f"{key}: checkpoint {list(source[key].shape)} vs model "
+                  f"{list(own[key].shape)}"
+                  for key in own if key in source
+                  and list(source[key].shape) != list(own[key].shape)]
+    return missing, unexpected, mismatched
+
+
+def load_exactly(model, path, what="the model"):
+    """Load weights that must fit ``model`` key for key and shape for shape (evaluation:
+    a half-loaded model gives meaningless numbers). ValueError naming what differs."""
+    source = load_state_dict(path)
+    missing, unexpected, mismatched = compare_state_dicts(source, model.state_dict())
+    if missing or unexpected or mismatched:
+        problems = [f"{label} ({len(keys)}): {describe_keys(keys)}" for label, keys in (
+            ("missing keys", missing), ("unexpected keys", unexpected),
+            ("shape mismatches", mismatched)) if keys]
+        raise ValueError(f"weights {path!r} do not fit {what}: " + "; ".join(problems))
+    model.set_state_dict(source)
+    logger.info("loaded %d tensors from %s", len(source), resolve_weights_path(path))
+
+
+def load_pretrained(model, path, log=logger):
+    """Load weights into ``model``, leaving out a classifier it does not have.
+
+    * keys of the classifier (those starting with one of ``model.classifier_prefixes``,
+      ``norm.*`` and ``head.*`` for the Pale Transformer) that the model lacks, or whose
+      shapes differ (another ``num_classes``), are dropped and reported;
+    * any other shape mismatch raises ValueError naming the keys and shapes;
+    * missing and unexpected keys are logged.
+
+    Returns ``(missing_keys, unexpected_keys)``.
+    """
+    source = load_state_dict(path)
+    own = model.state_dict()
+    prefixes = tuple(getattr(model, "classifier_prefixes", ()))
+    is_classifier = lambda key: bool(prefixes) and key.startswith(prefixes)  # noqa: E731
+    dropped, mismatched, loadable = [], [], {}
+    for key, value in source.items():
+        if key not in own:
+            if is_classifier(key):
+                dropped.append(key)
+            continue
+        if list(value.shape) != list(own[key].shape):
+            if is_classifier(key):
+                dropped.append(key)
+            else:
+                mismatched.append(f"{key}: checkpoint {list(value.shape)} vs model "
+                                  f"{list(own[key].shape)}")
+            continue
+        loadable[key] = value
+    if mismatched:
+        raise ValueError(f"shape mismatch loading {path!r} (wrong variant?): "
+                         + describe_keys(mismatched, separator="; "))
+    unexpected = sorted(k for k in source if k not in own and k not in dropped)
+    missing = sorted(k for k in own if k not in loadable)
+    model.set_state_dict(loadable)
+    log.info("loaded %d tensors from %s", len(loadable), path)
+    if dropped:
+        log.info("left out classifier weights: %s", ", ".join(sorted(dropped)))
+    if missing:
+        log.warning("missing keys (kept at init): %s", describe_keys(missing, limit=20))
+    if unexpected:
+        log.warning("unexpected keys (ignored): %s", describe_keys(unexpected, limit=20))
+    return missing, unexpected
+
+
+# --------------------------------------------------------------------- training checkpoints
+def checkpoint_prefix(checkpoint):
+    """``P`` from ``P`` or any file of checkpoint ``P``; FileNotFoundError when
+    ``P.pdparams`` does not exist."""
+    path = os.fspath(checkpoint)
+    prefix = strip_suffix(path)
+    if not os.path.isfile(prefix + ".pdparams"):
+        raise FileNotFoundError(
+            f"no training checkpoint at {path!r}: expected the weights file "
+            f"{prefix + '.pdparams'!r} (pass a checkpoint prefix such as output/best, or "
+            f"its .pdparams file)")
+    return prefix
+
+
+def _current_link(folder, name):
+    return os.path.join(folder, f".{name}.ckpt")
+
+
+def _fsync(path):
+    """Flush a file or directory to disk (a power cut must not undo a finished save)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _replace_link(target, link):
+    """Make ``link`` a symbolic link to ``target`` in one atomic rename."""
+    temporary = f"{link}.tmp{os.getpid()}"
+    if os.path.lexists(temporary):
+        os.remove(temporary)
+    os.symlink(target, temporary)
+    os.replace(temporary, link)
+
+
+def _new_version(folder, name):
+    return tempfile.mkdtemp(prefix=f".{name}.ckpt.", dir=folder)
+
+
+def _switch(folder, name, version):
+    """Make ``version`` the live save of ``name``; -> the directory it replaced, or None."""
+    current = _current_link(folder, name)
+    previous = os.path.realpath(current) if os.path.islink(current) else None
+    _replace_link(os.path.basename(version), current)
+    _fsync(folder)
+    return previous if previous and os.path.isdir(previous) else None
+
+
+def _link_files(folder, name, suffixes):
+    """``NAME.suffix`` -> ``.NAME.ckpt/NAME.suffix`` for each suffix (made once, then kept)."""
+    for suffix in suffixes:
+        path = os.path.join(folder, name + suffix)
+        target = os.path.join(f".{name}.ckpt", name + suffix)
+        if os.path.islink(path) and os.readlink(path) == target:
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            raise IsADirectoryError(f"cannot write checkpoint file {path!r}: a directory "
+                                    f"is in the way")
+        _replace_link(target, path)
+
+
+def _remove_dangling_links(folder, name):
+    for suffix in CHECKPOINT_SUFFIXES:
+        path = os.path.join(folder, name + suffix)
+        if os.path.islink(path) and not os.path.exists(path):
+            os.remove(path)
+
+
+def _adopt_plain_files(folder, name):
+    """Turn a checkpoint of plain files (pre-versioning) into a versioned one holding the
+    same bytes (hard links, else copies); at every moment each path shows the old file."""
+    paths = [os.path.join(folder, name + suffix) for suffix in CHECKPOINT_SUFFIXES]
+    if not any(os.path.isfile(p) and not os.path.islink(p) for p in paths):
+        return
+    version = _new_version(folder, name)
+    present = []
+    for suffix, path in zip(CHECKPOINT_SUFFIXES, paths):
+        if os.path.isfile(path):
+            copy = os.path.join(version, name + suffix)
+            try:
+                os.link(os.path.realpath(path), copy)
+            except OSError:
+                shutil.copy2(path, copy)
+            present.append(suffix)
+    _fsync(version)
+    previous = _switch(folder, name, version)
+    _link_files(folder, name, present)
+    _fsync(folder)
+    if previous:
+        shutil.rmtree(previous, ignore_errors=True)
+
+
+def save_checkpoint(prefix, model_state, optimizer_state, states, ema_state=None):
+    """Write checkpoint ``prefix`` whole (see the module doc); ``states`` is a dict."""
+    folder, name = os.path.split(os.path.abspath(prefix))
+    os.makedirs(folder, exist_ok=True)
+    _adopt_plain_files(folder, name)
+    parts = [(".pdparams", model_state), (".pdopt", optimizer_state)]
+    if ema_state is not None:
+        parts.append((".pdema", ema_state))
+    parts.append((".pdstates", states))
+    version = _new_version(folder, name)
+    try:
+        for suffix, obj in parts:
+            path = os.path.join(version, name + suffix)
+            paddle.save(obj, path)
+            _fsync(path)
+        _fsync(version)
+    except BaseException:
+        shutil.rmtree(version, ignore_errors=True)
+        raise
+    # links first: until the switch they show the previous save (or nothing)
+    _link_files(folder, name, [suffix for suffix, _ in parts])
+    previous = _switch(folder, name, version)  # the one atomic step
+    _remove_dangling_links(folder, name)  # e.g. .pdema when EMA is now off
+    if previous:
+        shutil.rmtree(previous, ignore_errors=True)
+    return prefix
+
+
+def remove_stale_files(folder):
+    """Remove what killed saves left in ``folder``: save directories that are not live,
+    temporary links and ``*.tmpPID`` files, links to nothing. -> names removed."""
+    if not os.path.isdir(folder):
+        return []
+    entries = sorted(os.listdir(folder))
+    live = {}
+    for entry in entries:
+        match = _CURRENT.match(entry)
+        path = os.path.join(folder, entry)
+        if match and os.path.islink(path):
+            live[match.group("name")] = os.path.basename(os.readlink(path))
+    removed = []
+    for entry in entries:
+        path = os.path.join(folder, entry)
+        match = _VERSION.match(entry)
+        if match and live.get(match.group("name")) == entry:
+            continue
+        stale_version = match is not None
+        temporary = _TEMPORARY.search(entry) is not None and any(
+            marker in entry for marker in CHECKPOINT_SUFFIXES + (".ckpt",))
+        dangling = (entry.endswith(CHECKPOINT_SUFFIXES) and os.path.islink(path)
+                    and not os.path.exists(path))
+        if not (stale_version or temporary or dangling):
+            continue
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.remove(path)
+        removed.append(entry)
+    if removed:
+        logger.info("removed leftovers of interrupted saves in %s: %s", folder,
+                    ", ".join(removed))
+    return removed
+
+
+def checkpoint_files(prefix):
+    """``{suffix: path}`` of checkpoint ``prefix`` (``P`` or ``P.pdparams``), all from one
+    save: read through the live save directory, so a save that switches meanwhile
+    cannot mix files."""
+    prefix = strip_suffix(prefix)
+    folder, name = os.path.split(os.path.abspath(prefix))
+    current = _current_link(folder, name)
+    if os.path.islink(current) and os.path.isdir(current):
+        base = os.path.join(os.path.realpath(current), name)
+    else:
+        base = prefix
+    return {suffix: base + suffix for suffix in CHECKPOINT_SUFFIXES}
+
+
+def read_states(prefix):
+    """The ``.pdstates`` dict of checkpoint ``prefix``, or None when it has none."""
+    path = checkpoint_files(prefix)[".pdstates"]
+    if not os.path.isfile(path):
+        return None
+    try:
+        states = paddle.load(path)
+    except Exception as error:  # paddle raises several types for unreadable files
+        raise ValueError(f"cannot read training states {path!r}: {error}") from error
+    if not isinstance(states, dict):
+        raise ValueError(f"{path!r} should hold a dict of training states, got "
+                         f"{type(states).__name__}")
+    return states
+
+
+def load_checkpoint(prefix):
+    """-> dict with ``model``, ``optimizer``, ``ema`` (or None) and ``states``.
+
+    ``prefix`` is ``P`` or one of its files (``P.pdparams``)."""
+    prefix = strip_suffix(prefix)
+    files = checkpoint_files(prefix)
+    for suffix in (".pdparams", ".pdstates", ".pdopt"):
+        if not os.path.isfile(files[suffix]):
+            raise FileNotFoundError(
+                f"cannot resume from {prefix!r}: {prefix + suffix!r} is missing (a "
+                f"checkpoint prefix is e.g. OUTPUT_DIR/latest)")
+    loaded = {}
+    for key, suffix in (("model", ".pdparams"), ("optimizer", ".pdopt"),
+                        ("states", ".pdstates")):
+        try:
+            loaded[key] = paddle.load(files[suffix])
+        except Exception as error:  # paddle raises several types for unreadable files
+            raise ValueError(f"cannot read {prefix + suffix!r}: {error}") from error
+    loaded["ema"] = (paddle.load(files[".pdema"]) if os.path.isfile(files[".pdema"])
+                     else None)
+    return loaded
+
+
+# ------------------------------------------------------------------------------ exports
+def _plain(value):
+    """Tuples and lists alike in JSON."""
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def write_meta(path, meta):
+    with open(path, "w") as f:
+        json.dump(meta, f, indent=2, default=_plain)
+        f.write("\n")
+    return path
+
+
+def read_meta(path, required=()):
+    """The ``.meta.json`` sidecar of an export; FileNotFoundError / ValueError naming the
+    file, or the ``required`` keys it lacks."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no export metadata at {path!r} (written by "
+                                f"tools/export.py next to the exported weights)")
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read export metadata {path!r}: {error}") from error
+    missing = [key for key in required if key not in meta]
+    if missing:
+        raise ValueError(f"export metadata {path!r} lacks {', '.join(missing)}")
+    return meta
+
+
+def export_prefix(path, suffixes=PROGRAM_SUFFIXES + (META_SUFFIX,)):
+    """``P`` of an exported program from ``P``, one of its files, or a directory holding
+    one; FileNotFoundError naming each file of ``suffixes`` that is absent."""
+    given = os.fspath(path)
+    prefix = given
+    if os.path.isdir(given):
+        found = sorted(glob.glob(os.path.join(given, "*.pdiparams")))
+        if len(found) != 1:
+            raise FileNotFoundError(
+                f"expected one exported model (*.pdiparams) in directory {given!r}, found "
+                f"{len(found)}; pass its prefix instead")
+        prefix = found[0]
+    prefix = strip_suffix(prefix, suffixes)
+    absent = [prefix + suffix for suffix in suffixes if not os.path.isfile(prefix + suffix)]
+    if absent:
+        raise FileNotFoundError(
+            f"no exported inference model at {given!r}: missing {', '.join(absent)} "
+            f"(write them with tools/export.py inference)")
+    return prefix
+
+
+def _same_file(path, protected):
+    """Whether writing ``path`` would write one of the ``protected`` files: the same
+    real path (symbolic links and ``..`` resolved) or the same file (a hard link)."""
+    real = os.path.realpath(path)
+    if real in {os.path.realpath(p) for p in protected}:
+        return True
+    if not os.path.exists(path):
+        return False
+    return any(os.path.exists(p) and os.path.samefile(path, p) for p in protected)
+
+
+def check_writable(paths, source_checkpoint=None):
+    """Make the folders of ``paths`` (ValueError when a file is in the way), refusing
+    any path that would write a file of ``source_checkpoint`` (a prefix), through
+    whatever links."""
+    protected = ([source_checkpoint + s for s in CHECKPOINT_SUFFIXES]
+                 if source_checkpoint else [])
+    for path in paths:
+        if _same_file(path, protected):
+            raise ValueError(f"refusing to overwrite the source checkpoint file {path!r} "
+                             f"(it is {os.path.realpath(path)!r}); choose another output")
+        folder = os.path.dirname(os.path.abspath(path))
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except (FileExistsError, NotADirectoryError) as error:
+            raise ValueError(f"cannot write {path!r}: a part of {folder!r} is a file, not a "
+                             f"directory ({error.strerror})") from None
