@@ -140,10 +140,12 @@ def test_flops_tool_reads_arch_and_input_size_from_a_config(capsys):
         runpy.run_path(os.path.join(ROOT, "tools", "flops.py"), run_name="__main__")
     finally:
         sys.argv = argv
+    from paddle_pale import create_model
     from paddle_pale.utils.flops import format_flops_report
     config = load_config(os.path.join(CONFIGS, "demo.yaml"))
     arch = {k: v for k, v in config["Arch"].items() if k != "name"}
-    assert capsys.readouterr().out.strip() == format_flops_report("pale_t", (32, 32), **arch)
+    assert capsys.readouterr().out.strip() == format_flops_report(
+        create_model("pale_t", **arch), "pale_t", (32, 32))
 
 
 # ------------------------------------------------------------------ value ranges

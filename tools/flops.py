@@ -11,6 +11,7 @@ from paddle_pale.utils.cpu import configure_cpu
 
 def main(argv=None):
     # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.models import create_model
     from paddle_pale.utils.flops import format_flops_report
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="pale_t", help="registered variant name")
@@ -29,9 +30,10 @@ def main(argv=None):
         if "--size" not in (argv if argv is not None else sys.argv[1:]):
             size = config["DataLoader"]["Eval"]["transforms"]["input_size"]
             args.size = (size, size)
-        print(format_flops_report(config["Arch"]["name"], tuple(args.size), **arch))
-        return
-    print(format_flops_report(args.model, tuple(args.size), num_classes=args.num_classes))
+        name = config["Arch"]["name"]
+    else:
+        name, arch = args.model, {"num_classes": args.num_classes}
+    print(format_flops_report(create_model(name, **arch), name, tuple(args.size)))
 
 
 if __name__ == "__main__":

@@ -16,16 +16,16 @@ from ..data.builder import build_dataloader, build_dataset, worker_init_fn
 from ..data.datasets import IGNORE_LABEL
 from ..data.mixup import Mixup, one_hot_smoothed
 from ..kernels import use_cpu_kernels
+from ..utils.config import dump_config
 from ..utils.io import (load_checkpoint, load_exactly, load_pretrained, read_states,
                         remove_stale_files, save_checkpoint, strip_suffix)
-from ..utils.config import dump_config
-from .config import ConfigError
+from ..utils.log import VisualDLWriter, format_eta, setup_logging
 from .builder import (arch_record, build_lr_scheduler, build_model, build_optimizer,
                       scaled_learning_rate, soft_target_cross_entropy)
 from .checkpoint import (capture_rng_state, optimizer_state_by_param_name,
                          optimizer_state_by_structured_name, restore_rng_state)
+from .config import ConfigError
 from .ema import ModelEMA
-from .logging_utils import VisualDLWriter, format_eta, setup_logging
 
 __all__ = ["Engine", "NonFiniteLossError", "topk_correct"]
 

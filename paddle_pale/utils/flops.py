@@ -98,11 +98,9 @@ def count_flops(model, input_size, forward=None, extra_counters=()):
     return sum(breakdown.values()), breakdown
 
 
-def format_flops_report(name, size, **model_args):
-    """Text table of params and MACs per stage for variant ``name`` at ``size=(H, W)``."""
-    from ..models.registry import create_model
-
-    model = create_model(name, **model_args)
+def format_flops_report(model, name, size):
+    """Text table of params and MACs per stage of ``model`` (called ``name``) at
+    ``size=(H, W)``."""
     total, breakdown = count_flops(model, size)
     lines = [f"model {name}  input {size[0]}x{size[1]}",
              f"params: {count_params(model) / 1e6:.2f}M",
