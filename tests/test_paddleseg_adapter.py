@@ -24,6 +24,7 @@ from paddle_pale.adapters.paddleseg_engine import (  # noqa: E402
     load_config, load_segmentation_weights, seg_model_report, train_main, val_main)
 from paddle_pale.models import pale  # noqa: E402
 from paddle_pale.models.registry import model_defaults  # noqa: E402
+from paddle_pale.utils.config import read_yaml  # noqa: E402
 from paddle_pale.utils.io import load_pretrained  # noqa: E402
 from paddle_pale.utils.flops import count_flops  # noqa: E402
 
@@ -56,7 +57,7 @@ def ade_root(tmp_path_factory):
 def tiny_config(ade_root, tmp_path_factory):
     """The shipped Pale-T config with 64x64 crops and the tiny data set; returns
     (path, opts) where opts shrink the model as a user would on the command line."""
-    config = yaml.safe_load(open(CONFIG))
+    config = read_yaml(CONFIG)  # with its _base_ merged in, as PaddleSeg merges it
     config["train_dataset"]["transforms"][1]["crop_size"] = [64, 64]
     config["val_dataset"]["transforms"][0]["target_size"] = [128, 64]
     path = str(tmp_path_factory.mktemp("cfg") / "tiny.yml")
@@ -346,6 +347,9 @@ def test_shipped_configs_hold_the_recipe(arch):
     assert config.model_cfg["type"] == "UPerNet"
     assert config.model_cfg["backbone"]["type"] == "PaleTransformer"
     assert config.model_cfg["backbone"]["arch"] == arch
+    # CSWin's stochastic depth for its T / S / B, the one value besides arch per file
+    assert config.model_cfg["backbone"]["drop_path_rate"] == {
+        "pale_t": 0.3, "pale_s": 0.4, "pale_b": 0.6}[arch]
     assert config.model_cfg["enable_auxiliary_loss"] is True
     assert len(config.loss_cfg["types"]) == len(config.loss_cfg["coef"]) == 2
     assert config.iters == 160000 and config.batch_size * 8 == 16
