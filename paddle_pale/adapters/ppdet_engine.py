@@ -1,4 +1,4 @@
-"""Train and evaluate PaddleDetection configs that use the Pale backbone.
+"""Train, evaluate and export PaddleDetection configs that use the Pale backbone.
 
 Everything here hands off to ``ppdet.engine.Trainer``; this module only makes sure
 that the backbone is registered before the config is read, that the Paddle 3.x
@@ -10,17 +10,23 @@ import logging
 import os
 
 import paddle
+import yaml
 from ppdet.core import workspace
 from ppdet.core.config.schema import SchemaDict
 from ppdet.engine import Trainer, init_parallel_env
 from ppdet.engine.callbacks import Callback
 
+from ..utils.checkpoint import load_state_dict
 from ..utils.config import ConfigError, parse_override
 from . import ppdet as _registers_backbone  # noqa: F401  (ppdet must know the name)
 from . import ppdet_compat
 
 __all__ = ["parse_overrides", "load_config", "check_datasets", "build_trainer", "train", "evaluate",
-           "train_main", "eval_main"]
+           "check_weights_fit", "export", "EXPORTED_FILES", "train_main", "eval_main",
+           "export_main"]
+
+# what ``Trainer.export`` writes into ``output_dir/<config name>/``
+EXPORTED_FILES = ("model.json", "model.pdiparams", "infer_cfg.yml")
 
 logger = logging.getLogger("paddle_pale")
 
@@ -176,6 +182,73 @@ def evaluate(cfg, weights=None):
     return keep.results
 
 
+def check_weights_fit(model, weights):
+    """Raise ValueError unless ``weights`` (a ``.pdparams`` file or its prefix) holds
+    exactly ``model``'s tensors with the same shapes. ppdet's ``load_weights`` loads
+    whatever matches a key suffix and only logs the rest, so a checkpoint of another
+    config or variant would otherwise export a half-initialized detector."""
+    state = load_state_dict(weights)
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{key}: checkpoint {list(state[key].shape)} vs model "
+                  f"{list(own[key].shape)}"
+                  for key in own if key in state and list(state[key].shape) != list(own[key].shape)]
+    if not (missing or unexpected or mismatched):
+        return
+
+    def head(items):
+        return ", ".join(items[:5]) + (f" (+{len(items) - 5} more)" if len(items) > 5 else "")
+
+    problems = [f"{label}: {head(items)}" for label, items in (
+        ("missing keys", missing), ("unexpected keys", unexpected),
+        ("shape mismatches", mismatched)) if items]
+    if state and not any(key.startswith(("backbone.", "neck.")) for key in state):
+        problems.append("it looks like classification or backbone weights: pass them as "
+                        "PaleTransformer.pretrained when training instead")
+    raise ValueError(f"{weights!r} does not fit this detector (wrong config, variant or "
+                     f"num_classes?); " + "; ".join(problems))
+
+
+def export(cfg, output_dir="output_inference", weights=None):
+    """Export the detector for Paddle Inference as PaddleDetection's
+    ``tools/export_model.py`` does: ``Trainer(cfg, mode="test")``, ``load_weights``,
+    ``Trainer.export``. Writes :data:`EXPORTED_FILES` into ``output_dir/<config
+    name>/``: the PIR program (inputs ``image`` [N, 3, H, W] of any size, ``im_shape``
+    and ``scale_factor`` [N, 2]), its weights, and ppdet's ``infer_cfg.yml``
+    (preprocessing, label list).
+
+    ``weights`` (default: the config's ``weights``) must fit the model exactly (see
+    :func:`check_weights_fit`). Returns the paths written.
+    """
+    weights = weights or cfg.get("weights")
+    if not weights:
+        raise ValueError("no weights to export: pass -o weights=PATH")
+    paddle.set_device("cpu")  # as tools/export_model.py: tracing needs no GPU
+    trainer = Trainer(cfg, mode="test")
+    check_weights_fit(trainer.model, weights)
+    trainer.load_weights(weights)
+    trainer.export(output_dir)
+    name = os.path.splitext(os.path.basename(cfg.filename))[0]
+    paths = [os.path.join(output_dir, name, file) for file in EXPORTED_FILES]
+    absent = [path for path in paths if not os.path.isfile(path)]
+    if absent:
+        raise RuntimeError(f"Trainer.export wrote no {', '.join(absent)}")
+    labels = len(_read_yaml(paths[2]).get("label_list", []))
+    if labels != cfg.num_classes:
+        logger.warning(
+            "infer_cfg.yml lists %d labels for a detector of %d classes: ppdet reads them "
+            "from TestDataset's annotation file (%s), or uses COCO's 80 when it is "
+            "missing; set -o TestDataset.dataset_dir=... TestDataset.anno_path=...",
+            labels, cfg.num_classes, cfg.TestDataset.get_anno())
+    return paths
+
+
+def _read_yaml(path):
+    with open(path) as handle:
+        return yaml.safe_load(handle) or {}
+
+
 def _config_args(description, override_help):
     """``-c`` / ``-o`` parser shared by the training and evaluation tools."""
     parser = argparse.ArgumentParser(description=description,
@@ -205,3 +278,21 @@ def eval_main(argv=None, description=None):
                           "config overrides; weights=PATH picks the checkpoint")
     args = parser.parse_args(argv)
     return evaluate(load_config(args.config, parse_overrides(args.opt)))
+
+
+def export_main(argv=None, description=None):
+    """``tools/export_det.py``: ``-c CONFIG [-o weights=PATH ...] [--output_dir DIR]``,
+    as PaddleDetection's ``tools/export_model.py``; prints and returns the paths
+    written."""
+    parser = _config_args(description,
+                          "config overrides; weights=PATH picks the checkpoint")
+    parser.add_argument("--output_dir", default="output_inference",
+                        help="the model goes to OUTPUT_DIR/<config name>/")
+    args = parser.parse_args(argv)
+    try:
+        paths = export(load_config(args.config, parse_overrides(args.opt)), args.output_dir)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    for path in paths:
+        print(path)
+    return paths
