@@ -342,3 +342,166 @@ def test_eval_refuses_weights_that_do_not_fit_unless_told(tmp_path, monkeypatch)
     ppdet_engine.eval_main(["-c", CONFIG.format("t"), "-o", *_as_options(overrides),
                             f"weights={tmp_path / 'other'}", "--allow_mismatched_weights"])
     assert len(evaluated) == 1
+
+
+# ---------------------------------------------------------------- export and deploy
+def _export_overrides(overrides):
+    """Export settings with more RoIs and detections (up to 1000 and 100) than the tiny
+    training settings keep (50 and 20), the tiny set's label names, and a TestReader
+    resizing to 96x128."""
+    exported = dict(overrides, BBoxPostProcess={"nms": {"keep_top_k": 100}})
+    exported["RPNHead"] = dict(overrides["RPNHead"], test_proposal={
+        "pre_nms_top_n": 200, "post_nms_top_n": 1000})
+    exported["TestDataset"] = {key: overrides["EvalDataset"][key]
+                               for key in ("dataset_dir", "anno_path")}  # label names
+    exported["TestReader"] = {"sample_transforms": overrides["EvalReader"]["sample_transforms"]}
+    return exported
+
+
+def _tool(name):
+    import importlib
+    return importlib.import_module(name)  # tools/ is on sys.path (conftest.py)
+
+
+@pytest.fixture(scope="module")
+def exported_detector(tmp_path_factory):
+    """The tiny Mask R-CNN-Pale trained for 2 epochs on the tiny COCO set (so its
+    scores are not all alike), exported by tools/export_det.py, and the eager model
+    with the same weights."""
+    root = tmp_path_factory.mktemp("det_export")
+    data = write_tiny_coco(root / "coco", num_images=4, size=(96, 128))
+    overrides = _tiny_overrides(data, root / "output", None)
+    ppdet_engine.train(ppdet_engine.load_config(CONFIG.format("t"), overrides))
+    weights = root / "output" / "mask_rcnn_pale_t_fpn_1x_coco" / "model_final"
+    exported = _export_overrides(overrides)
+    paths = _tool("export_det").main(["-c", CONFIG.format("t"), "-o", *_as_options(exported),
+                                      f"weights={weights}", "--output_dir",
+                                      str(root / "inference")])
+    cfg = ppdet_engine.load_config(CONFIG.format("t"), exported)
+    model = workspace.create(cfg.architecture)
+    model.set_state_dict(paddle.load(f"{weights}.pdparams"))
+    model.eval()
+    odd = write_tiny_coco(root / "odd", num_images=1, size=(100, 70), seed=3)
+    images = [os.path.join(data["dataset_dir"], "images", "0001.jpg"),
+              os.path.join(odd["dataset_dir"], "images", "0001.jpg")]
+    return dict(paths=paths, model=model, weights=str(weights), exported=exported,
+                images=images)
+
+
+def _reader_inputs(paths):
+    """The predictor's inputs for image files, made by ppdet's own operators as its
+    TestReader makes them (resize to 96x128 keeping the aspect ratio, normalize, pad
+    the batch to a multiple of 32)."""
+    from ppdet.data.transform.batch_operators import PadBatch
+    from ppdet.data.transform.operators import Decode, NormalizeImage, Permute, Resize
+    steps = [Decode(), Resize(target_size=[96, 128], keep_ratio=True, interp=2),
+             NormalizeImage(is_scale=True, mean=[0.485, 0.456, 0.406],
+                            std=[0.229, 0.224, 0.225]), Permute()]
+    samples = []
+    for path in paths:
+        sample = {"im_file": path}
+        for step in steps:
+            sample = step(sample)
+        samples.append(sample)
+    samples = PadBatch(pad_to_stride=32)(samples)
+    return {key: np.stack([s[key] for s in samples]).astype("float32")
+            for key in ("image", "im_shape", "scale_factor")}
+
+
+def _match(expected, got):
+    """For each expected detection ``[class, score, x1, y1, x2, y2]``, the index of the
+    got one of the same class nearest in score and box (near-equal scores may come out
+    in either order)."""
+    free, order = set(range(len(got))), []
+    for row in expected:
+        same_class = [j for j in free if got[j, 0] == row[0]]
+        assert same_class, f"no detection of class {row[0]} left for {row}"
+        best = min(same_class, key=lambda j: 1e3 * abs(got[j, 1] - row[1]) +
+                   np.abs(got[j, 2:] - row[2:]).max())
+        free.remove(best)
+        order.append(best)
+    return order
+
+
+@pytest.mark.parametrize("onednn", [True, False])
+def test_exported_mask_rcnn_matches_eager_inference(exported_detector, onednn):
+    from paddle_pale.inference import create_predictor
+    model, (program, _, _) = exported_detector["model"], exported_detector["paths"]
+    predictor = create_predictor(program[:-len(".json")], onednn=onednn)
+    assert sorted(predictor.get_input_names()) == ["im_shape", "image", "scale_factor"]
+    # 96x128; 100x70, resized to 128x90 and padded to 128x96 (one image per run: see
+    # test_a_traced_batch_needs_as_many_boxes_in_each_image in test_ppdet_compat.py)
+    for path in exported_detector["images"]:
+        inputs = _reader_inputs([path])
+        for name in predictor.get_input_names():
+            handle = predictor.get_input_handle(name)
+            handle.reshape(list(inputs[name].shape))
+            handle.copy_from_cpu(inputs[name])
+        predictor.run()
+        # outputs in the order ppdet's deploy/python/infer.py reads them
+        boxes, boxes_num, masks = [predictor.get_output_handle(name).copy_to_cpu()
+                                   for name in predictor.get_output_names()]
+        with paddle.no_grad():
+            eager = model({k: paddle.to_tensor(v) for k, v in inputs.items()})
+        assert boxes_num.tolist() == eager["bbox_num"].numpy().tolist()
+        assert boxes_num.min() > 0
+        expected = eager["bbox"].numpy()
+        order = _match(expected, boxes)
+        np.testing.assert_array_equal(boxes[order, 0], expected[:, 0])
+        np.testing.assert_allclose(boxes[order, 1], expected[:, 1], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(boxes[order, 2:], expected[:, 2:], rtol=1e-3, atol=1e-3)
+        # masks are pasted into the original image: 96x128, 100x70
+        expected_masks = eager["mask"].numpy()
+        assert masks.shape == expected_masks.shape and masks.dtype == np.int32
+        assert (masks[order] == expected_masks).mean() > 0.999
+        assert (expected_masks == 1).any()
+
+
+def test_export_writes_program_weights_and_infer_cfg(exported_detector):
+    import yaml
+
+    from paddle_pale.inference import program_op_names
+    program, params, infer_cfg = exported_detector["paths"]
+    folder = os.path.dirname(program)
+    assert os.path.basename(folder) == "mask_rcnn_pale_t_fpn_1x_coco"
+    assert [os.path.basename(p) for p in (program, params, infer_cfg)] == [
+        "model.json", "model.pdiparams", "infer_cfg.yml"]
+    with open(infer_cfg) as f:
+        info = yaml.safe_load(f)
+    assert info["arch"] == "RCNN" and info["mask"] is True
+    assert info["use_dynamic_shape"] is True
+    assert info["label_list"] == ["square", "triangle"]  # the TestDataset's categories
+    assert [step["type"] for step in info["Preprocess"]] == [
+        "Resize", "NormalizeImage", "Permute", "PadStride"]
+    # FPN upsamples by copying pixels: oneDNN runs the whole program
+    ops = program_op_names(program)
+    assert "nearest_interp" not in ops and "multiclass_nms3" in ops
+
+
+def test_export_refuses_weights_that_do_not_fit(exported_detector, tmp_path, capsys):
+    exported = exported_detector["exported"]
+    state = paddle.load(exported_detector["weights"] + ".pdparams")
+    key = "bbox_head.bbox_score.weight"  # [64, num_classes + 1]
+    wrong = dict(state, **{key: paddle.zeros([64, 81])})
+    del wrong["mask_head.mask_fcn_logits.bias"]
+    paddle.save(wrong, str(tmp_path / "wrong.pdparams"))
+    cfg = ppdet_engine.load_config(CONFIG.format("t"), exported)
+    with pytest.raises(ValueError, match=r"missing keys \(1\): mask_head.mask_fcn_logits.bias.*"
+                                         r"shape mismatches \(1\): bbox_head.bbox_score.weight"):
+        ppdet_engine.export(cfg, str(tmp_path / "out"), str(tmp_path / "wrong"))
+    backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+    paddle.save(backbone, str(tmp_path / "backbone.pdparams"))
+    with pytest.raises(ValueError, match="classification or backbone weights"):
+        ppdet_engine.export(cfg, str(tmp_path / "out"), str(tmp_path / "backbone.pdparams"))
+    assert not (tmp_path / "out").exists()  # nothing written
+    with pytest.raises(ValueError, match="weights=PATH"):
+        ppdet_engine.export(ppdet_engine.load_config(CONFIG.format("t"), {"weights": None}))
+    # the tool: a missing config or weights file is one line on stderr, exit status 1
+    export_det = _tool("export_det")
+    for argv in (["-c", str(tmp_path / "missing.yml")],
+                 ["-c", CONFIG.format("t"), "-o", *_as_options(exported),
+                  f"weights={tmp_path / 'missing'}"]):
+        with pytest.raises(SystemExit) as exit_info:
+            export_det.main(argv + ["--output_dir", str(tmp_path / "out")])
+        assert exit_info.value.code == 1
+        assert "missing" in capsys.readouterr().err

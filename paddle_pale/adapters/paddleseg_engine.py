@@ -16,7 +16,7 @@ from paddleseg.cvlibs import Config, SegBuilder
 from paddleseg.deploy.export import WrappedModel
 from paddleseg.utils import logger as seg_logger
 
-from ..utils.io import describe_keys, load_state_dict
+from ..utils.io import check_fits, load_state_dict
 from . import paddleseg as _registration  # noqa: F401  registers PaleTransformer
 
 __all__ = ["load_config", "check_datasets", "load_segmentation_weights", "train_parser",
@@ -74,27 +74,20 @@ def load_segmentation_weights(model, path, allow_mismatch=False):
     ``model``; any missing, unexpected or differently shaped key raises ValueError,
     since evaluating a half-loaded model would give a meaningless mIoU.
     ``allow_mismatch`` loads what fits instead and logs a warning."""
-    state = load_state_dict(path)
     own = model.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(own[k].shape)}"
-                  for k in own if k in state and list(state[k].shape) != list(own[k].shape)]
-    if missing or unexpected or mismatched:
-        problems = [f"{label}: {describe_keys(keys)}" for label, keys in (
-            ("missing keys", missing), ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched)) if keys]
-        if not any(key.startswith("backbone.") for key in state):
-            problems.append("it looks like classification or backbone weights: pass them "
-                            "as model.backbone.pretrained instead")
-        message = (f"{path!r} does not fit this model (wrong config or variant?); "
-                   + "; ".join(problems))
+    try:
+        state = check_fits(path, own, "this model (wrong config or variant?)",
+                           owner_prefixes=("backbone.",),
+                           hint="they look like classification or backbone weights: pass "
+                                "them as model.backbone.pretrained instead")
+    except ValueError as error:
         if not allow_mismatch:
-            raise ValueError(message + "; pass --allow_mismatched_weights to evaluate anyway")
-        seg_logger.warning(message + " -- evaluating anyway (--allow_mismatched_weights): "
+            raise ValueError(f"{error}; pass --allow_mismatched_weights to evaluate "
+                             f"anyway") from None
+        seg_logger.warning(f"{error} -- evaluating anyway (--allow_mismatched_weights): "
                            "the tensors that do not fit keep their initial values")
-        state = {key: value for key, value in state.items() if key in own
-                 and list(value.shape) == list(own[key].shape)}
+        state = {key: value for key, value in load_state_dict(path).items()
+                 if key in own and list(value.shape) == list(own[key].shape)}
     model.set_state_dict(state)
     seg_logger.info(f"loaded {len(state)} tensors from {path}")
 

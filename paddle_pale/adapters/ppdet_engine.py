@@ -1,4 +1,4 @@
-"""Train and evaluate PaddleDetection configs that use the Pale backbone.
+"""Train, evaluate and export PaddleDetection configs that use the Pale backbone.
 
 Everything here hands off to ``ppdet.engine.Trainer``; this module only makes sure
 that the backbone is registered before the config is read, that the Paddle 3.x
@@ -10,6 +10,7 @@ import logging
 import os
 
 import paddle
+import yaml
 from ppdet.core import workspace
 from ppdet.core.config.schema import SchemaDict
 from ppdet.engine import Trainer, init_parallel_env
@@ -17,13 +18,17 @@ from ppdet.engine.callbacks import Callback
 from ppdet.utils.checkpoint import is_url
 from ppdet.utils.download import get_weights_path
 
-from ..utils.io import compare_state_dicts, describe_keys, load_state_dict
 from ..utils.config import ConfigError, parse_override
+from ..utils.io import check_fits
 from . import ppdet as _registers_backbone  # noqa: F401  (ppdet must know the name)
 from . import ppdet_compat
 
 __all__ = ["parse_overrides", "load_config", "check_datasets", "check_weights", "build_trainer",
-           "train", "evaluate", "train_main", "eval_main"]
+           "train", "evaluate", "export", "EXPORTED_FILES", "train_main", "eval_main",
+           "export_main"]
+
+# what ``Trainer.export`` writes into ``output_dir/<config name>/``
+EXPORTED_FILES = ("model.json", "model.pdiparams", "infer_cfg.yml")
 
 logger = logging.getLogger("paddle_pale")
 
@@ -165,20 +170,14 @@ class _KeepEvalResults(Callback):
 
 
 def check_weights(model, weights):
-    """Raise ValueError unless the detector checkpoint ``weights`` (a prefix or its
-    ``.pdparams``) holds exactly ``model``'s tensors: ppdet's own loader matches keys by
-    suffix and only logs what it leaves out, so a model of another config would be
-    evaluated half-initialised."""
-    path = weights[:-len(".pdparams")] if weights.endswith(".pdparams") else weights
-    missing, unexpected, mismatched = compare_state_dicts(
-        load_state_dict(path + ".pdparams"), model.state_dict())
-    if missing or unexpected or mismatched:
-        problems = [f"{label} ({len(keys)}): {describe_keys(keys)}" for label, keys in (
-            ("missing keys", missing), ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched)) if keys]
-        raise ValueError(f"weights {path + '.pdparams'!r} do not fit the detector of this "
-                         f"config (another config, num_classes or variant?): "
-                         + "; ".join(problems))
+    """Raise ValueError unless the detector checkpoint ``weights`` (a ``.pdparams`` file or
+    its prefix) holds exactly ``model``'s tensors: ppdet's own loader matches keys by
+    suffix and only logs what it leaves out, so a checkpoint of another config, variant or
+    num_classes would be evaluated or exported half-initialised."""
+    check_fits(weights, model.state_dict(), "the detector of this config (another config, "
+               "variant or num_classes?)", owner_prefixes=("backbone.", "neck."),
+               hint="they look like classification or backbone weights: pass them as "
+                    "PaleTransformer.pretrained when training instead")
 
 
 def evaluate(cfg, weights=None, allow_mismatched_weights=False):
@@ -206,6 +205,45 @@ def evaluate(cfg, weights=None, allow_mismatched_weights=False):
     trainer.register_callbacks([keep])
     trainer.evaluate()
     return keep.results
+
+
+def export(cfg, output_dir="output_inference", weights=None):
+    """Export the detector for Paddle Inference as PaddleDetection's
+    ``tools/export_model.py`` does: ``Trainer(cfg, mode="test")``, ``load_weights``,
+    ``Trainer.export``. Writes :data:`EXPORTED_FILES` into ``output_dir/<config
+    name>/``: the PIR program (inputs ``image`` [N, 3, H, W] of any size, ``im_shape``
+    and ``scale_factor`` [N, 2]), its weights, and ppdet's ``infer_cfg.yml``
+    (preprocessing, label list).
+
+    ``weights`` (default: the config's ``weights``) must fit the model exactly (see
+    :func:`check_weights`). Returns the paths written.
+    """
+    weights = weights or cfg.get("weights")
+    if not weights:
+        raise ValueError("no weights to export: pass -o weights=PATH")
+    paddle.set_device("cpu")  # as tools/export_model.py: tracing needs no GPU
+    trainer = Trainer(cfg, mode="test")
+    check_weights(trainer.model, weights)
+    trainer.load_weights(weights)
+    trainer.export(output_dir)
+    name = os.path.splitext(os.path.basename(cfg.filename))[0]
+    paths = [os.path.join(output_dir, name, file) for file in EXPORTED_FILES]
+    absent = [path for path in paths if not os.path.isfile(path)]
+    if absent:
+        raise RuntimeError(f"Trainer.export wrote no {', '.join(absent)}")
+    labels = len(_read_yaml(paths[2]).get("label_list", []))
+    if labels != cfg.num_classes:
+        logger.warning(
+            "infer_cfg.yml lists %d labels for a detector of %d classes: ppdet reads them "
+            "from TestDataset's annotation file (%s), or uses COCO's 80 when it is "
+            "missing; set -o TestDataset.dataset_dir=... TestDataset.anno_path=...",
+            labels, cfg.num_classes, cfg.TestDataset.get_anno())
+    return paths
+
+
+def _read_yaml(path):
+    with open(path) as handle:
+        return yaml.safe_load(handle) or {}
 
 
 def _config_args(description, override_help):
@@ -242,3 +280,21 @@ def eval_main(argv=None, description=None):
     args = parser.parse_args(argv)
     return evaluate(load_config(args.config, parse_overrides(args.opt)),
                     allow_mismatched_weights=args.allow_mismatched_weights)
+
+
+def export_main(argv=None, description=None):
+    """``tools/export_det.py``: ``-c CONFIG [-o weights=PATH ...] [--output_dir DIR]``,
+    as PaddleDetection's ``tools/export_model.py``; prints and returns the paths
+    written."""
+    parser = _config_args(description,
+                          "config overrides; weights=PATH picks the checkpoint")
+    parser.add_argument("--output_dir", default="output_inference",
+                        help="the model goes to OUTPUT_DIR/<config name>/")
+    args = parser.parse_args(argv)
+    try:
+        paths = export(load_config(args.config, parse_overrides(args.opt)), args.output_dir)
+    except (FileNotFoundError, ValueError) as error:
+        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    for path in paths:
+        print(path)
+    return paths

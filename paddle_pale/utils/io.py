@@ -34,7 +34,7 @@ import paddle
 __all__ = ["CHECKPOINT_SUFFIXES", "META_SUFFIX", "PREPROCESS_KEYS", "PROGRAM_SUFFIXES",
            "strip_suffix",
            "resolve_weights_path", "load_state_dict", "describe_keys", "compare_state_dicts",
-           "load_exactly", "load_pretrained", "checkpoint_prefix", "save_checkpoint",
+           "check_fits", "load_exactly", "load_pretrained", "checkpoint_prefix", "save_checkpoint",
            "checkpoint_files", "read_states", "load_checkpoint", "remove_stale_files",
            "write_meta", "read_meta", "export_prefix", "check_writable"]
 
@@ -104,18 +104,30 @@ def compare_state_dicts(source, own):
     return missing, unexpected, mismatched
 
 
-def load_exactly(model, path, what="the model"):
-    """Load weights that must fit ``model`` key for key and shape for shape (evaluation:
-    a half-loaded model gives meaningless numbers). ValueError naming what differs."""
+def check_fits(path, own, what, owner_prefixes=(), hint=""):
+    """The weights of file ``path`` when they hold exactly the tensors of state dict
+    ``own`` (same keys, same shapes); otherwise ValueError naming ``what`` they should
+    fit and what differs. ``hint`` is added when none of their keys starts with
+    ``owner_prefixes`` (weights of another kind of model)."""
     source = load_state_dict(path)
-    missing, unexpected, mismatched = compare_state_dicts(source, model.state_dict())
+    missing, unexpected, mismatched = compare_state_dicts(source, own)
     if missing or unexpected or mismatched:
         problems = [f"{label} ({len(keys)}): {describe_keys(keys)}" for label, keys in (
             ("missing keys", missing), ("unexpected keys", unexpected),
             ("shape mismatches", mismatched)) if keys]
-        raise ValueError(f"weights {path!r} do not fit {what}: " + "; ".join(problems))
-    model.set_state_dict(source)
-    logger.info("loaded %d tensors from %s", len(source), resolve_weights_path(path))
+        if hint and source and not any(key.startswith(tuple(owner_prefixes))
+                                       for key in source):
+            problems.append(hint)
+        raise ValueError(f"weights {resolve_weights_path(path)!r} do not fit {what}: "
+                         + "; ".join(problems))
+    return source
+
+
+def load_exactly(model, path, what="the model"):
+    """Load weights that must fit ``model`` key for key and shape for shape (evaluation:
+    a half-loaded model gives meaningless numbers). ValueError naming what differs."""
+    model.set_state_dict(check_fits(path, model.state_dict(), what))
+    logger.info("loaded %d tensors from %s", len(model.state_dict()), resolve_weights_path(path))
 
 
 def load_pretrained(model, path, log=logger):

@@ -1,0 +1,19 @@
+"""Export a PaddleDetection model with a Pale backbone for Paddle Inference (any image
+size), as PaddleDetection's tools/export_model.py does.
+
+    python tools/export_det.py -c configs/det/mask_rcnn_pale_t_fpn_1x_coco.yml \\
+        -o weights=output/mask_rcnn_pale_t_fpn_1x_coco/model_final \\
+        --output_dir output_inference
+"""
+from paddle_pale.utils.cpu import configure_cpu
+
+
+def main(argv=None):
+    # imported here, once configure_cpu() has set paddle's threads and kernels
+    from paddle_pale.adapters import ppdet_engine
+    return ppdet_engine.export_main(argv, description=__doc__)
+
+
+if __name__ == "__main__":
+    configure_cpu()
+    main()
