@@ -15,27 +15,18 @@ below replaces exactly that one function, keeping its contract:
 only; importing ``paddle_pale`` patches nothing.
 """
 import functools
-import importlib
 
 import paddle
 
-__all__ = ["apply", "original", "calculate_area"]
+from . import compat
 
-_ORIGINALS = {}
-
-
-def original(name):
-    """The unpatched PaddleSeg function ``name`` (a key of :data:`PATCHES`)."""
-    owner, attr = _locate(name)
-    return _ORIGINALS.get(name, getattr(owner, attr))
+__all__ = ["FIXES", "apply", "original", "calculate_area"]
 
 
-def _locate(name):
-    module_name, attr = PATCHES[name][0]
-    owner = importlib.import_module(module_name)
-    for part in attr.split(".")[:-1]:
-        owner = getattr(owner, part)
-    return owner, attr.split(".")[-1]
+def original(qualname):
+    """The unpatched PaddleSeg function ``qualname`` (as named in :data:`FIXES`)."""
+    module_name = next(module for module, name, _ in FIXES if name == qualname)
+    return compat.original(module_name, qualname)
 
 
 def _float_coefficient_post_process(unpatched):
@@ -88,24 +79,15 @@ def calculate_area(pred, label, num_classes, ignore_index=255):
     return intersect_area, pred_area, label_area
 
 
-# name -> ((module, attribute), make_replacement(unpatched))
-PATCHES = {
-    "CrossEntropyLoss._post_process_loss": (
-        ("paddleseg.models.losses.cross_entropy_loss", "CrossEntropyLoss._post_process_loss"),
-        _float_coefficient_post_process),
-    "loss_computation": (
-        ("paddleseg.core.train", "loss_computation"), _one_element_losses),
-    "calculate_area": (
-        ("paddleseg.utils.metrics", "calculate_area"), lambda unpatched: calculate_area),
-}
+# (module, "Class.method" or "function", make_fixed(unpatched)) for compat.install
+FIXES = (
+    ("paddleseg.models.losses.cross_entropy_loss", "CrossEntropyLoss._post_process_loss",
+     _float_coefficient_post_process),
+    ("paddleseg.core.train", "loss_computation", _one_element_losses),
+    ("paddleseg.utils.metrics", "calculate_area", lambda unpatched: calculate_area),
+)
 
 
 def apply():
-    """Install every fix once (later calls do nothing)."""
-    for name, (_, make_replacement) in PATCHES.items():
-        if name in _ORIGINALS:
-            continue
-        owner, attr = _locate(name)
-        unpatched = getattr(owner, attr)
-        _ORIGINALS[name] = unpatched
-        setattr(owner, attr, make_replacement(unpatched))
+    """Install every fix in :data:`FIXES` (idempotent)."""
+    compat.install(FIXES)

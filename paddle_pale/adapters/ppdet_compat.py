@@ -15,8 +15,8 @@ paddledet 2.6.0 predates three Paddle changes:
 
 and Paddle 3.3.1's oneDNN cannot run the ``nearest_interp`` op of FPN's upsampling.
 
-Each fix below rebinds exactly one ppdet function to a copy of its module's globals in
-which one or two names are replaced: ``paddle`` by a proxy whose ``concat`` treats a 0-D
+Each fix below rebinds exactly one ppdet function (:func:`.compat.rebind_globals`) to a
+copy of its module's globals in which one or two names are replaced: ``paddle`` by a proxy whose ``concat`` treats a 0-D
 tensor as the 1-element vector it used to be (and stacks an array of 0-D values) and
 whose ``jit.to_static`` builds the full graph unless told otherwise (for
 ``BBoxPostProcess.get_pred`` also a ``to_tensor`` that makes its constant box count 0-D,
@@ -26,20 +26,13 @@ pixels. The function's code is not touched or copied, and ``paddle`` stays as it
 everyone else. Each fix has a test in ``tests/test_ppdet_compat.py`` showing the
 unpatched function fail.
 """
-import importlib
-import sys
-import types
-
 import paddle
 from paddle.framework import in_dynamic_or_pir_mode
 
+from .compat import ORIGINAL, Proxy, install, rebind_globals
+
 __all__ = ["FIXES", "ORIGINAL", "apply", "concat_0d_as_1d", "multiclass_nms3",
            "interpolate_nearest_x2_by_copies", "to_static_full_graph", "to_tensor_1_as_0d"]
-
-# the unpatched function, on the patched one; not ``__wrapped__``, which
-# ``paddle.jit.to_static`` unwraps (``inspect.unwrap``) before converting a function,
-# so that a static graph would be built from the unpatched one
-ORIGINAL = "__paddle_pale_original__"
 
 
 def _is_array_of_0d(x):
@@ -114,22 +107,10 @@ def interpolate_nearest_x2_by_copies(x, size=None, scale_factor=None, mode="near
                                             align_mode, data_format, name)
 
 
-class _Proxy(types.ModuleType):
-    """A module that forwards every attribute to ``module`` but those set on it."""
-
-    def __init__(self, module, **replaced):
-        super().__init__(module.__name__)
-        self._module = module
-        self.__dict__.update(replaced)
-
-    def __getattr__(self, name):  # only called for names not set on the proxy
-        return getattr(self._module, name)
-
-
 # replacements of a module global: original value -> what the fixed function reads
 def _paddle_3(_paddle, **more):
-    return _Proxy(paddle, concat=concat_0d_as_1d,
-                  jit=_Proxy(paddle.jit, to_static=to_static_full_graph), **more)
+    return Proxy(paddle, concat=concat_0d_as_1d,
+                  jit=Proxy(paddle.jit, to_static=to_static_full_graph), **more)
 
 
 def _paddle_3_counts_0d(_paddle):
@@ -141,80 +122,35 @@ def _dynamic_or_pir(_in_dynamic_mode):  # the eager branch also builds PIR ops .
 
 
 def _ops_called_the_new_way(c_ops):  # ... once its op is called the new way
-    return _Proxy(c_ops, multiclass_nms3=multiclass_nms3)
+    return Proxy(c_ops, multiclass_nms3=multiclass_nms3)
 
 
 def _functional_without_nearest_interp(functional):
-    return _Proxy(functional, interpolate=interpolate_nearest_x2_by_copies)
+    return Proxy(functional, interpolate=interpolate_nearest_x2_by_copies)
 
 
-# (module, "Class.method" or "function", {global name: replacement}): the ppdet
+# (module, "Class.method" or "function", make_fixed) for compat.install: the ppdet
 # functions that concatenate 0-D tensors on Paddle 3.x in Mask R-CNN training,
 # evaluation or export, trace a model for export, or build an op the Paddle 2 way
 FIXES = (
     ("ppdet.modeling.proposal_generator.rpn_head", "RPNHead._gen_proposal",
-     {"paddle": _paddle_3}),
+     rebind_globals(paddle=_paddle_3)),
     ("ppdet.modeling.proposal_generator.target", "generate_proposal_target",
-     {"paddle": _paddle_3}),
+     rebind_globals(paddle=_paddle_3)),
     ("ppdet.modeling.proposal_generator.target", "generate_mask_target",
-     {"paddle": _paddle_3}),
+     rebind_globals(paddle=_paddle_3)),
     ("ppdet.modeling.post_process", "BBoxPostProcess.get_pred",
-     {"paddle": _paddle_3_counts_0d}),
+     rebind_globals(paddle=_paddle_3_counts_0d)),
     ("ppdet.engine.trainer", "Trainer._get_infer_cfg_and_input_spec",
-     {"paddle": _paddle_3}),
+     rebind_globals(paddle=_paddle_3)),
     ("ppdet.modeling.ops", "multiclass_nms",
-     {"in_dynamic_mode": _dynamic_or_pir, "C_ops": _ops_called_the_new_way}),
+     rebind_globals(in_dynamic_mode=_dynamic_or_pir, C_ops=_ops_called_the_new_way)),
     # not a 0-D or PIR change: exported, FPN's upsampling must run under oneDNN
     ("ppdet.modeling.necks.fpn", "FPN.forward",
-     {"F": _functional_without_nearest_interp}),
+     rebind_globals(F=_functional_without_nearest_interp)),
 )
-
-
-def _rebind(function, replacements):
-    """``function`` with the same code, defaults and closure, reading its globals
-    from a copy of its module's in which each name of ``replacements`` is replaced."""
-    scope = dict(function.__globals__)
-    for name, replace in replacements.items():
-        if name not in scope:
-            raise KeyError(f"{function.__module__}.{function.__qualname__} reads no "
-                           f"global {name!r}: paddledet is not 2.6.0?")
-        scope[name] = replace(scope[name])
-    fixed = types.FunctionType(function.__code__, scope, function.__name__,
-                               function.__defaults__, function.__closure__)
-    fixed.__kwdefaults__ = function.__kwdefaults__
-    fixed.__doc__ = function.__doc__
-    fixed.__qualname__ = function.__qualname__
-    fixed.__module__ = function.__module__
-    setattr(fixed, ORIGINAL, function)
-    if scope.get(function.__name__) is function:
-        # a module-level function finds itself under its name, as ``to_static`` checks
-        # before converting it (a function not in its own globals runs unconverted)
-        scope[function.__name__] = fixed
-    return fixed
-
-
-def _resolve(module_name, qualname):
-    owner = importlib.import_module(module_name)
-    *parents, name = qualname.split(".")
-    for parent in parents:
-        owner = getattr(owner, parent)
-    return owner, name
 
 
 def apply():
     """Install every fix in :data:`FIXES` (idempotent)."""
-    for module_name, qualname, replacements in FIXES:
-        owner, name = _resolve(module_name, qualname)
-        function = owner.__dict__[name]
-        if isinstance(function, staticmethod):
-            raise TypeError(f"{module_name}.{qualname}: static methods are not handled")
-        if hasattr(function, ORIGINAL):
-            continue
-        fixed = _rebind(function, replacements)
-        setattr(owner, name, fixed)
-        if isinstance(owner, types.ModuleType):
-            # ``from .target import generate_proposal_target`` copied the name
-            for module in list(sys.modules.values()):
-                if getattr(module, "__name__", "").startswith("ppdet.") and \
-                        getattr(module, name, None) is function:
-                    setattr(module, name, fixed)
+    install(FIXES)
