@@ -1,3 +1,8 @@
+"""Data: data sets (ImageNet folders, PaddleClas list files, the digits demo), image
+decoding, the eval preprocessing and the training augmentation (timm's RandAugment,
+Mixup/CutMix, random erasing). May import the ground layer (``utils``), never the
+model.
+"""
 from .builder import build_dataloader, build_dataset
 from .datasets import IGNORE_LABEL, ImageFolderDataset, ImageListDataset
 from .mixup import Mixup

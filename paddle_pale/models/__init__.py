@@ -2,7 +2,9 @@
 
 ``attention`` holds PS-Attention (Eq. 1-3) and ``attention_reference`` its naive masked
 oracle; ``layers`` the shared building blocks; ``pale`` the block (Eq. 6-8) and the
-4-stage backbone; ``registry`` the Pale-T/S/B variants (Table 1).
+4-stage backbone; ``registry`` the Pale-T/S/B variants (Table 1). No device checks,
+graph-mode branches or global switches: one graph for every device and exporter. May
+import the ground layer (``utils``) only.
 """
 from .attention import pale_attention, pale_attention_macs, to_pale_size
 from .pale import CLASSIFIER_PREFIXES, PaleAttention, PaleBlock, PaleTransformer
