@@ -251,6 +251,14 @@ def test_predict_tool_exits_1_only_when_every_image_failed(inference_model, tmp_
         ["error", "image"], ["error", "image"]]
 
 
+@pytest.mark.parametrize("suffix", ["", ".json", ".pdiparams", ".meta.json", "/.."])
+def test_the_model_is_found_from_its_prefix_any_of_its_files_or_its_folder(inference_model,
+                                                                           suffix):
+    # "/..": the folder holding it; ".meta.json" was read as "pale_t.meta" + ".json"
+    name = inference_model + suffix if suffix != "/.." else os.path.dirname(inference_model)
+    assert ImageClassifier(name).prefix == inference_model
+
+
 def test_predict_without_model_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"nothing\.json.*tools/export.py inference"):
         ImageClassifier(str(tmp_path / "nothing"))
