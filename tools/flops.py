@@ -2,6 +2,7 @@
 
     python tools/flops.py --model pale_t --size 224 224
     python tools/flops.py -c configs/pale_t.yaml      (Arch and eval input size of a config)
+    python tools/flops.py --model pale_t --modes      (one row per attention mode)
 """
 import argparse
 import os
@@ -11,7 +12,8 @@ import cpu_env  # noqa: F401  (threads, MKL path: must precede paddle)
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from paddle_pale.utils.flops import format_flops_report  # noqa: E402
+from paddle_pale.models.modes import MODES  # noqa: E402
+from paddle_pale.utils.flops import format_flops_report, format_mode_flops_table  # noqa: E402
 
 
 def main(argv=None):
@@ -23,18 +25,26 @@ def main(argv=None):
                         "(an explicit --size wins)")
     parser.add_argument("-o", "--override", action="append", default=[],
                         metavar="Section.key=value")
+    parser.add_argument("--modes", nargs="*", choices=MODES, metavar="MODE",
+                        help="a table with one row per attention mode (params, FLOPs, "
+                             f"attention MACs); no names: all of {', '.join(MODES)}")
     args = parser.parse_args(argv)
     if args.config:
         from paddle_pale.utils.config import load_config
 
         config = load_config(args.config, args.override)
+        name = config["Arch"]["name"]
         arch = {k: v for k, v in config["Arch"].items() if k != "name"}
         if "--size" not in (argv if argv is not None else sys.argv[1:]):
             size = config["DataLoader"]["Eval"]["transforms"]["input_size"]
             args.size = (size, size)
-        print(format_flops_report(config["Arch"]["name"], tuple(args.size), **arch))
+    else:
+        name, arch = args.model, {"num_classes": args.num_classes}
+    if args.modes is not None:
+        arch.pop("attention_mode", None)
+        print(format_mode_flops_table(name, tuple(args.size), args.modes or None, **arch))
         return
-    print(format_flops_report(args.model, tuple(args.size), num_classes=args.num_classes))
+    print(format_flops_report(name, tuple(args.size), **arch))
 
 
 if __name__ == "__main__":
