@@ -1,0 +1,331 @@
+"""Ablation runner: the same recipe trained once per attention mode and pale size, as in
+Tables 5 and 6 of the paper, written as a markdown table, a CSV file and a bar chart.
+
+One row is one training run (:class:`~.engine.Engine`) of the config with
+``Arch.attention_mode`` and ``Arch.pale_size`` set, in its own folder
+``OUTPUT/ROW`` (checkpoints, ``train.log``, ``row_config.yaml``, ``result.json``). A row
+whose ``result.json`` was written for the same config is finished and never retrained;
+an unfinished row resumes from its ``latest`` checkpoint when its config is unchanged.
+Each row also records params, FLOPs (multiply-accumulates at the eval input size) and
+the images per second of inference and of a training step measured on this machine.
+"""
+import copy
+import csv
+import json
+import logging
+import os
+import time
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+
+from ..models.modes import MODES
+from ..utils.config import dump_config, load_config
+from ..utils.flops import attention_macs, count_params, format_macs
+from ..utils.plotting import pyplot
+from .builder import build_model
+from .checkpoint import checkpoint_exists
+from .logging_utils import setup_logging
+
+__all__ = ["plan_rows", "parse_pale_size", "run_ablation", "measure_throughput",
+           "write_results", "COLUMNS"]
+
+logger = logging.getLogger("paddle_pale")
+
+# modes whose region does not depend on the pale size: one row whatever --pale-sizes says
+SIZE_FREE_MODES = ("cross_shaped", "axial")
+# CSV columns, in order
+COLUMNS = ("row", "mode", "pale_size", "stripe_width", "top1", "best_top1", "params",
+           "macs", "attention_macs", "infer_images_per_s", "train_images_per_s",
+           "train_seconds", "epochs")
+RESULT_FILE = "result.json"
+ROW_CONFIG_FILE = "row_config.yaml"
+
+
+def parse_pale_size(text):
+    """``"7"`` -> 7, ``"3x5"`` -> ``[3, 5]`` (s_r x s_c), ``"1,3,5,7"`` -> one per stage."""
+    try:
+        if "," in text:
+            return [parse_pale_size(part) for part in text.split(",")]
+        if "x" in text:
+            s_r, s_c = text.split("x")
+            return [int(s_r), int(s_c)]
+        return int(text)
+    except ValueError:
+        raise ValueError(f"a pale size is an int (7), a pair s_r x s_c (3x5) or one per "
+                         f"stage (1,3,5,7); got {text!r}") from None
+
+
+def _size_label(size):
+    """Folder-name form: ``7``, ``3x5`` (a pair), ``1-3-5-7`` (one per stage)."""
+    if not isinstance(size, (list, tuple)):
+        return str(size)
+    if len(size) == 2 and all(isinstance(s, int) for s in size):
+        return "x".join(map(str, size))
+    return "-".join(_size_label(s) for s in size)
+
+
+def plan_rows(arch, modes=None, pale_sizes=None):
+    """The runs: one per mode and pale size (``cross_shaped`` and ``axial`` once, they
+    do not use the pale size). Defaults: the config's mode and pale size.
+
+    Returns dicts with ``row`` (the folder name), ``mode`` and ``pale_size`` (None: the
+    config's own).
+    """
+    modes = list(modes or [arch.get("attention_mode", "pale")])
+    for mode in modes:
+        if mode not in MODES:
+            raise ValueError(f"unknown attention mode {mode!r}; valid: {', '.join(MODES)}")
+    sizes = list(pale_sizes or [None])
+    rows, seen = [], set()
+    for mode in modes:
+        for size in sizes:
+            if mode in SIZE_FREE_MODES:
+                size = None
+            name = mode if size is None else f"{mode}_s{_size_label(size)}"
+            if name in seen:
+                continue
+            seen.add(name)
+            rows.append({"row": name, "mode": mode, "pale_size": size})
+    return rows
+
+
+def _row_overrides(row, row_dir):
+    overrides = [f"Arch.attention_mode={row['mode']}", f"Global.output_dir={row_dir}"]
+    if row["pale_size"] is not None:
+        overrides.append(f"Arch.pale_size={json.dumps(row['pale_size'])}")
+    return overrides
+
+
+def _sync():
+    if paddle.device.get_device().startswith("gpu"):
+        paddle.device.synchronize()
+
+
+def _images_per_second(step, batch, repeats, warmup=1):
+    """Median images/s of ``step()`` over ``repeats`` timed calls, after ``warmup``."""
+    for _ in range(warmup):
+        step()
+    _sync()
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        step()
+        _sync()
+        times.append(time.perf_counter() - tic)
+    return batch / float(np.median(times))
+
+
+def measure_throughput(model, input_size, batch, num_classes, repeats=3):
+    """``(inference, training step)`` images/s of ``model`` on random ``[batch, 3, H, W]``
+    images: an eval forward without gradients, and forward + cross-entropy backward +
+    AdamW step on a copy (the model's own weights are left as they are)."""
+    images = paddle.randn([batch, 3, *input_size])
+    model.eval()
+
+    def infer():
+        with paddle.no_grad():
+            model(images)
+    inference = _images_per_second(infer, batch, repeats)
+
+    trainee = copy.deepcopy(model)
+    trainee.train()
+    params = [p for p in trainee.parameters() if not p.stop_gradient]
+    optimizer = paddle.optimizer.AdamW(learning_rate=1e-4, parameters=params)
+    labels = paddle.randint(0, max(num_classes, 1), [batch])
+
+    def train_step():
+        loss = F.cross_entropy(trainee(images), labels)
+        loss.backward()
+        optimizer.step()
+        optimizer.clear_grad()
+    training = _images_per_second(train_step, batch, repeats)
+    return inference, training
+
+
+def _write_json(path, data):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, path)  # a row is finished or not, never half-written
+
+
+def _read_json(path):
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _run_row(row, config, row_dir, batch, repeats):
+    from .engine import Engine
+
+    fingerprint = dump_config(config)
+    os.makedirs(row_dir, exist_ok=True)
+    config_path = os.path.join(row_dir, ROW_CONFIG_FILE)
+    previous = None
+    if os.path.isfile(config_path):
+        with open(config_path) as f:
+            previous = f.read()
+    latest = os.path.join(row_dir, "latest")
+    if previous == fingerprint and checkpoint_exists(latest):
+        logger.info("row %s: resuming from %s", row["row"], latest)
+        config = copy.deepcopy(config)
+        config["Global"]["resume"] = latest
+    elif previous is not None and previous != fingerprint:
+        logger.warning("row %s: the config changed since its last run; training it afresh",
+                       row["row"])
+    with open(config_path, "w") as f:
+        f.write(fingerprint)
+    tic = time.time()
+    engine = Engine(config, mode="train")
+    start_epoch = engine.start_epoch
+    engine.train()
+    seconds = time.time() - tic
+    final = engine.evaluate()  # the weights after the last epoch
+    arch = config["Arch"]
+    plain = build_model(arch)  # FLOPs of the stock layers (the CPU kernels fuse some)
+    size = config["DataLoader"]["Eval"]["transforms"]["input_size"]
+    macs, attention = attention_macs(plain, (size, size))
+    infer, train = measure_throughput(engine.model, (size, size), batch,
+                                      engine.arch["num_classes"], repeats)
+    model = engine.model
+    return {
+        "row": row["row"], "mode": row["mode"],
+        "pale_size": [list(s) for s in model.pale_sizes],
+        "stripe_width": [list(s) for s in model.stripe_widths],
+        "top1": final["top1"], "best_top1": engine.best_top1,
+        "params": count_params(plain), "macs": macs, "attention_macs": attention,
+        "infer_images_per_s": infer, "train_images_per_s": train,
+        "train_seconds": seconds, "epochs": config["Global"]["epochs"],
+        "resumed_from_epoch": start_epoch, "device": engine.device,
+        "measure_batch": batch, "config": fingerprint,
+    }
+
+
+def run_ablation(config_path, overrides=(), modes=None, pale_sizes=None, output_dir=None,
+                 batch=None, repeats=3, title=None):
+    """Train every row of :func:`plan_rows` that is not finished, then write
+    ``ablation.md``, ``ablation.csv`` and ``ablation.png`` into ``output_dir`` (default:
+    ``Global.output_dir/ablation``).
+
+    Args:
+        config_path, overrides: the recipe, as for ``tools/train.py``.
+        modes: attention modes, one row each (default: the config's).
+        pale_sizes: pale sizes (ints, pairs or per-stage lists), one row each per pale
+            mode (default: the config's).
+        batch: images per timed batch (default: ``DataLoader.Train.batch_size``).
+        repeats: timed batches per throughput figure (median).
+
+    Returns:
+        ``(results, paths)``: one dict per row (see :data:`COLUMNS`), and the files
+        written.
+    """
+    base = load_config(config_path, list(overrides))
+    output_dir = output_dir or os.path.join(base["Global"]["output_dir"], "ablation")
+    batch = batch or base["DataLoader"]["Train"]["batch_size"]
+    rows = plan_rows(base["Arch"], modes, pale_sizes)
+    results = []
+    for index, row in enumerate(rows):
+        # the runner's own lines (each Engine logs to its row's train.log)
+        setup_logging(0, os.path.join(output_dir, "ablation.log"))
+        row_dir = os.path.join(output_dir, row["row"])
+        config = load_config(config_path, list(overrides) + _row_overrides(row, row_dir))
+        result_path = os.path.join(row_dir, RESULT_FILE)
+        done = _read_json(result_path)
+        if done is not None and done.get("config") == dump_config(config):
+            logger.info("row %d/%d %s: finished before (%s), not retrained", index + 1,
+                        len(rows), row["row"], result_path)
+            results.append(done)
+            continue
+        logger.info("row %d/%d %s: training", index + 1, len(rows), row["row"])
+        result = _run_row(row, config, row_dir, batch, repeats)
+        _write_json(result_path, result)
+        results.append(result)
+    setup_logging(0, os.path.join(output_dir, "ablation.log"))
+    paths = write_results(results, output_dir, title)
+    logger.info("ablation of %d row(s) written: %s", len(results), ", ".join(paths))
+    return results, paths
+
+
+def _region_text(result):
+    if result["mode"] == "axial":
+        return "1 line"
+    if result["mode"] == "cross_shaped":
+        return "stripes " + " ".join(_pair_text(s) for s in result["stripe_width"])
+    return " ".join(_pair_text(s) for s in result["pale_size"])
+
+
+def _pair_text(pair):
+    return str(pair[0]) if pair[0] == pair[1] else f"{pair[0]}x{pair[1]}"
+
+
+def markdown_table(results):
+    """The Table-5/6-shaped markdown table of ``results``."""
+    lines = ["| attention mode | pale size / region per stage | top-1 (%) | best top-1 (%) "
+             "| params | FLOPs | infer img/s | train img/s | train time |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        lines.append(
+            f"| {r['mode']} | {_region_text(r)} | {100 * r['top1']:.2f} | "
+            f"{100 * r['best_top1']:.2f} | {r['params'] / 1e6:.2f}M | {format_macs(r['macs'])} "
+            f"| {r['infer_images_per_s']:.1f} | {r['train_images_per_s']:.1f} | "
+            f"{r['train_seconds'] / 60:.1f} min |")
+    return "\n".join(lines)
+
+
+def write_results(results, output_dir, title=None):
+    """Write ``ablation.md``, ``ablation.csv`` and ``ablation.png``; returns the paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    paths = [os.path.join(output_dir, f"ablation.{ext}") for ext in ("md", "csv", "png")]
+    with open(paths[0], "w") as f:
+        if title:
+            f.write(f"{title}\n\n")
+        f.write(markdown_table(results) + "\n")
+    with open(paths[1], "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        for r in results:
+            writer.writerow(dict(r, pale_size=json.dumps(r["pale_size"]),
+                                 stripe_width=json.dumps(r["stripe_width"])))
+    bar_chart(results, paths[2], title)
+    return paths
+
+
+def bar_chart(results, path, title=None):
+    """Top-1 per row (bars annotated with params and FLOPs) beside the measured images
+    per second of inference and of a training step."""
+    plt = pyplot()
+    labels = [f"{r['mode']}\n{_region_text(r)}" for r in results]
+    positions = np.arange(len(results))
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 0.6 * len(results) + 1.8),
+                                         gridspec_kw={"width_ratios": [3, 2]})
+    top1 = [100 * r["top1"] for r in results]
+    start = max(0.0, 10 * np.floor(min(top1) / 10) - 10)
+    left.barh(positions, top1, color="#a6bddb")
+    for y, r, value in zip(positions, results, top1):
+        left.text(start, y, f"  {value:.2f}%   {r['params'] / 1e6:.2f}M params, "
+                            f"{format_macs(r['macs'])} MACs", va="center", fontsize=8,
+                  color="black")
+    left.set_xlim(start, 100)
+    left.set_yticks(positions, labels, fontsize=8)
+    left.invert_yaxis()
+    left.set_xlabel("top-1 (%), last epoch")
+    height = 0.38
+    right.barh(positions - height / 2, [r["infer_images_per_s"] for r in results], height,
+               label="inference", color="#55a868")
+    right.barh(positions + height / 2, [r["train_images_per_s"] for r in results], height,
+               label="training step", color="#c44e52")
+    right.set_yticks(positions, [""] * len(results))
+    right.invert_yaxis()
+    right.set_xlabel("images / s (this machine)")
+    right.legend(fontsize=8, loc="lower right")
+    if title:
+        figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path

@@ -1,0 +1,110 @@
+"""The ablation runner (tools/ablate.py): one training run per mode and pale size, the
+table / CSV / chart, and resuming a sweep without retraining finished rows."""
+import csv
+import json
+import os
+
+import matplotlib.image
+import pytest
+
+from engine_helpers import tiny_config, write_image_folder
+from paddle_pale.engine import ablation
+from paddle_pale.engine import engine as engine_module
+from paddle_pale.models.registry import create_model
+from paddle_pale.utils.flops import attention_macs, count_params
+
+
+@pytest.fixture
+def recipe(tmp_path):
+    write_image_folder(tmp_path / "data", per_class=4)
+    # one epoch on 12 images of 16x16: a row takes a second or two
+    return tiny_config(tmp_path, tmp_path / "data", Global={"epochs": 1})
+
+
+def _count_engines(monkeypatch):
+    started = []
+    original = engine_module.Engine.__init__
+
+    def init(self, config, *args, **kwargs):
+        started.append(config)
+        original(self, config, *args, **kwargs)
+    monkeypatch.setattr(engine_module.Engine, "__init__", init)
+    return started
+
+
+def test_plan_has_one_row_per_mode_and_pale_size():
+    rows = ablation.plan_rows({"name": "pale_t"}, ["pale", "axial", "cross_shaped"],
+                              [1, [3, 5], [1, 3, 5, 7]])
+    assert [row["row"] for row in rows] == ["pale_s1", "pale_s3x5", "pale_s1-3-5-7", "axial",
+                                            "cross_shaped"]
+    assert [row["pale_size"] for row in rows[:3]] == [1, [3, 5], [1, 3, 5, 7]]
+    assert ablation.plan_rows({"name": "pale_t", "attention_mode": "axial"}) == [
+        {"row": "axial", "mode": "axial", "pale_size": None}]
+    assert [ablation.parse_pale_size(t) for t in ("7", "3x5", "1,3,5,7", "3x5,7,7,7")] == [
+        7, [3, 5], [1, 3, 5, 7], [[3, 5], 7, 7, 7]]
+    with pytest.raises(ValueError, match="pale size is an int"):
+        ablation.parse_pale_size("seven")
+    with pytest.raises(ValueError, match="unknown attention mode 'swin'"):
+        ablation.plan_rows({"name": "pale_t"}, ["swin"])
+
+
+def test_one_command_trains_each_row_and_writes_table_csv_and_chart(recipe, tmp_path,
+                                                                    monkeypatch):
+    started = _count_engines(monkeypatch)
+    output = str(tmp_path / "ablation")
+    tool = __import__("runpy").run_path(os.path.join(os.path.dirname(__file__), "..",
+                                                     "tools", "ablate.py"), run_name="ablate")
+    tool["main"](["-c", recipe, "--modes", "pale", "axial", "--pale-sizes", "1", "2",
+                  "--output", output, "--batch", "4", "--repeats", "1", "--title", "tiny"])
+    assert [config["Arch"]["attention_mode"] for config in started] == ["pale", "pale",
+                                                                        "axial"]
+    assert [config["Arch"].get("pale_size") for config in started] == [1, 2, 2]
+    with open(os.path.join(output, "ablation.csv")) as f:
+        rows = list(csv.DictReader(f))
+    assert [row["row"] for row in rows] == ["pale_s1", "pale_s2", "axial"]
+    assert list(rows[0]) == list(ablation.COLUMNS)
+    for row, config in zip(rows, started):
+        # params and FLOPs: those of the row's model, counted independently here
+        arch = {k: v for k, v in config["Arch"].items() if k != "name"}
+        model = create_model("pale_t", **arch)
+        assert int(row["params"]) == count_params(model)
+        assert (int(row["macs"]), int(row["attention_macs"])) == attention_macs(model, (16, 16))
+        assert 0.0 <= float(row["top1"]) <= 1.0 and float(row["best_top1"]) >= 0.0
+        assert float(row["infer_images_per_s"]) > 0 and float(row["train_images_per_s"]) > 0
+        result = json.load(open(os.path.join(output, row["row"], "result.json")))
+        assert result["epochs"] == 1 and result["resumed_from_epoch"] == 0
+        assert os.path.isfile(os.path.join(output, row["row"], "latest.pdparams"))
+    assert [json.loads(row["pale_size"]) for row in rows] == [[[1, 1]] * 4, [[2, 2]] * 4,
+                                                              [[2, 2]] * 4]
+    table = open(os.path.join(output, "ablation.md")).read().splitlines()
+    assert table[0] == "tiny" and len(table) == 2 + 2 + 3
+    assert table[4].startswith("| pale | 1 1 1 1 | ") and table[6].startswith("| axial | 1 line")
+    picture = matplotlib.image.imread(os.path.join(output, "ablation.png"))
+    assert picture.ndim == 3 and picture.shape[0] > 100 and picture.std() > 0.01
+
+
+def test_a_finished_row_is_not_retrained_and_a_new_row_is(recipe, tmp_path, monkeypatch):
+    output = str(tmp_path / "ablation")
+    first, _ = ablation.run_ablation(recipe, [], ["pale"], None, output, batch=4, repeats=1)
+    started = _count_engines(monkeypatch)
+    results, _ = ablation.run_ablation(recipe, [], ["pale", "cross_shaped"], None, output,
+                                       batch=4, repeats=1)
+    assert [config["Arch"]["attention_mode"] for config in started] == ["cross_shaped"]
+    assert results[0] == first[0]  # read back, not measured again
+    # the same row under another recipe is trained again
+    started.clear()
+    ablation.run_ablation(recipe, ["Optimizer.weight_decay=0.01"], ["pale"], None, output,
+                          batch=4, repeats=1)
+    assert len(started) == 1 and started[0]["Global"]["resume"] is None
+
+
+def test_an_interrupted_row_resumes_from_its_latest_checkpoint(recipe, tmp_path,
+                                                               monkeypatch):
+    output = str(tmp_path / "ablation")
+    ablation.run_ablation(recipe, [], ["axial"], None, output, batch=4, repeats=1)
+    os.remove(os.path.join(output, "axial", "result.json"))  # killed before the result
+    started = _count_engines(monkeypatch)
+    results, _ = ablation.run_ablation(recipe, [], ["axial"], None, output, batch=4,
+                                       repeats=1)
+    assert started[0]["Global"]["resume"] == os.path.join(output, "axial", "latest")
+    assert results[0]["resumed_from_epoch"] == 1  # no epoch trained twice
