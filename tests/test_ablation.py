@@ -3,6 +3,7 @@ table / CSV / chart, and resuming a sweep without retraining finished rows."""
 import csv
 import json
 import os
+import runpy
 
 import matplotlib.image
 import pytest
@@ -12,6 +13,8 @@ from paddle_pale.engine import ablation
 from paddle_pale.engine import engine as engine_module
 from paddle_pale.models.registry import create_model
 from paddle_pale.utils.flops import attention_macs, count_params
+
+from conftest import ROOT
 
 
 @pytest.fixture
@@ -32,14 +35,24 @@ def _count_engines(monkeypatch):
     return started
 
 
-def test_plan_has_one_row_per_mode_and_pale_size():
-    rows = ablation.plan_rows({"name": "pale_t"}, ["pale", "axial", "cross_shaped"],
-                              [1, [3, 5], [1, 3, 5, 7]])
-    assert [row["row"] for row in rows] == ["pale_s1", "pale_s3x5", "pale_s1-3-5-7", "axial",
-                                            "cross_shaped"]
-    assert [row["pale_size"] for row in rows[:3]] == [1, [3, 5], [1, 3, 5, 7]]
-    assert ablation.plan_rows({"name": "pale_t", "attention_mode": "axial"}) == [
-        {"row": "axial", "mode": "axial", "pale_size": None}]
+def test_plan_has_one_row_per_mode_and_one_per_pale_size():
+    rows = ablation.plan_rows({"name": "pale_t", "pale_size": 3},
+                              ["axial", "cross_shaped", "pale_vanilla", "pale"],
+                              [1, [3, 5], [1, 3, 5, 7], 3])
+    assert [row["row"] for row in rows] == ["axial", "cross_shaped", "pale_vanilla_s3",
+                                            "pale_s3", "pale_s1", "pale_s3x5", "pale_s1-3-5-7"]
+    assert [row["pale_size"] for row in rows] == [None, None, 3, 3, 1, [3, 5], [1, 3, 5, 7]]
+    # the config's row is in both tables and trained once
+    assert rows[3]["tables"] == ["modes", "pale_sizes"]
+    assert [row["tables"] for row in rows[:3] + rows[4:]] == [["modes"]] * 3 + \
+        [["pale_sizes"]] * 3
+    # defaults: the config's mode and size (Pale-T's 7 when the config names none)
+    assert ablation.plan_rows({"name": "pale_t", "attention_mode": "pale_vanilla"}) == [
+        {"row": "pale_vanilla_s7", "mode": "pale_vanilla", "pale_size": 7,
+         "tables": ["modes"]}]
+    assert [r["row"] for r in ablation.plan_rows(
+        {"name": "pale_t", "attention_mode": "pale_sequential"}, None, [2, 4])] == [
+        "pale_sequential_s2", "pale_sequential_s4"]
     assert [ablation.parse_pale_size(t) for t in ("7", "3x5", "1,3,5,7", "3x5,7,7,7")] == [
         7, [3, 5], [1, 3, 5, 7], [[3, 5], 7, 7, 7]]
     with pytest.raises(ValueError, match="pale size is an int"):
@@ -52,16 +65,16 @@ def test_one_command_trains_each_row_and_writes_table_csv_and_chart(recipe, tmp_
                                                                     monkeypatch):
     started = _count_engines(monkeypatch)
     output = str(tmp_path / "ablation")
-    tool = __import__("runpy").run_path(os.path.join(os.path.dirname(__file__), "..",
-                                                     "tools", "ablate.py"), run_name="ablate")
-    tool["main"](["-c", recipe, "--modes", "pale", "axial", "--pale-sizes", "1", "2",
+    tool = runpy.run_path(os.path.join(ROOT, "tools", "ablate.py"), run_name="ablate")
+    # the recipe's pale size is 2: rows axial, pale_s2 (both tables), pale_s1
+    tool["main"](["-c", recipe, "--modes", "axial", "pale", "--pale-sizes", "1", "2",
                   "--output", output, "--batch", "4", "--repeats", "1", "--title", "tiny"])
-    assert [config["Arch"]["attention_mode"] for config in started] == ["pale", "pale",
-                                                                        "axial"]
-    assert [config["Arch"].get("pale_size") for config in started] == [1, 2, 2]
+    assert [(c["Arch"]["attention_mode"], c["Arch"]["pale_size"]) for c in started] == [
+        ("axial", 2), ("pale", 2), ("pale", 1)]
     with open(os.path.join(output, "ablation.csv")) as f:
         rows = list(csv.DictReader(f))
-    assert [row["row"] for row in rows] == ["pale_s1", "pale_s2", "axial"]
+    assert [(row["row"], row["tables"]) for row in rows] == [
+        ("axial", "modes"), ("pale_s2", "modes pale_sizes"), ("pale_s1", "pale_sizes")]
     assert list(rows[0]) == list(ablation.COLUMNS)
     for row, config in zip(rows, started):
         # params and FLOPs: those of the row's model, counted independently here
@@ -74,11 +87,14 @@ def test_one_command_trains_each_row_and_writes_table_csv_and_chart(recipe, tmp_
         result = json.load(open(os.path.join(output, row["row"], "result.json")))
         assert result["epochs"] == 1 and result["resumed_from_epoch"] == 0
         assert os.path.isfile(os.path.join(output, row["row"], "latest.pdparams"))
-    assert [json.loads(row["pale_size"]) for row in rows] == [[[1, 1]] * 4, [[2, 2]] * 4,
-                                                              [[2, 2]] * 4]
+    assert [json.loads(row["pale_size"]) for row in rows] == [[[2, 2]] * 4, [[2, 2]] * 4,
+                                                              [[1, 1]] * 4]
     table = open(os.path.join(output, "ablation.md")).read().splitlines()
-    assert table[0] == "tiny" and len(table) == 2 + 2 + 3
-    assert table[4].startswith("| pale | 1 1 1 1 | ") and table[6].startswith("| axial | 1 line")
+    assert [line for line in table if line.startswith("#")] == [
+        "### Attention modes (Table 6)", "### Pale sizes (Table 5)"]
+    assert table[0] == "tiny" and len([line for line in table if line.startswith("| ")]) == 6
+    assert table[6].startswith("| axial | 1 line | ")
+    assert table[7].startswith("| pale | 2 2 2 2 | ")
     picture = matplotlib.image.imread(os.path.join(output, "ablation.png"))
     assert picture.ndim == 3 and picture.shape[0] > 100 and picture.std() > 0.01
 

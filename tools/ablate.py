@@ -27,10 +27,10 @@ def main(argv=None):
     parser.add_argument("-o", "--override", action="append", default=[],
                         metavar="Section.key=value", help="config override, repeatable")
     parser.add_argument("--modes", nargs="+", choices=MODES, metavar="MODE",
-                        help=f"attention modes, one row each ({', '.join(MODES)}); "
-                             "default: the config's")
+                        help=f"attention modes ({', '.join(MODES)}), one row each at the "
+                             "config's pale size")
     parser.add_argument("--pale-sizes", nargs="+", type=parse_pale_size, metavar="S",
-                        help="pale sizes, one row each per pale mode; default: the config's")
+                        help="pale sizes, one row each with the config's attention mode")
     parser.add_argument("--output", help="folder of the rows and the tables "
                                          "(default: Global.output_dir/ablation)")
     parser.add_argument("--batch", type=int, help="images per timed batch for img/s "

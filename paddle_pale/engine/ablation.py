@@ -11,6 +11,7 @@ the images per second of inference and of a training step measured on this machi
 """
 import copy
 import csv
+import inspect
 import json
 import logging
 import os
@@ -20,7 +21,9 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from ..models.modes import MODES
+from ..models.modes import DEFAULT_MODE, MODES
+from ..models.pale import PaleTransformer
+from ..models.registry import model_defaults
 from ..utils.config import dump_config, load_config
 from ..utils.flops import attention_macs, count_params, format_macs
 from ..utils.plotting import pyplot
@@ -36,7 +39,7 @@ logger = logging.getLogger("paddle_pale")
 # modes whose region does not depend on the pale size: one row whatever --pale-sizes says
 SIZE_FREE_MODES = ("cross_shaped", "axial")
 # CSV columns, in order
-COLUMNS = ("row", "mode", "pale_size", "stripe_width", "top1", "best_top1", "params",
+COLUMNS = ("row", "tables", "mode", "pale_size", "stripe_width", "top1", "best_top1", "params",
            "macs", "attention_macs", "infer_images_per_s", "train_images_per_s",
            "train_seconds", "epochs")
 RESULT_FILE = "result.json"
@@ -66,33 +69,51 @@ def _size_label(size):
     return "-".join(_size_label(s) for s in size)
 
 
-def plan_rows(arch, modes=None, pale_sizes=None):
-    """The runs: one per mode and pale size (``cross_shaped`` and ``axial`` once, they
-    do not use the pale size). Defaults: the config's mode and pale size.
+def _config_pale_size(arch):
+    """The pale size the config trains with: its own, the variant's, or the model's."""
+    if arch.get("pale_size") is not None:
+        return arch["pale_size"]
+    defaults = model_defaults(arch["name"])
+    if defaults.get("pale_size") is not None:
+        return defaults["pale_size"]
+    return inspect.signature(PaleTransformer.__init__).parameters["pale_size"].default
 
-    Returns dicts with ``row`` (the folder name), ``mode`` and ``pale_size`` (None: the
-    config's own).
+
+def plan_rows(arch, modes=None, pale_sizes=None):
+    """The runs of one ablation: one row per mode in ``modes`` at the config's pale size
+    (Table 6) and one per size in ``pale_sizes`` with the config's mode (Table 5); a row
+    in both is trained once. ``cross_shaped`` and ``axial`` ignore the pale size. With
+    neither, the config's own mode and size.
+
+    Returns dicts with ``row`` (the folder name), ``mode``, ``pale_size`` (None for the
+    modes that ignore it) and ``tables`` (``"modes"``, ``"pale_sizes"``).
     """
-    modes = list(modes or [arch.get("attention_mode", "pale")])
-    for mode in modes:
-        if mode not in MODES:
-            raise ValueError(f"unknown attention mode {mode!r}; valid: {', '.join(MODES)}")
-    sizes = list(pale_sizes or [None])
-    rows, seen = [], set()
-    for mode in modes:
-        for size in sizes:
-            if mode in SIZE_FREE_MODES:
-                size = None
-            name = mode if size is None else f"{mode}_s{_size_label(size)}"
-            if name in seen:
-                continue
-            seen.add(name)
-            rows.append({"row": name, "mode": mode, "pale_size": size})
-    return rows
+    mode = arch.get("attention_mode", DEFAULT_MODE)
+    size = _config_pale_size(arch)
+    wanted = [(m, size, "modes") for m in (modes or [])]
+    wanted += [(mode, s, "pale_sizes") for s in (pale_sizes or [])]
+    if not wanted:
+        wanted = [(mode, size, "modes")]
+    rows = {}
+    for row_mode, row_size, table in wanted:
+        if row_mode not in MODES:
+            raise ValueError(f"unknown attention mode {row_mode!r}; valid: {', '.join(MODES)}")
+        if row_mode in SIZE_FREE_MODES:
+            name, row_size = row_mode, None
+        else:
+            name = f"{row_mode}_s{_size_label(row_size)}"
+        row = rows.setdefault(name, {"row": name, "mode": row_mode, "pale_size": row_size,
+                                     "tables": []})
+        if table not in row["tables"]:
+            row["tables"].append(table)
+    return list(rows.values())
 
 
 def _row_overrides(row, row_dir):
-    overrides = [f"Arch.attention_mode={row['mode']}", f"Global.output_dir={row_dir}"]
+    # a resume of the recipe's own would start every row from one checkpoint: rows
+    # resume only their own (see _run_row)
+    overrides = [f"Arch.attention_mode={row['mode']}", f"Global.output_dir={row_dir}",
+                 "Global.resume=null"]
     if row["pale_size"] is not None:
         overrides.append(f"Arch.pale_size={json.dumps(row['pale_size'])}")
     return overrides
@@ -194,7 +215,7 @@ def _run_row(row, config, row_dir, batch, repeats):
                                       engine.arch["num_classes"], repeats)
     model = engine.model
     return {
-        "row": row["row"], "mode": row["mode"],
+        "row": row["row"], "mode": row["mode"], "tables": row["tables"],
         "pale_size": [list(s) for s in model.pale_sizes],
         "stripe_width": [list(s) for s in model.stripe_widths],
         "top1": final["top1"], "best_top1": engine.best_top1,
@@ -214,9 +235,9 @@ def run_ablation(config_path, overrides=(), modes=None, pale_sizes=None, output_
 
     Args:
         config_path, overrides: the recipe, as for ``tools/train.py``.
-        modes: attention modes, one row each (default: the config's).
-        pale_sizes: pale sizes (ints, pairs or per-stage lists), one row each per pale
-            mode (default: the config's).
+        modes: attention modes, one row each at the config's pale size (Table 6).
+        pale_sizes: pale sizes (ints, pairs or per-stage lists), one row each with the
+            config's attention mode (Table 5). See :func:`plan_rows`.
         batch: images per timed batch (default: ``DataLoader.Train.batch_size``).
         repeats: timed batches per throughput figure (median).
 
@@ -239,7 +260,7 @@ def run_ablation(config_path, overrides=(), modes=None, pale_sizes=None, output_
         if done is not None and done.get("config") == dump_config(config):
             logger.info("row %d/%d %s: finished before (%s), not retrained", index + 1,
                         len(rows), row["row"], result_path)
-            results.append(done)
+            results.append(dict(done, tables=row["tables"]))
             continue
         logger.info("row %d/%d %s: training", index + 1, len(rows), row["row"])
         result = _run_row(row, config, row_dir, batch, repeats)
@@ -277,19 +298,36 @@ def markdown_table(results):
     return "\n".join(lines)
 
 
+SECTIONS = (("modes", "Attention modes (Table 6)"), ("pale_sizes", "Pale sizes (Table 5)"))
+
+
+def markdown(results, title=None):
+    """``ablation.md``: one table, or one per table of the paper when the rows came
+    from both ``modes`` and ``pale_sizes``."""
+    parts = [title] if title else []
+    sections = [(heading, [r for r in results if key in r.get("tables", ["modes"])])
+                for key, heading in SECTIONS]
+    sections = [(heading, rows) for heading, rows in sections if rows]
+    if len(sections) == 1:
+        parts.append(markdown_table(sections[0][1]))
+    else:
+        for heading, rows in sections:
+            parts += [f"### {heading}", markdown_table(rows)]
+    return "\n\n".join(parts) + "\n"
+
+
 def write_results(results, output_dir, title=None):
     """Write ``ablation.md``, ``ablation.csv`` and ``ablation.png``; returns the paths."""
     os.makedirs(output_dir, exist_ok=True)
     paths = [os.path.join(output_dir, f"ablation.{ext}") for ext in ("md", "csv", "png")]
     with open(paths[0], "w") as f:
-        if title:
-            f.write(f"{title}\n\n")
-        f.write(markdown_table(results) + "\n")
+        f.write(markdown(results, title))
     with open(paths[1], "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
         writer.writeheader()
         for r in results:
-            writer.writerow(dict(r, pale_size=json.dumps(r["pale_size"]),
+            writer.writerow(dict(r, tables=" ".join(r.get("tables", ["modes"])),
+                                 pale_size=json.dumps(r["pale_size"]),
                                  stripe_width=json.dumps(r["stripe_width"])))
     bar_chart(results, paths[2], title)
     return paths
