@@ -238,7 +238,7 @@ class CpuPaleAttention(PaleAttention):
             qkv, halves = self.qkv(x), None
         out = mode_attention_projected(qkv, self.num_heads, mode, self.region,
                                        self.block_index, "matmul", query_scale=1.0,
-                                       softmax=F.softmax_, halves=halves)
+                                       softmax=F.softmax_, halves=halves, inplace=True)
         return self.proj_drop(self.proj(out))
 
 

@@ -153,7 +153,7 @@ def mode_attention(q, k, v, num_heads, mode, size=None, block_index=0):
 
 
 def mode_attention_projected(qkv, num_heads, mode, region, block_index=0, backend="matmul",
-                             query_scale=None, softmax=None, halves=None):
+                             query_scale=None, softmax=None, halves=None, inplace=False):
     """The attention of ``mode`` without input checks, for layers and kernels.
 
     Args:
@@ -166,6 +166,9 @@ def mode_attention_projected(qkv, num_heads, mode, region, block_index=0, backen
         softmax: the softmax of the matmul path (default ``F.softmax``).
         halves: ``(rows, cols)`` channel halves of a split mode (see
             :func:`~.attention.split_halves`), when the caller made them itself.
+        inplace: ``pale_vanilla`` updates its score tensors in place (masking,
+            shifting, ``exp``) instead of writing new ones (a kernel's choice, as an
+            in-place softmax is for the other modes).
     """
     if mode in SPLIT_MODES:
         if halves is None:
@@ -179,7 +182,7 @@ def mode_attention_projected(qkv, num_heads, mode, region, block_index=0, backen
     if mode == "pale_vanilla":
         if backend != "matmul":
             raise ValueError("pale_vanilla runs on the matmul backend only")
-        return _vanilla_attention(q, k, v, num_heads, region, query_scale)
+        return _vanilla_attention(q, k, v, num_heads, region, query_scale, inplace)
     softmax = softmax or paddle.nn.functional.softmax
     if _sequential_rows(block_index):
         return _row_attention(q, k, v, num_heads, region[0], backend, query_scale, softmax)
@@ -193,7 +196,7 @@ def _line_bias(padded, valid, dtype):
                         paddle.full([padded], float("-inf"), dtype))
 
 
-def _vanilla_attention(q, k, v, num_heads, region, query_scale):
+def _vanilla_attention(q, k, v, num_heads, region, query_scale, inplace=False):
     """All heads attend to the whole pale of their row group g_r and column group g_c
     (``s_r W + s_c H - s_r s_c`` tokens), batched over the groups.
 
@@ -249,7 +252,8 @@ def _vanilla_attention(q, k, v, num_heads, region, query_scale):
         return _group_columns(t, num_heads, s_c, num_col_groups)  # [B, N_c, heads, H' s_c, d]
 
     row_scores = _scores(rows(q), rows(k), row_bias)
-    col_scores = _scores(cols(q), cols(k), col_bias) + intersection
+    col_scores = _scores(cols(q), cols(k), col_bias)
+    col_scores = col_scores.add_(intersection) if inplace else col_scores + intersection
 
     # one maximum per query and head over both parts, [B, H', W', heads]; every row
     # group holds a real row, so the row part (and m) is finite for every query
@@ -260,8 +264,12 @@ def _vanilla_attention(q, k, v, num_heads, region, query_scale):
         return _ungroup_columns(t, s_c, num_col_groups, padded_h, padded_w)
     maximum = paddle.maximum(from_rows(row_scores.max(axis=-1, keepdim=True)),
                              from_cols(col_scores.max(axis=-1, keepdim=True))).detach()
-    row_weights = paddle.exp(row_scores - rows(maximum))
-    col_weights = paddle.exp(col_scores - cols(maximum))
+    if inplace:  # the maximum is detached: nothing needs the scores before the shift
+        row_weights = row_scores.subtract_(rows(maximum)).exp_()
+        col_weights = col_scores.subtract_(cols(maximum)).exp_()
+    else:
+        row_weights = paddle.exp(row_scores - rows(maximum))
+        col_weights = paddle.exp(col_scores - cols(maximum))
 
     # values with a ones column: the product sums exp(s - m) v and exp(s - m) at once
     def with_ones(t):
