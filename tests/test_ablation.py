@@ -42,14 +42,16 @@ def test_plan_has_one_row_per_mode_and_one_per_pale_size():
     assert [row["row"] for row in rows] == ["axial", "cross_shaped", "pale_vanilla_s3",
                                             "pale_s3", "pale_s1", "pale_s3x5", "pale_s1-3-5-7"]
     assert [row["pale_size"] for row in rows] == [None, None, 3, 3, 1, [3, 5], [1, 3, 5, 7]]
-    # the config's row is in both tables and trained once
+    # the config's row is in both tables and trained once, listed where each table asks
     assert rows[3]["tables"] == ["modes", "pale_sizes"]
+    assert rows[3]["positions"] == {"modes": 3, "pale_sizes": 3}
+    assert [row["positions"] for row in rows[4:]] == [{"pale_sizes": i} for i in range(3)]
     assert [row["tables"] for row in rows[:3] + rows[4:]] == [["modes"]] * 3 + \
         [["pale_sizes"]] * 3
     # defaults: the config's mode and size (Pale-T's 7 when the config names none)
     assert ablation.plan_rows({"name": "pale_t", "attention_mode": "pale_vanilla"}) == [
         {"row": "pale_vanilla_s7", "mode": "pale_vanilla", "pale_size": 7,
-         "tables": ["modes"]}]
+         "tables": ["modes"], "positions": {"modes": 0}}]
     assert [r["row"] for r in ablation.plan_rows(
         {"name": "pale_t", "attention_mode": "pale_sequential"}, None, [2, 4])] == [
         "pale_sequential_s2", "pale_sequential_s4"]
@@ -95,6 +97,10 @@ def test_one_command_trains_each_row_and_writes_table_csv_and_chart(recipe, tmp_
     assert table[0] == "tiny" and len([line for line in table if line.startswith("| ")]) == 6
     assert table[6].startswith("| axial | 1 line | ")
     assert table[7].startswith("| pale | 2 2 2 2 | ")
+    # Table 5 lists the sizes in the order asked for: 1, then 2
+    assert table[13].startswith("| pale | 1 1 1 1 | ")
+    assert table[14].startswith("| pale | 2 2 2 2 | ")
+    assert table[16].startswith("top-1: after the last epoch")
     picture = matplotlib.image.imread(os.path.join(output, "ablation.png"))
     assert picture.ndim == 3 and picture.shape[0] > 100 and picture.std() > 0.01
 
@@ -106,7 +112,11 @@ def test_a_finished_row_is_not_retrained_and_a_new_row_is(recipe, tmp_path, monk
     results, _ = ablation.run_ablation(recipe, [], ["pale", "cross_shaped"], None, output,
                                        batch=4, repeats=1)
     assert [config["Arch"]["attention_mode"] for config in started] == ["cross_shaped"]
-    assert results[0] == first[0]  # read back, not measured again
+    # read back; only the img/s are measured again, for all rows in the same rounds
+    measured = ("infer_images_per_s", "train_images_per_s")
+    assert {k: v for k, v in results[0].items() if k not in measured} == \
+        {k: v for k, v in first[0].items() if k not in measured}
+    assert all(r[key] > 0 for r in results for key in measured)
     # the same row under another recipe is trained again
     started.clear()
     ablation.run_ablation(recipe, ["Optimizer.weight_decay=0.01"], ["pale"], None, output,

@@ -6,8 +6,11 @@ One row is one training run (:class:`~.engine.Engine`) of the config with
 ``OUTPUT/ROW`` (checkpoints, ``train.log``, ``row_config.yaml``, ``result.json``). A row
 whose ``result.json`` was written for the same config is finished and never retrained;
 an unfinished row resumes from its ``latest`` checkpoint when its config is unchanged.
-Each row also records params, FLOPs (multiply-accumulates at the eval input size) and
-the images per second of inference and of a training step measured on this machine.
+Each row also records params and FLOPs (multiply-accumulates at the eval input size).
+The images per second of inference and of a training step are measured on this machine
+each time the runner is called, for all rows together in interleaved rounds (round r
+times every row once, then round r + 1 starts, as ``tools/benchmark.py`` does), so that
+the load of a shared machine hits all rows alike.
 """
 import copy
 import csv
@@ -31,8 +34,8 @@ from .builder import build_model
 from .checkpoint import checkpoint_exists
 from .logging_utils import setup_logging
 
-__all__ = ["plan_rows", "parse_pale_size", "run_ablation", "measure_throughput",
-           "write_results", "COLUMNS"]
+__all__ = ["plan_rows", "parse_pale_size", "run_ablation", "throughput_steps",
+           "measure_rows", "write_results", "markdown", "COLUMNS"]
 
 logger = logging.getLogger("paddle_pale")
 
@@ -86,7 +89,8 @@ def plan_rows(arch, modes=None, pale_sizes=None):
     neither, the config's own mode and size.
 
     Returns dicts with ``row`` (the folder name), ``mode``, ``pale_size`` (None for the
-    modes that ignore it) and ``tables`` (``"modes"``, ``"pale_sizes"``).
+    modes that ignore it), ``tables`` (``"modes"``, ``"pale_sizes"``) and ``positions``
+    (the row's place in each table: the order of the command line).
     """
     mode = arch.get("attention_mode", DEFAULT_MODE)
     size = _config_pale_size(arch)
@@ -95,6 +99,7 @@ def plan_rows(arch, modes=None, pale_sizes=None):
     if not wanted:
         wanted = [(mode, size, "modes")]
     rows = {}
+    counts = {}
     for row_mode, row_size, table in wanted:
         if row_mode not in MODES:
             raise ValueError(f"unknown attention mode {row_mode!r}; valid: {', '.join(MODES)}")
@@ -103,9 +108,10 @@ def plan_rows(arch, modes=None, pale_sizes=None):
         else:
             name = f"{row_mode}_s{_size_label(row_size)}"
         row = rows.setdefault(name, {"row": name, "mode": row_mode, "pale_size": row_size,
-                                     "tables": []})
+                                     "tables": [], "positions": {}})
         if table not in row["tables"]:
             row["tables"].append(table)
+            row["positions"][table] = counts[table] = counts.get(table, -1) + 1
     return list(rows.values())
 
 
@@ -124,31 +130,24 @@ def _sync():
         paddle.device.synchronize()
 
 
-def _images_per_second(step, batch, repeats, warmup=1):
-    """Median images/s of ``step()`` over ``repeats`` timed calls, after ``warmup``."""
-    for _ in range(warmup):
-        step()
+def _timed(step):
     _sync()
-    times = []
-    for _ in range(repeats):
-        tic = time.perf_counter()
-        step()
-        _sync()
-        times.append(time.perf_counter() - tic)
-    return batch / float(np.median(times))
+    tic = time.perf_counter()
+    step()
+    _sync()
+    return time.perf_counter() - tic
 
 
-def measure_throughput(model, input_size, batch, num_classes, repeats=3):
-    """``(inference, training step)`` images/s of ``model`` on random ``[batch, 3, H, W]``
-    images: an eval forward without gradients, and forward + cross-entropy backward +
-    AdamW step on a copy (the model's own weights are left as they are)."""
+def throughput_steps(model, input_size, batch, num_classes):
+    """``(infer, train_step)``: closures that run ``model`` on random ``[batch, 3, H, W]``
+    images, an eval forward without gradients, and forward + cross-entropy backward +
+    AdamW step on a copy of the model (its own weights are left as they are)."""
     images = paddle.randn([batch, 3, *input_size])
     model.eval()
 
     def infer():
         with paddle.no_grad():
             model(images)
-    inference = _images_per_second(infer, batch, repeats)
 
     trainee = copy.deepcopy(model)
     trainee.train()
@@ -161,8 +160,41 @@ def measure_throughput(model, input_size, batch, num_classes, repeats=3):
         loss.backward()
         optimizer.step()
         optimizer.clear_grad()
-    training = _images_per_second(train_step, batch, repeats)
-    return inference, training
+    return infer, train_step
+
+
+def measure_rows(results, configs, batch, repeats=3):
+    """Set ``infer_images_per_s`` and ``train_images_per_s`` of every result: the median
+    over ``repeats`` interleaved rounds (each round times every row's inference and
+    training step once, after one warm-up round). Each row's model is built from its
+    config with its trained weights, in the form the trainer used (the CPU kernels on
+    CPU)."""
+    from ..kernels import use_cpu_kernels
+    from ..utils.checkpoint import load_pretrained
+
+    device = paddle.device.get_device()
+    cases = []
+    for result, config in zip(results, configs):
+        model = build_model(config["Arch"])
+        weights = os.path.join(config["Global"]["output_dir"], "latest.pdparams")
+        if os.path.isfile(weights):
+            load_pretrained(model, weights)
+        if device == "cpu":
+            use_cpu_kernels(model)
+        size = config["DataLoader"]["Eval"]["transforms"]["input_size"]
+        cases.append(throughput_steps(model, (size, size), batch, model.num_classes))
+    times = [([], []) for _ in cases]
+    for round_index in range(repeats + 1):  # round 0 warms up
+        for (infer, train_step), (infer_times, train_times) in zip(cases, times):
+            elapsed = _timed(infer), _timed(train_step)
+            if round_index:
+                infer_times.append(elapsed[0])
+                train_times.append(elapsed[1])
+    for result, (infer_times, train_times) in zip(results, times):
+        result.update(infer_images_per_s=batch / float(np.median(infer_times)),
+                      train_images_per_s=batch / float(np.median(train_times)),
+                      measure_batch=batch, measure_rounds=repeats, measure_device=device)
+    return results
 
 
 def _write_json(path, data):
@@ -181,7 +213,7 @@ def _read_json(path):
         return None
 
 
-def _run_row(row, config, row_dir, batch, repeats):
+def _run_row(row, config, row_dir):
     from .engine import Engine
 
     fingerprint = dump_config(config)
@@ -207,23 +239,19 @@ def _run_row(row, config, row_dir, batch, repeats):
     engine.train()
     seconds = time.time() - tic
     final = engine.evaluate()  # the weights after the last epoch
-    arch = config["Arch"]
-    plain = build_model(arch)  # FLOPs of the stock layers (the CPU kernels fuse some)
+    plain = build_model(config["Arch"])  # FLOPs of the stock layers (the CPU kernels fuse)
     size = config["DataLoader"]["Eval"]["transforms"]["input_size"]
     macs, attention = attention_macs(plain, (size, size))
-    infer, train = measure_throughput(engine.model, (size, size), batch,
-                                      engine.arch["num_classes"], repeats)
     model = engine.model
     return {
         "row": row["row"], "mode": row["mode"], "tables": row["tables"],
+        "positions": row["positions"],
         "pale_size": [list(s) for s in model.pale_sizes],
         "stripe_width": [list(s) for s in model.stripe_widths],
         "top1": final["top1"], "best_top1": engine.best_top1,
         "params": count_params(plain), "macs": macs, "attention_macs": attention,
-        "infer_images_per_s": infer, "train_images_per_s": train,
         "train_seconds": seconds, "epochs": config["Global"]["epochs"],
-        "resumed_from_epoch": start_epoch, "device": engine.device,
-        "measure_batch": batch, "config": fingerprint,
+        "resumed_from_epoch": start_epoch, "device": engine.device, "config": fingerprint,
     }
 
 
@@ -239,7 +267,7 @@ def run_ablation(config_path, overrides=(), modes=None, pale_sizes=None, output_
         pale_sizes: pale sizes (ints, pairs or per-stage lists), one row each with the
             config's attention mode (Table 5). See :func:`plan_rows`.
         batch: images per timed batch (default: ``DataLoader.Train.batch_size``).
-        repeats: timed batches per throughput figure (median).
+        repeats: interleaved timing rounds (the img/s are their medians).
 
     Returns:
         ``(results, paths)``: one dict per row (see :data:`COLUMNS`), and the files
@@ -249,24 +277,30 @@ def run_ablation(config_path, overrides=(), modes=None, pale_sizes=None, output_
     output_dir = output_dir or os.path.join(base["Global"]["output_dir"], "ablation")
     batch = batch or base["DataLoader"]["Train"]["batch_size"]
     rows = plan_rows(base["Arch"], modes, pale_sizes)
-    results = []
+    results, configs = [], []
     for index, row in enumerate(rows):
         # the runner's own lines (each Engine logs to its row's train.log)
         setup_logging(0, os.path.join(output_dir, "ablation.log"))
         row_dir = os.path.join(output_dir, row["row"])
         config = load_config(config_path, list(overrides) + _row_overrides(row, row_dir))
+        configs.append(config)
         result_path = os.path.join(row_dir, RESULT_FILE)
         done = _read_json(result_path)
         if done is not None and done.get("config") == dump_config(config):
             logger.info("row %d/%d %s: finished before (%s), not retrained", index + 1,
                         len(rows), row["row"], result_path)
-            results.append(dict(done, tables=row["tables"]))
+            results.append(dict(done, tables=row["tables"], positions=row["positions"]))
             continue
         logger.info("row %d/%d %s: training", index + 1, len(rows), row["row"])
-        result = _run_row(row, config, row_dir, batch, repeats)
+        result = _run_row(row, config, row_dir)
         _write_json(result_path, result)
         results.append(result)
     setup_logging(0, os.path.join(output_dir, "ablation.log"))
+    logger.info("measuring images/s of %d row(s): batch %d, %d interleaved round(s)",
+                len(rows), batch, repeats)
+    measure_rows(results, configs, batch, repeats)
+    for result, config in zip(results, configs):
+        _write_json(os.path.join(config["Global"]["output_dir"], RESULT_FILE), result)
     paths = write_results(results, output_dir, title)
     logger.info("ablation of %d row(s) written: %s", len(results), ", ".join(paths))
     return results, paths
@@ -305,7 +339,8 @@ def markdown(results, title=None):
     """``ablation.md``: one table, or one per table of the paper when the rows came
     from both ``modes`` and ``pale_sizes``."""
     parts = [title] if title else []
-    sections = [(heading, [r for r in results if key in r.get("tables", ["modes"])])
+    sections = [(heading, sorted((r for r in results if key in r.get("tables", ["modes"])),
+                                 key=lambda r, key=key: r.get("positions", {}).get(key, 0)))
                 for key, heading in SECTIONS]
     sections = [(heading, rows) for heading, rows in sections if rows]
     if len(sections) == 1:
@@ -313,6 +348,13 @@ def markdown(results, title=None):
     else:
         for heading, rows in sections:
             parts += [f"### {heading}", markdown_table(rows)]
+    measured = results[0] if results else {}
+    if "measure_batch" in measured:
+        parts.append(f"top-1: after the last epoch (best: the best of the validations "
+                     f"during training); img/s: batch {measured['measure_batch']}, median "
+                     f"of {measured['measure_rounds']} interleaved round(s) over all rows on "
+                     f"{measured['measure_device']}; train time: wall time of the row's "
+                     f"training.")
     return "\n\n".join(parts) + "\n"
 
 
