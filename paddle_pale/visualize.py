@@ -219,16 +219,17 @@ def prepare_image(picture, size, mean, std):
     return np.asarray(resized), paddle.to_tensor(np.asarray(array)[None].astype("float32"))
 
 
-def draw_attention(path, pixels, maps, query, title=None):
+def draw_attention(path, pixels, maps, query, title=None, dpi=100):
     """Write the attention picture: one row per stage, one column per head group, the
     heads-averaged weights over ``pixels`` (the image, ``[H, W, 3]`` uint8), tokens
     outside the region dimmed, the query pixel marked."""
     plt = pyplot()
     height, width = pixels.shape[:2]
     columns = max(len(m["groups"]) for m in maps)
-    figure, axes = plt.subplots(len(maps), columns, figsize=(3.2 * columns * width / height
-                                                              + 0.6, 3.0 * len(maps)),
-                                squeeze=False, dpi=100)
+    panel = 2.3  # inches high
+    figure, axes = plt.subplots(len(maps), columns, squeeze=False, dpi=dpi,
+                                figsize=(panel * columns * width / height + 0.3,
+                                         (panel + 0.3) * len(maps) + 0.4))
     colormap = plt.get_cmap("inferno")
     for row, stage in zip(axes, maps):
         for ax, (label, heads) in zip(row, stage["groups"]):
@@ -246,20 +247,20 @@ def draw_attention(path, pixels, maps, query, title=None):
             ax.plot(query[1], query[0], marker="+", color="cyan", markersize=12, mew=2)
             h, w = stage["size"]
             ax.set_title(f"stage {stage['stage'] + 1} ({h}x{w}), block {stage['block'] + 1}: "
-                         f"{label}", fontsize=8)
+                         f"{label}", fontsize=7)
             ax.axis("off")
         for ax in row[len(stage["groups"]):]:
             ax.axis("off")
     if title:
-        figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
+        figure.suptitle(title, fontsize=8)
+    figure.tight_layout(pad=0.4, rect=(0, 0, 1, 1 - (0.3 if title else 0) / figure.get_figheight()))
+    figure.savefig(path, dpi=dpi)
     plt.close(figure)
     return path
 
 
 def attention_picture(checkpoint, output, image="china", query=None, size=None, block=-1,
-                      use_ema=True):
+                      use_ema=True, dpi=100):
     """Load a training checkpoint (prefix or ``.pdparams``; its ``.pdstates`` gives the
     architecture, attention mode and normalization), run it on ``image`` resized to
     ``size = (H, W)`` (default: 224 high, the picture's aspect ratio) and write the
@@ -279,5 +280,5 @@ def attention_picture(checkpoint, output, image="china", query=None, size=None, 
     name = os.path.basename(str(checkpoint))
     draw_attention(output, pixels, maps, query,
                    f"{meta['variant']} ({mode}) {name}: attention of pixel {tuple(query)} "
-                   f"on a {size[0]}x{size[1]} image, heads averaged per direction")
+                   f"on a {size[0]}x{size[1]} image, heads averaged per direction", dpi)
     return maps

@@ -45,6 +45,7 @@ def main(argv=None):
     attention.add_argument("--block", type=int, default=-1,
                            help="block of each stage (default -1: the last)")
     attention.add_argument("--no-ema", action="store_true", help="raw weights, not EMA")
+    attention.add_argument("--dpi", type=int, default=100, help="picture resolution")
     attention.add_argument("--output", default="attention.png")
     args = parser.parse_args(argv)
     if args.command == "regions":
@@ -54,7 +55,7 @@ def main(argv=None):
         attention_picture(args.checkpoint, args.output, args.image,
                           tuple(args.query) if args.query else None,
                           tuple(args.size) if args.size else None, args.block,
-                          use_ema=not args.no_ema)
+                          use_ema=not args.no_ema, dpi=args.dpi)
     print(f"written: {args.output}")
 
 
