@@ -10,7 +10,7 @@ import pytest
 import paddle_pale
 from paddle_pale.kernels import use_cpu_kernels, use_plain_layers, uses_cpu_kernels
 from paddle_pale.kernels import cpu
-from paddle_pale.models import attention
+from paddle_pale.models import attention, modes
 from paddle_pale.models.attention_reference import naive_mode_attention, naive_pale_attention
 from paddle_pale.models.layers import ConditionalPositionEncoding
 from paddle_pale.models.pale import PaleAttention
@@ -163,6 +163,19 @@ def test_sdpa_layout_matches_matmul_path():
     sdpa = attention.pale_attention_halves(*attention.split_halves(q, k, v), 4, 7,
                                            backend="sdpa")
     expected = naive_pale_attention(q, k, v, 4, 7)
+    np.testing.assert_allclose(sdpa.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode,size,block_index", [
+    ("cross_shaped", (2, 3), 0), ("pale_sequential", 7, 0), ("pale_sequential", 7, 1),
+    ("axial", None, 0)])
+def test_sdpa_layout_of_every_mode_matches_the_reference(mode, size, block_index):
+    # the layouts the half-precision backend gets on a GPU (CSWin's contiguous stripes,
+    # sequential's single direction), checked with paddle's CPU kernel in fp32
+    q, k, v = (paddle.randn([2, 14, 21, 16]) for _ in range(3))
+    region = modes.region_size(mode, size)
+    sdpa = modes.mode_attention_projected((q, k, v), 4, mode, region, block_index, "sdpa")
+    expected = naive_mode_attention(q, k, v, 4, mode, size, block_index)
     np.testing.assert_allclose(sdpa.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
 
 
