@@ -13,6 +13,7 @@ def requirements(name):
 
 SEG = ["paddleseg==2.8.0"]
 DET = ["paddledet==2.6.0"]
+VIZ = ["matplotlib>=3.5"]  # tools/ablate.py's chart, tools/visualize.py
 setup(
     name="paddle-pale",
     version="0.1.0",
@@ -27,6 +28,7 @@ setup(
     extras_require={
         "seg": SEG,
         "det": DET,
+        "viz": VIZ,
         "dev": requirements("requirements-dev.txt"),
     },
     license="Apache-2.0",

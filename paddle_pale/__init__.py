@@ -21,9 +21,9 @@ __version__ = "0.1.0"
 # public name -> the module defining it
 _EXPORTS = {"PaleTransformer": ".models", "create_model": ".models",
             "list_models": ".models", "pale_attention": ".models",
-            "pretrained_cfg": ".models"}
+            "mode_attention": ".models", "MODES": ".models", "pretrained_cfg": ".models"}
 _SUBMODULES = ("adapters", "benchmark", "data", "engine", "export", "inference", "kernels",
-               "models", "utils")
+               "models", "utils", "visualize")
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 

@@ -177,9 +177,10 @@ BAD_VALUES = {
     "DataLoader.Eval.transforms.crop_pct": 0,
     "Metric.topk": [0, 1],
     "Arch.in_channels": 1, "Arch.num_classes": -1, "Arch.embed_dims": [0, 16, 16, 16],
-    "Arch.depths": [], "Arch.num_heads": [1, 2, 2, 2], "Arch.pale_size": 0,
+    "Arch.depths": [], "Arch.num_heads": [0, 2, 2, 2], "Arch.pale_size": 0,
     "Arch.mlp_ratio": 0, "Arch.qkv_bias": "yes", "Arch.drop_rate": 1.0,
     "Arch.drop_path_rate": -0.1, "Arch.with_classifier": False,
+    "Arch.attention_mode": "swin", "Arch.stripe_width": 0,
 }
 for _mode in ("Train", "Eval"):
     BAD_VALUES.update({

@@ -374,3 +374,26 @@ def test_unknown_model_argument_in_states_is_named(checkpoint, tmp_path):
     paddle.save({"arch": dict(ARCH, window_size=7)}, prefix + ".pdstates")
     with pytest.raises(ValueError, match="cannot build pale_t .*window_size"):
         load_checkpoint(prefix)
+
+
+@pytest.mark.parametrize("mode,extra", [("pale_vanilla", {}),
+                                        ("cross_shaped", {"stripe_width": [2, 3, 2, 7]})])
+def test_attention_modes_export_with_symbolic_sizes(mode, extra, tmp_path):
+    # the mode travels in the checkpoint's arch; the program takes any H, W (64: stage
+    # maps 16/8/4/2, 97x131: every stage padded), run by the predictor with oneDNN
+    arch = dict(ARCH, attention_mode=mode, **extra)
+    prefix = str(tmp_path / "best")
+    paddle.seed(6)
+    model = create_model("pale_t", **{k: v for k, v in arch.items() if k != "name"})
+    model.eval()
+    paddle.save(model.state_dict(), prefix + ".pdparams")
+    paddle.save({"epoch": 1, "arch": arch, "input_size": SIZE}, prefix + ".pdstates")
+    exported = str(tmp_path / "export" / mode)
+    export("inference", prefix, exported)
+    classifier = ImageClassifier(exported)
+    rng = np.random.RandomState(7)
+    for height, width in [(64, 64), (97, 131)]:
+        images = rng.randn(1, 3, height, width).astype("float32")
+        expected = model(paddle.to_tensor(images)).numpy()
+        np.testing.assert_allclose(classifier.logits(images), expected, atol=TOL, rtol=0,
+                                   err_msg=f"{mode} {height}x{width}")

@@ -10,8 +10,8 @@ import pytest
 import paddle_pale
 from paddle_pale.kernels import use_cpu_kernels, use_plain_layers, uses_cpu_kernels
 from paddle_pale.kernels import cpu
-from paddle_pale.models import attention
-from paddle_pale.models.attention_reference import naive_pale_attention
+from paddle_pale.models import attention, modes
+from paddle_pale.models.attention_reference import naive_mode_attention, naive_pale_attention
 from paddle_pale.models.layers import ConditionalPositionEncoding
 from paddle_pale.models.pale import PaleAttention
 from paddle_pale.benchmark import attention_score_elements
@@ -63,6 +63,19 @@ def test_cpu_kernels_compute_the_plain_model(name, training):
                           atol=2e-5)
 
 
+@pytest.mark.parametrize("mode", ["pale_sequential", "pale_vanilla", "cross_shaped", "axial"])
+def test_cpu_kernels_compute_the_plain_model_in_every_mode(mode):
+    # the fused projections serve every attention region; stage 2 holds an odd block
+    # (pale_sequential's columns), 61x45 pads every stage
+    plain = _random_biases(paddle_pale.create_model(
+        "pale_t", num_classes=5, depths=(1, 2, 1, 1), embed_dims=(16, 32, 48, 64),
+        num_heads=(2, 2, 4, 4), attention_mode=mode, stripe_width=(2, 3, 2, 7)))
+    plain.train()
+    fast = use_cpu_kernels(copy.deepcopy(plain))
+    _assert_same_function(plain, fast, lambda m, t: m(t), paddle.randn([2, 3, 61, 45]),
+                          atol=2e-5)
+
+
 def test_cpu_kernels_swap_in_place_once_and_back():
     model = paddle_pale.create_model("pale_t", depths=(1,) * 4, num_classes=3)
     plain_types = [type(layer) for layer in model.sublayers()]
@@ -90,6 +103,20 @@ def test_fused_attention_matches_the_naive_reference(height, width, channels, he
         lambda m, t: m(t) if m is fast else m.proj(
             naive_pale_attention(*m.qkv_projection(t), heads, pale_size)),
         paddle.randn([2, height, width, channels]), atol=1e-4)
+
+
+@pytest.mark.parametrize("mode,size,block_index", [
+    ("pale_sequential", (3, 5), 1), ("pale_vanilla", (3, 5), 0), ("cross_shaped", 2, 0),
+    ("axial", 7, 0)])
+def test_fused_attention_of_every_mode_matches_the_naive_reference(mode, size, block_index):
+    plain = _random_biases(PaleAttention(16, 4, size, attention_mode=mode, stripe_width=size,
+                                         block_index=block_index))
+    fast = use_cpu_kernels(copy.deepcopy(plain))
+    _assert_same_function(
+        plain, fast,
+        lambda m, t: m(t) if m is fast else m.proj(naive_mode_attention(
+            *m.qkv_projection(t), 4, mode, m.region, block_index)),
+        paddle.randn([2, 13, 17, 16]), atol=1e-4)
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -136,6 +163,19 @@ def test_sdpa_layout_matches_matmul_path():
     sdpa = attention.pale_attention_halves(*attention.split_halves(q, k, v), 4, 7,
                                            backend="sdpa")
     expected = naive_pale_attention(q, k, v, 4, 7)
+    np.testing.assert_allclose(sdpa.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mode,size,block_index", [
+    ("cross_shaped", (2, 3), 0), ("pale_sequential", 7, 0), ("pale_sequential", 7, 1),
+    ("axial", None, 0)])
+def test_sdpa_layout_of_every_mode_matches_the_reference(mode, size, block_index):
+    # the layouts the half-precision backend gets on a GPU (CSWin's contiguous stripes,
+    # sequential's single direction), checked with paddle's CPU kernel in fp32
+    q, k, v = (paddle.randn([2, 14, 21, 16]) for _ in range(3))
+    region = modes.region_size(mode, size)
+    sdpa = modes.mode_attention_projected((q, k, v), 4, mode, region, block_index, "sdpa")
+    expected = naive_mode_attention(q, k, v, 4, mode, size, block_index)
     np.testing.assert_allclose(sdpa.numpy(), expected.numpy(), atol=1e-5, rtol=1e-5)
 
 

@@ -107,6 +107,19 @@ def test_out_indices_select_maps_and_channels():
     assert [f.shape[2] for f in features] == [8, 2]
 
 
+def test_attention_mode_reaches_the_backbone_from_the_config(tiny_config):
+    path, opts = tiny_config
+    backbone = build_model(path, opts + ["model.backbone.attention_mode=pale_vanilla"]).backbone
+    assert {block.attn.attention_mode for stage in backbone.stages for block in stage} == \
+        {"pale_vanilla"}
+    classifier = paddle_pale.create_model("pale_t", attention_mode="pale_vanilla", **TINY)
+    classifier.set_state_dict(backbone.state_dict())
+    backbone.eval(), classifier.eval()
+    x = paddle.randn([1, 3, 64, 96])
+    for ours, theirs in zip(backbone(x), classifier.forward_pyramid(x)):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(arch="pale_x"), "unknown model 'pale_x'"),
     (dict(out_indices=[0, 4]), "out_indices"),

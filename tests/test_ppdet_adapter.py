@@ -147,6 +147,25 @@ def test_shipped_config_matches_paper_params(variant, paper_millions):
     assert abs(count_params(model) / 1e6 - paper_millions) < 0.5  # paper rounds to 1M
 
 
+def test_attention_mode_reaches_the_backbone_from_the_config():
+    cfg = ppdet_engine.load_config(CONFIG.format("t"), ppdet_engine.parse_overrides(
+        ["PaleTransformer.depths=[1, 1, 2, 1]", "PaleTransformer.attention_mode=cross_shaped",
+         "PaleTransformer.stripe_width=[1, 2, 2, 1]"]))
+    backbone = workspace.create("PaleTransformer")
+    assert isinstance(backbone, PaleTransformer) and cfg.PaleTransformer["arch"] == "pale_t"
+    assert [[block.attn.region for block in stage] for stage in backbone.stages] == \
+        [[(1, 1)], [(2, 2)], [(2, 2), (2, 2)], [(1, 1)]]
+    classifier = paddle_pale.create_model("pale_t", depths=[1, 1, 2, 1],
+                                          attention_mode="cross_shaped",
+                                          stripe_width=[1, 2, 2, 1])
+    classifier.set_state_dict(backbone.state_dict())
+    classifier.eval()
+    image = paddle.randn([1, 3, 64, 96])
+    backbone.eval()
+    for ours, theirs in zip(backbone({"image": image}), classifier.forward_pyramid(image)):
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-5)
+
+
 def test_overrides_parse_and_reach_datasets(tmp_path):
     assert ppdet_engine.parse_overrides(["a.b.c=1", "a.d=[1, 2]", "e=false"]) == {
         "a": {"b": {"c": 1}, "d": [1, 2]}, "e": False}

@@ -47,10 +47,12 @@ def test_every_gemm_and_dense_conv_is_on_the_amp_white_lists():
     assert "conv2d" in amp_lists.FP16_WHITE_LIST and "conv2d" in amp_lists.BF16_WHITE_LIST
 
 
-def test_no_transpose_above_rank_six():
+@pytest.mark.parametrize("mode", ["pale", "pale_vanilla"])
+def test_no_transpose_above_rank_six(mode):
     # paddle's transpose kernel takes a generic element loop from rank 7 on (grouping
-    # q/k/v at stage 1: 42 ms at rank 7 against 0.6 ms at rank 6)
-    model = paddle_pale.create_model("pale_t", **SMALL)
+    # q/k/v at stage 1: 42 ms at rank 7 against 0.6 ms at rank 6); pale_vanilla also
+    # regroups its per-query maxima between the row and column layouts
+    model = paddle_pale.create_model("pale_t", attention_mode=mode, **SMALL)
     static = static_model(model, 56)
     program = static.forward.concrete_program.main_program
     ranks = [len(op.operand_source(0).shape) for op in program.global_block().ops

@@ -13,6 +13,7 @@ import inspect
 import math
 import os
 
+from ..models.modes import MODES
 from ..utils.config import ConfigError, merge, parse_override, read_yaml
 
 __all__ = ["ConfigError", "DEFAULTS", "RULES", "PATCH_SIZE", "load_config",
@@ -202,7 +203,7 @@ RULES = {
     ("Arch", "num_classes"): integer(0),
     ("Arch", "embed_dims"): int_list(1),
     ("Arch", "depths"): int_list(1),
-    ("Arch", "num_heads"): int_list(2),
+    ("Arch", "num_heads"): int_list(1),  # the attention mode checks evenness
     ("Arch", "pale_size"): Rule(_is_pale_size, "a positive integer, a pair [s_r, s_c], or "
                                                "one of those per stage"),
     ("Arch", "mlp_ratio"): number(0.0, None, low_open=True),
@@ -211,6 +212,9 @@ RULES = {
     ("Arch", "drop_path_rate"): number(0.0, 1.0, high_open=True),
     ("Arch", "with_classifier"): Rule(lambda v: v is True, "true (a classifier is trained; "
                                                            "false builds a backbone only)"),
+    ("Arch", "attention_mode"): choice(MODES),
+    ("Arch", "stripe_width"): Rule(_is_pale_size, "a positive integer, a pair [w_r, w_c], or "
+                                                  "one of those per stage", nullable=True),
 }
 for _mode in ("Train", "Eval"):
     for _key, _rule in _LOADER_RULES.items():

@@ -16,8 +16,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ..models.attention import pale_attention_halves
 from ..models.layers import ConditionalPositionEncoding, to_channels_last
+from ..models.modes import SPLIT_MODES, mode_attention_projected
 from ..models.pale import ConvPatchEmbed, PaleAttention
 
 __all__ = ["use_cpu_kernels", "use_plain_layers", "uses_cpu_kernels", "CpuLinear",
@@ -158,14 +158,17 @@ class CpuConvPatchEmbed(ConvPatchEmbed):
 
 
 class CpuPaleAttention(PaleAttention):
-    """PS-Attention with phi_Q, phi_K and phi_V computed together.
+    """PS-Attention with phi_Q, phi_K and phi_V computed together, for every
+    ``attention_mode`` (the projections are the same; only the region differs).
 
     The three depth-wise convolutions run as one grouped convolution with three filters
     per channel; the three linear maps as batched matmuls that read the convolution's
     channels-first output as it lies (a transposed operand) and write the two channel
-    halves that :func:`pale_attention_halves` groups. A constant-one input channel rides
-    through the convolution and meets a bias row of the weights, so the matmul adds
-    every bias itself (the linear ones, and the convolution's carried through the map).
+    halves that the split modes group (``pale``, ``cross_shaped``, ``axial``), or all
+    channels at once for the modes that attend with every head. A constant-one input
+    channel rides through the convolution and meets a bias row of the weights, so the
+    matmul adds every bias itself (the linear ones, and the convolution's carried
+    through the map).
     The attention scale is folded into the query weights; the softmax runs in place (a
     fresh score-sized buffer, 39 MB at stage 1, costs more in page faults than the
     softmax itself).
@@ -194,12 +197,10 @@ class CpuPaleAttention(PaleAttention):
             bias = paddle.zeros([3, 1, self.dim], dtype=weight.dtype)
         return paddle.concat([weight, bias], axis=1)
 
-    def qkv_halves(self, x):
-        """``[B, H, W, C]`` -> ``(rows, cols)``, each ``(q, k, v)`` of one channel half,
-        ``[B, H, W, C / 2]``, queries scaled (see
-        :func:`paddle_pale.models.attention.split_halves`)."""
+    def _fused_taps(self, x):
+        """``[3, B, C + 1, HW]``: the depth-wise taps of q, k and v (and the ones
+        channel) of ``x`` ``[B, H, W, C]``, channels first as the convolution writes them."""
         _, height, width, channels = x.shape
-        head_dim = channels // self.num_heads
         # filter j (q, k, v) of input channel c is output channel 3 c + j
         filters = paddle.stack([p.depthwise.weight for p in self._projections()], axis=1)
         filters = filters.reshape([3 * channels, 1, 3, 3])
@@ -207,15 +208,37 @@ class CpuPaleAttention(PaleAttention):
         x = F.pad(x.transpose([0, 3, 1, 2]), [0, 0, 0, 1, 0, 0, 0, 0], value=1.0)
         taps = F.conv2d(x, filters, None, padding=1, groups=channels + 1)
         taps = taps.reshape([-1, channels + 1, 3, height * width])
-        taps = taps.transpose([2, 0, 1, 3])  # [3, B, C + 1, HW]
+        return taps.transpose([2, 0, 1, 3])  # [3, B, C + 1, HW]
+
+    def qkv_halves(self, x):
+        """``[B, H, W, C]`` -> ``(rows, cols)``, each ``(q, k, v)`` of one channel half,
+        ``[B, H, W, C / 2]``, queries scaled (see
+        :func:`paddle_pale.models.attention.split_halves`)."""
+        _, height, width, channels = x.shape
+        head_dim = channels // self.num_heads
+        taps = self._fused_taps(x)
         halves = paddle.split(self._weights_with_bias_row(head_dim ** -0.5), 2, axis=-1)
         return tuple(paddle.unbind(paddle.matmul(taps, half.unsqueeze(1), transpose_x=True)
                                    .reshape([3, -1, height, width, channels // 2]))
                      for half in halves)
 
+    def qkv(self, x):
+        """``[B, H, W, C]`` -> ``(q, k, v)``, each ``[B, H, W, C]``, queries scaled."""
+        _, height, width, channels = x.shape
+        head_dim = channels // self.num_heads
+        weights = self._weights_with_bias_row(head_dim ** -0.5)  # [3, C + 1, C]
+        out = paddle.matmul(self._fused_taps(x), weights.unsqueeze(1), transpose_x=True)
+        return tuple(paddle.unbind(out.reshape([3, -1, height, width, channels])))
+
     def forward(self, x):  # [B, H, W, C]
-        out = pale_attention_halves(*self.qkv_halves(x), self.num_heads, self.pale_size,
-                                    "matmul", query_scale=1.0, softmax=F.softmax_)
+        mode = self.attention_mode
+        if mode in SPLIT_MODES:
+            qkv, halves = None, self.qkv_halves(x)
+        else:
+            qkv, halves = self.qkv(x), None
+        out = mode_attention_projected(qkv, self.num_heads, mode, self.region,
+                                       self.block_index, "matmul", query_scale=1.0,
+                                       softmax=F.softmax_, halves=halves, inplace=True)
         return self.proj_drop(self.proj(out))
 
 

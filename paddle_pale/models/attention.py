@@ -11,8 +11,11 @@ the second within column-wise groups (Eq. 1):
 A row index ``r`` is therefore written as ``r = i * N_r + g`` (``i < s_r``), which is a
 plain reshape of the H axis into ``[s_r, N_r]``: grouping costs one reshape and one
 transpose per tensor, never a gather or a Python loop over groups. Every transpose is
-rank 6 or below (Paddle's rank-7 transpose is a generic element loop, ~70x slower). Multi-head attention runs within
-every group (Eq. 2) and the two halves are concatenated again (Eq. 3).
+rank 6 or below (Paddle's rank-7 transpose is a generic element loop, ~70x slower).
+Multi-head attention runs within every group (Eq. 2) and the two halves are concatenated
+again (Eq. 3). The same grouping with contiguous lines (``r = g * s + i``, a reshape into
+``[N, s]``) gives CSWin's stripes, used by the other attention modes of
+:mod:`paddle_pale.models.modes`.
 
 H (W) not divisible by ``s_r`` (``s_c``) is padded at the bottom (right); padded keys
 get a ``-inf`` score and the output is cropped. Sizes may be Python ints (eager, or an
@@ -109,11 +112,16 @@ def _pad_axis(t, axis, amount):
     return paddle.concat([t, paddle.zeros(shape, t.dtype)], axis=axis)
 
 
-def _key_bias(padded, group_size, num_groups, valid, dtype):
-    """``[N, s]`` additive key bias: 0 where line ``i * N + g`` (group g, slot i) is
-    real, ``-inf`` where it is padding (index >= ``valid``)."""
-    line_index = paddle.arange(padded, dtype="int64").reshape([group_size, num_groups])
-    is_real = (line_index < valid).transpose([1, 0])
+def _key_bias(padded, group_size, num_groups, valid, dtype, contiguous=False):
+    """``[N, s]`` additive key bias: 0 where line (group g, slot i) is real, ``-inf``
+    where it is padding (index >= ``valid``). The line is ``i * N + g`` for interlaced
+    groups, ``g * s + i`` for contiguous ones (stripes)."""
+    if contiguous:
+        line_index = paddle.arange(padded, dtype="int64").reshape([num_groups, group_size])
+        is_real = line_index < valid
+    else:
+        line_index = paddle.arange(padded, dtype="int64").reshape([group_size, num_groups])
+        is_real = (line_index < valid).transpose([1, 0])
     shape = [num_groups, group_size]  # all three alike: no broadcasting inside where
     return paddle.where(is_real, paddle.zeros(shape, dtype),
                         paddle.full(shape, float("-inf"), dtype))
@@ -132,18 +140,77 @@ def _attend(q, k, v, key_bias, backend, query_scale, softmax):
         return F.scaled_dot_product_attention(q, k, v)
     if query_scale != 1.0:
         q = q * query_scale
+    return paddle.matmul(softmax(_scores(q, k, key_bias), axis=-1), v)
+
+
+def _scores(q, k, key_bias):
+    """``q k^T`` plus a per-key bias (``[..., 1, L, 1]``, 0 or ``-inf``) or None."""
     if key_bias is not None:
         # the bias rides in the product, [q, 1] . [k, b] = q . k + b, instead of an add
         # over the L x L scores: Paddle's CPU broadcast add costs as much as the matmul,
         # and oneDNN fuses it into the matmul as a post-op that ran 70x slower
         q = paddle.concat([q, paddle.ones([*q.shape[:-1], 1], q.dtype)], axis=-1)
         k = paddle.concat([k, paddle.expand(key_bias, [*k.shape[:-1], 1])], axis=-1)
-    scores = paddle.matmul(q, k, transpose_y=True)
-    return paddle.matmul(softmax(scores, axis=-1), v)
+    return paddle.matmul(q, k, transpose_y=True)
 
 
-def _row_attention(q, k, v, num_heads, s_r, backend, query_scale, softmax):
-    """Attention within interlaced row groups; ``q, k, v``: ``[B, H, W, C']``."""
+# Grouping. A row group holds s lines of the (padded) H axis: interlaced (PS-Attention,
+# row r = i N + g, a reshape of H into [s, N]) or contiguous (CSWin's stripes, r = g s + i,
+# a reshape into [N, s]); columns alike. Reshapes after a transpose copy B with 0, as a -1
+# there trips Paddle 3.3.1's oneDNN transpose + reshape fusion
+# (operator_reshape_onednn_fuse_pass mis-types the fused op of a fixed-size export).
+def _group_rows(t, num_heads, group_size, num_groups, contiguous=False):
+    """``[B, H', W, heads * d]`` -> ``[B, N, heads, s W, d]``: the tokens of each row
+    group together, per head."""
+    width, head_dim = t.shape[2], t.shape[3] // num_heads
+    if contiguous:  # [B, N, s, W, heads, d] -> [B, N, heads, s, W, d]
+        t = t.reshape([0, num_groups, group_size, width, num_heads, head_dim])
+        t = t.transpose([0, 1, 4, 2, 3, 5])
+    else:  # [B, s, N, W, heads, d] -> [B, N, heads, s, W, d]
+        t = t.reshape([0, group_size, num_groups, width, num_heads, head_dim])
+        t = t.transpose([0, 2, 4, 1, 3, 5])
+    return t.reshape([0, num_groups, num_heads, group_size * width, head_dim])
+
+
+def _ungroup_rows(t, group_size, num_groups, width, padded, contiguous=False):
+    """Inverse of :func:`_group_rows`: ``[B, N, heads, s W, d]`` -> ``[B, H', W, heads d]``
+    (``padded`` = H' = N s)."""
+    num_heads, head_dim = t.shape[2], t.shape[4]
+    t = t.reshape([0, num_groups, num_heads, group_size, width, head_dim])
+    if contiguous:
+        t = t.transpose([0, 1, 3, 4, 2, 5])  # [B, N, s, W, heads, d]
+    else:
+        t = t.transpose([0, 3, 1, 4, 2, 5])  # [B, s, N, W, heads, d]
+    return t.reshape([0, padded, width, num_heads * head_dim])
+
+
+def _group_columns(t, num_heads, group_size, num_groups, contiguous=False):
+    """``[B, H, W', heads * d]`` -> ``[B, N, heads, H s, d]``."""
+    height, head_dim = t.shape[1], t.shape[3] // num_heads
+    if contiguous:  # [B, H, N, s, heads, d] -> [B, N, heads, H, s, d]
+        t = t.reshape([0, height, num_groups, group_size, num_heads, head_dim])
+        t = t.transpose([0, 2, 4, 1, 3, 5])
+    else:  # [B, H, s, N, heads, d] -> [B, N, heads, H, s, d]
+        t = t.reshape([0, height, group_size, num_groups, num_heads, head_dim])
+        t = t.transpose([0, 3, 4, 1, 2, 5])
+    return t.reshape([0, num_groups, num_heads, height * group_size, head_dim])
+
+
+def _ungroup_columns(t, group_size, num_groups, height, padded, contiguous=False):
+    """Inverse of :func:`_group_columns`: ``[B, N, heads, H s, d]`` -> ``[B, H, W', heads d]``
+    (``padded`` = W' = N s)."""
+    num_heads, head_dim = t.shape[2], t.shape[4]
+    t = t.reshape([0, num_groups, num_heads, height, group_size, head_dim])
+    if contiguous:
+        t = t.transpose([0, 3, 1, 4, 2, 5])  # [B, H, N, s, heads, d]
+    else:
+        t = t.transpose([0, 3, 4, 1, 2, 5])  # [B, H, s, N, heads, d]
+    return t.reshape([0, height, padded, num_heads * head_dim])
+
+
+def _row_attention(q, k, v, num_heads, s_r, backend, query_scale, softmax, contiguous=False):
+    """Attention within row groups (interlaced, or contiguous stripes of ``s_r`` rows);
+    ``q, k, v``: ``[B, H, W, C']``."""
     height, width, channels = q.shape[1], q.shape[2], q.shape[3]
     head_dim = channels // num_heads
     pad = _padding(height, s_r)
@@ -153,31 +220,32 @@ def _row_attention(q, k, v, num_heads, s_r, backend, query_scale, softmax):
     if not _known_zero(pad):
         q, k, v = (_pad_axis(t, 1, pad) for t in (q, k, v))
         # keys of a row group are laid out [s_r, W]: [N_r, s_r] -> [1, N_r, 1, s_r W, 1]
-        bias = _key_bias(padded, s_r, num_groups, height, q.dtype)
+        bias = _key_bias(padded, s_r, num_groups, height, q.dtype, contiguous)
         bias = bias.unsqueeze(-1).expand([num_groups, s_r, width])
         bias = bias.reshape([1, num_groups, 1, s_r * width, 1])
-    # row r = i N_r + g: [B, s_r, N_r, W, heads, d]; the reshapes copy B with 0, as a -1
-    # after a transpose trips Paddle 3.3.1's oneDNN transpose + reshape fusion
-    # (operator_reshape_onednn_fuse_pass mis-types the fused op of a fixed-size export)
-    grouped = [t.reshape([0, s_r, num_groups, width, num_heads, head_dim]) for t in (q, k, v)]
     if backend == "sdpa":
-        grouped = [t.transpose([0, 2, 1, 3, 4, 5])  # [B, N_r, s_r, W, heads, d]
-                   .reshape([-1, s_r * width, num_heads, head_dim]) for t in grouped]
+        if contiguous:  # row r = g s_r + i: [B, N_r, s_r, W, heads, d], groups in order
+            grouped = [t.reshape([-1, s_r * width, num_heads, head_dim]) for t in (q, k, v)]
+        else:  # row r = i N_r + g: [B, s_r, N_r, W, heads, d] -> [B, N_r, s_r, W, heads, d]
+            grouped = [t.reshape([0, s_r, num_groups, width, num_heads, head_dim])
+                       .transpose([0, 2, 1, 3, 4, 5])
+                       .reshape([-1, s_r * width, num_heads, head_dim]) for t in (q, k, v)]
         out = _attend(*grouped, None, backend, query_scale, softmax)
         out = out.reshape([-1, num_groups, s_r, width, channels])
-        out = out.transpose([0, 2, 1, 3, 4])  # [B, s_r, N_r, W, C']
+        if not contiguous:
+            out = out.transpose([0, 2, 1, 3, 4])  # [B, s_r, N_r, W, C']
+        out = out.reshape([0, padded, width, channels])
     else:
-        grouped = [t.transpose([0, 2, 4, 1, 3, 5])  # [B, N_r, heads, s_r, W, d]
-                   .reshape([0, num_groups, num_heads, s_r * width, head_dim]) for t in grouped]
+        grouped = [_group_rows(t, num_heads, s_r, num_groups, contiguous) for t in (q, k, v)]
         out = _attend(*grouped, bias, backend, query_scale, softmax)
-        out = out.reshape([0, num_groups, num_heads, s_r, width, head_dim])
-        out = out.transpose([0, 3, 1, 4, 2, 5])  # [B, s_r, N_r, W, heads, d]
-    out = out.reshape([0, padded, width, channels])
+        out = _ungroup_rows(out, s_r, num_groups, width, padded, contiguous)
     return out if _known_zero(pad) else out[:, :height]
 
 
-def _column_attention(q, k, v, num_heads, s_c, backend, query_scale, softmax):
-    """Attention within interlaced column groups; ``q, k, v``: ``[B, H, W, C']``."""
+def _column_attention(q, k, v, num_heads, s_c, backend, query_scale, softmax,
+                      contiguous=False):
+    """Attention within column groups (interlaced, or contiguous stripes of ``s_c``
+    columns); ``q, k, v``: ``[B, H, W, C']``."""
     height, width, channels = q.shape[1], q.shape[2], q.shape[3]
     head_dim = channels // num_heads
     pad = _padding(width, s_c)
@@ -187,24 +255,26 @@ def _column_attention(q, k, v, num_heads, s_c, backend, query_scale, softmax):
     if not _known_zero(pad):
         q, k, v = (_pad_axis(t, 2, pad) for t in (q, k, v))
         # keys of a column group are laid out [H, s_c]: -> [1, N_c, 1, H s_c, 1]
-        bias = _key_bias(padded, s_c, num_groups, width, q.dtype)
+        bias = _key_bias(padded, s_c, num_groups, width, q.dtype, contiguous)
         bias = bias.unsqueeze(1).expand([num_groups, height, s_c])
         bias = bias.reshape([1, num_groups, 1, height * s_c, 1])
-    # column c = j N_c + g: [B, H, s_c, N_c, heads, d]
-    grouped = [t.reshape([0, height, s_c, num_groups, num_heads, head_dim]) for t in (q, k, v)]
     if backend == "sdpa":
-        grouped = [t.transpose([0, 3, 1, 2, 4, 5])  # [B, N_c, H, s_c, heads, d]
-                   .reshape([-1, height * s_c, num_heads, head_dim]) for t in grouped]
+        # column c = j N_c + g: [B, H, s_c, N_c, ...]; contiguous c = g s_c + j: [B, H, N_c, s_c]
+        order = [0, 2, 1, 3, 4, 5] if contiguous else [0, 3, 1, 2, 4, 5]
+        split = [num_groups, s_c] if contiguous else [s_c, num_groups]
+        grouped = [t.reshape([0, height, *split, num_heads, head_dim])
+                   .transpose(order)  # [B, N_c, H, s_c, heads, d]
+                   .reshape([-1, height * s_c, num_heads, head_dim]) for t in (q, k, v)]
         out = _attend(*grouped, None, backend, query_scale, softmax)
         out = out.reshape([-1, num_groups, height, s_c, channels])
-        out = out.transpose([0, 2, 3, 1, 4])  # [B, H, s_c, N_c, C']
+        # back to [B, H, N_c, s_c, C'] (contiguous) or [B, H, s_c, N_c, C']
+        out = out.transpose([0, 2, 1, 3, 4] if contiguous else [0, 2, 3, 1, 4])
+        out = out.reshape([0, height, padded, channels])
     else:
-        grouped = [t.transpose([0, 3, 4, 1, 2, 5])  # [B, N_c, heads, H, s_c, d]
-                   .reshape([0, num_groups, num_heads, height * s_c, head_dim]) for t in grouped]
+        grouped = [_group_columns(t, num_heads, s_c, num_groups, contiguous)
+                   for t in (q, k, v)]
         out = _attend(*grouped, bias, backend, query_scale, softmax)
-        out = out.reshape([0, num_groups, num_heads, height, s_c, head_dim])
-        out = out.transpose([0, 3, 4, 1, 2, 5])  # [B, H, s_c, N_c, heads, d]
-    out = out.reshape([0, height, padded, channels])
+        out = _ungroup_columns(out, s_c, num_groups, height, padded, contiguous)
     return out if _known_zero(pad) else out[:, :, :width]
 
 
@@ -218,7 +288,7 @@ def split_halves(q, k, v):
 
 
 def pale_attention_halves(rows, cols, num_heads, pale_size, backend="matmul",
-                          query_scale=None, softmax=None):
+                          query_scale=None, softmax=None, contiguous=False):
     """PS-Attention (Eq. 1-3) on the channel halves of the projections.
 
     Args:
@@ -230,6 +300,8 @@ def pale_attention_halves(rows, cols, num_heads, pale_size, backend="matmul",
             ``head_dim ** -0.5``; 1.0 when they come scaled). ``sdpa`` scales by itself.
         softmax: the softmax of the matmul path (default ``F.softmax``; a kernel may
             pass an in-place one).
+        contiguous: groups of ``s_r`` adjacent rows and ``s_c`` adjacent columns
+            (CSWin's cross-shaped stripes) instead of interlaced ones.
 
     Returns:
         ``[B, H, W, C]``: ``concat(Y_r, Y_c)`` of Eq. 3.
@@ -249,8 +321,10 @@ def pale_attention_halves(rows, cols, num_heads, pale_size, backend="matmul",
                 f"multiples of the pale size ({s_r}, {s_c})")
         if query_scale != head_dim ** -0.5:
             raise ValueError("the sdpa backend scales queries by head_dim ** -0.5 itself")
-    out_rows = _row_attention(*rows, num_heads // 2, s_r, backend, query_scale, softmax)
-    out_cols = _column_attention(*cols, num_heads // 2, s_c, backend, query_scale, softmax)
+    out_rows = _row_attention(*rows, num_heads // 2, s_r, backend, query_scale, softmax,
+                              contiguous)
+    out_cols = _column_attention(*cols, num_heads // 2, s_c, backend, query_scale, softmax,
+                                 contiguous)
     return paddle.concat([out_rows, out_cols], axis=-1)
 
 

@@ -7,50 +7,77 @@ half of Q/K/V, patch merging) run in NCHW between two transposes.
 This module is the paper, in stock Paddle layers. Faster CPU forms of the same layers
 (same parameters) are applied by :func:`paddle_pale.kernels.use_cpu_kernels`.
 """
+import numbers
+
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from .attention import pale_attention, pale_attention_macs, to_pale_size
+from .attention import to_pale_size
+from .modes import (DEFAULT_MODE, check_heads, check_mode, mode_attention, mode_attention_macs,
+                    region_size)
 from .layers import (ConditionalPositionEncoding, DropPath, Mlp, SeparableProjection,
                      to_channels_first, to_channels_last, init_weights)
 
 __all__ = ["PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
-           "CLASSIFIER_PREFIXES"]
+           "CLASSIFIER_PREFIXES", "CSWIN_T_STRIPE_WIDTHS"]
 
 # state-dict key prefixes of the classifier (pooled norm + linear head)
 CLASSIFIER_PREFIXES = ("norm.", "head.")
 # what the convolutions and linear layers compute in: float32, or half under AMP
 IMAGE_DTYPES = (paddle.float32, paddle.float16, paddle.bfloat16)
+# stripe widths per stage of CSWin-T (Dong et al. 2021), the cross_shaped mode's default
+CSWIN_T_STRIPE_WIDTHS = (1, 2, 7, 7)
 
 
 class PaleAttention(nn.Layer):
     """The PS-Attention module of Eq. 7: Q, K and V from the separable convolutions
     phi_Q, phi_K, phi_V (Eq. 2), parallel row/column attention (Eq. 1-3), and an output
-    projection.
+    projection. ``attention_mode`` swaps the attention region for one of the ablation's
+    (Table 6; :mod:`paddle_pale.models.modes`), with the same projections.
 
     Args:
         dim: channels C.
-        num_heads: heads H_i (even: half per direction).
-        pale_size: S_i, an int or ``(s_r, s_c)``.
+        num_heads: heads H_i (even for the modes that split them between rows and
+            columns: ``pale``, ``cross_shaped``, ``axial``).
+        pale_size: S_i, an int or ``(s_r, s_c)`` (the pale modes).
         qkv_bias: bias in the Q/K/V linear maps.
         proj_drop: dropout after the output projection.
+        attention_mode: one of :data:`paddle_pale.models.modes.MODES`.
+        stripe_width: the stripe width of ``cross_shaped`` (an int or a pair).
+        block_index: the block's index within its stage (``pale_sequential``: rows in
+            even blocks, columns in odd ones).
     """
 
-    def __init__(self, dim, num_heads, pale_size=7, qkv_bias=True, proj_drop=0.0):
+    def __init__(self, dim, num_heads, pale_size=7, qkv_bias=True, proj_drop=0.0,
+                 attention_mode=DEFAULT_MODE, stripe_width=7, block_index=0):
         super().__init__()
-        if num_heads < 2 or num_heads % 2 or dim % num_heads:
-            raise ValueError(
-                f"PaleAttention needs an even num_heads dividing dim, got dim={dim}, "
-                f"num_heads={num_heads}")
+        check_mode(attention_mode)
+        try:
+            check_heads(attention_mode, num_heads, dim)
+        except ValueError as error:
+            raise ValueError(f"PaleAttention (dim={dim}, num_heads={num_heads}): "
+                             f"{error}") from None
+        if not isinstance(block_index, numbers.Integral) or block_index < 0:
+            raise ValueError(f"block_index must be an int >= 0, got {block_index!r}")
         self.dim = dim
         self.num_heads = num_heads
         self.pale_size = to_pale_size(pale_size)
+        self.attention_mode = attention_mode
+        self.stripe_width = region_size("cross_shaped", stripe_width)
+        self.block_index = block_index
         self.query = SeparableProjection(dim, qkv_bias)  # phi_Q
         self.key = SeparableProjection(dim, qkv_bias)  # phi_K
         self.value = SeparableProjection(dim, qkv_bias)  # phi_V
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
+
+    @property
+    def region(self):
+        """``(rows, columns)`` lines per group of the mode: the pale size, the stripe
+        width of ``cross_shaped``, ``(1, 1)`` for ``axial``."""
+        size = self.stripe_width if self.attention_mode == "cross_shaped" else self.pale_size
+        return region_size(self.attention_mode, size)
 
     def qkv_projection(self, x):
         """``(q, k, v)``, each ``[B, H, W, C]``, from ``x`` ``[B, H, W, C]``."""
@@ -58,28 +85,38 @@ class PaleAttention(nn.Layer):
         return self.query(image), self.key(image), self.value(image)
 
     def forward(self, x):  # [B, H, W, C]
-        out = pale_attention(*self.qkv_projection(x), self.num_heads, self.pale_size)
+        out = mode_attention(*self.qkv_projection(x), self.num_heads, self.attention_mode,
+                             self.region, self.block_index)
         return self.proj_drop(self.proj(out))
 
     def functional_macs(self, inputs, output):
         """Multiply-accumulates of the attention matmuls, which no sublayer counts
         (see :func:`paddle_pale.utils.flops.count_flops`)."""
         _, height, width, channels = inputs[0].shape
-        return pale_attention_macs(height, width, channels, self.pale_size)
+        return mode_attention_macs(self.attention_mode, height, width, channels, self.region,
+                                   self.block_index)
 
     def extra_repr(self):
-        return f"dim={self.dim}, num_heads={self.num_heads}, pale_size={self.pale_size}"
+        text = f"dim={self.dim}, num_heads={self.num_heads}, pale_size={self.pale_size}"
+        if self.attention_mode != DEFAULT_MODE:
+            text += f", attention_mode={self.attention_mode}, region={self.region}"
+            if self.attention_mode == "pale_sequential":
+                text += f", block_index={self.block_index}"
+        return text
 
 
 class PaleBlock(nn.Layer):
-    """Pale Transformer block (Eq. 6-8) on ``[B, H, W, C]``."""
+    """Pale Transformer block (Eq. 6-8) on ``[B, H, W, C]``; ``attention_mode``,
+    ``stripe_width`` and ``block_index`` (within the stage) as in :class:`PaleAttention`."""
 
     def __init__(self, dim, num_heads, pale_size=7, mlp_ratio=4.0, qkv_bias=True,
-                 drop=0.0, drop_path=0.0):
+                 drop=0.0, drop_path=0.0, attention_mode=DEFAULT_MODE, stripe_width=7,
+                 block_index=0):
         super().__init__()
         self.cpe = ConditionalPositionEncoding(dim, 3)
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = PaleAttention(dim, num_heads, pale_size, qkv_bias, drop)
+        self.attn = PaleAttention(dim, num_heads, pale_size, qkv_bias, drop, attention_mode,
+                                  stripe_width, block_index)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = nn.LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
@@ -111,7 +148,8 @@ def _per_stage(value, name, num_stages, is_entry):
     if isinstance(value, (list, tuple)) and len(value) == num_stages and all(
             is_entry(v) for v in value):
         return list(value)
-    raise ValueError(f"{name} must be one value or {num_stages} per-stage values, got {value!r}")
+    raise ValueError(f"{name} must be a positive int or a pair of positive ints, or "
+                     f"{num_stages} of those (one per stage), got {value!r}")
 
 
 def _is_pale_entry(value):
@@ -143,6 +181,12 @@ class PaleTransformer(nn.Layer):
         drop_path_rate: stochastic depth, growing linearly from 0 to this over the blocks.
         with_classifier: build the pooled norm and the linear head; backbones for dense
             tasks pass False and then own no parameter they do not use.
+        attention_mode: the attention region of every block, one of
+            :data:`paddle_pale.models.modes.MODES`: ``pale`` (the paper's parallel
+            PS-Attention), ``pale_sequential`` (rows in the even blocks of a stage,
+            columns in the odd ones), ``pale_vanilla``, ``cross_shaped``, ``axial``.
+        stripe_width: the stripe width of ``cross_shaped``, an int or one per stage;
+            None: CSWin-T's 1, 2, 7, 7 (four stages). Other modes ignore it.
     """
 
     # state-dict keys a checkpoint of another num_classes (or a dense backbone) may lack:
@@ -151,25 +195,33 @@ class PaleTransformer(nn.Layer):
 
     def __init__(self, in_channels=3, num_classes=1000, embed_dims=(64, 128, 256, 512),
                  depths=(2, 2, 16, 2), num_heads=(2, 4, 8, 16), pale_size=7, mlp_ratio=4.0,
-                 qkv_bias=True, drop_rate=0.0, drop_path_rate=0.0, with_classifier=True):
+                 qkv_bias=True, drop_rate=0.0, drop_path_rate=0.0, with_classifier=True,
+                 attention_mode=DEFAULT_MODE, stripe_width=None):
         super().__init__()
         num_stages = len(depths)
+        check_mode(attention_mode)
         if len(embed_dims) != num_stages or len(num_heads) != num_stages:
             raise ValueError(
                 f"embed_dims, depths and num_heads need one entry per stage, got "
                 f"{len(embed_dims)}, {num_stages}, {len(num_heads)}")
         for stage, (dim, heads) in enumerate(zip(embed_dims, num_heads)):
-            if heads < 2 or heads % 2 or dim % heads:
-                raise ValueError(
-                    f"stage {stage + 1}: num_heads must be even and divide embed_dim, got "
-                    f"embed_dim={dim}, num_heads={heads}")
+            try:
+                check_heads(attention_mode, heads, dim)
+            except ValueError as error:
+                raise ValueError(f"stage {stage + 1} (embed_dim={dim}, num_heads={heads}): "
+                                 f"{error}") from None
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         pale_sizes = _per_stage(pale_size, "pale_size", num_stages, _is_pale_entry)
+        if stripe_width is None:
+            stripe_width = CSWIN_T_STRIPE_WIDTHS if num_stages == 4 else 7
+        stripe_widths = _per_stage(stripe_width, "stripe_width", num_stages, _is_pale_entry)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.embed_dims = list(embed_dims)
         self.pale_sizes = [to_pale_size(s) for s in pale_sizes]
+        self.attention_mode = attention_mode
+        self.stripe_widths = [to_pale_size(w) for w in stripe_widths]
 
         total_blocks = sum(depths)
         drop_paths = [drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
@@ -182,9 +234,12 @@ class PaleTransformer(nn.Layer):
             self.patch_embeds.append(ConvPatchEmbed(
                 previous, dim, kernel_size=7 if first else 3, stride=4 if first else 2))
             start = sum(depths[:stage])
+            # block_index counts within the stage: pale_sequential starts every stage
+            # with rows, as Swin starts every stage with unshifted windows
             self.stages.append(nn.Sequential(*[
                 PaleBlock(dim, heads, self.pale_sizes[stage], mlp_ratio, qkv_bias, drop_rate,
-                          drop_paths[start + i]) for i in range(depth)]))
+                          drop_paths[start + i], attention_mode, self.stripe_widths[stage],
+                          block_index=i) for i in range(depth)]))
             self.stage_norms.append(nn.LayerNorm(dim))
             previous = dim
         self.feature_info = [

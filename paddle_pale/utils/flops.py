@@ -13,7 +13,8 @@ import paddle
 import paddle.nn as nn
 
 
-__all__ = ["count_params", "count_flops"]
+__all__ = ["count_params", "count_flops", "attention_macs", "format_flops_report",
+           "mode_flops_rows", "format_mode_flops_table", "format_macs"]
 
 
 def count_params(model, trainable_only=False):
@@ -58,13 +59,15 @@ def _group_of(name):
     return parts[0]
 
 
-def count_flops(model, input_size, forward=None, extra_counters=()):
+def count_flops(model, input_size, forward=None, extra_counters=(), group_of=None):
     """MACs of one image of ``input_size = (C, H, W)`` (or ``(H, W)``).
 
     Args:
         model: a Layer; ``forward(model, x)`` runs it (default ``model(x)``).
         extra_counters: ``(LayerClass, macs(layer, inputs, output))`` pairs for layers
             that do functional work the built-in counters miss (checked first).
+        group_of: ``group_of(name, layer) -> str``, the breakdown group of a counted
+            layer (default: its stage, or its top-level name).
 
     Returns:
         ``(total, breakdown)``: an int, and an OrderedDict group -> MACs where groups
@@ -79,7 +82,7 @@ def count_flops(model, input_size, forward=None, extra_counters=()):
         macs = _counter_of(layer, counters)
         if macs is None:
             continue
-        group = _group_of(name)
+        group = group_of(name, layer) if group_of else _group_of(name)
         breakdown.setdefault(group, 0)
 
         def hook(layer, inputs, output, macs=macs, group=group):
@@ -108,3 +111,41 @@ def format_flops_report(model, name, size):
     for group, macs in breakdown.items():
         lines.append(f"  {group:<8} {macs / 1e9:8.3f}G  {100.0 * macs / total:5.1f}%")
     return "\n".join(lines)
+
+
+def attention_macs(model, input_size):
+    """``(total, attention)``: MACs of one image, and those of the attention matmuls
+    alone (the layers' ``functional_macs``: QK^T and AV over each mode's region)."""
+    total, breakdown = count_flops(
+        model, input_size,
+        group_of=lambda name, layer: "attention" if hasattr(layer, "functional_macs")
+        else "other")
+    return total, breakdown.get("attention", 0)
+
+
+def mode_flops_rows(models, size):
+    """One dict per ``(mode, model)`` of ``models`` at ``size=(H, W)``: ``mode``,
+    ``params``, ``macs`` (whole model) and ``attention_macs``."""
+    rows = []
+    for mode, model in models:
+        total, attention = attention_macs(model, size)
+        rows.append({"mode": mode, "params": count_params(model), "macs": total,
+                     "attention_macs": attention})
+    return rows
+
+
+def format_mode_flops_table(models, name, size):
+    """Markdown table of params and MACs per attention mode (see :func:`mode_flops_rows`)
+    of variant ``name``."""
+    lines = [f"model {name}  input {size[0]}x{size[1]}",
+             "| attention mode | params | FLOPs (MACs) | attention MACs |",
+             "|---|---|---|---|"]
+    for row in mode_flops_rows(models, size):
+        lines.append(f"| {row['mode']} | {row['params'] / 1e6:.2f}M | "
+                     f"{format_macs(row['macs'])} | {format_macs(row['attention_macs'])} |")
+    return "\n".join(lines)
+
+
+def format_macs(macs):
+    """``4.203G``, or ``12.34M`` below 0.1G (small models keep their digits)."""
+    return f"{macs / 1e9:.3f}G" if macs >= 1e8 else f"{macs / 1e6:.2f}M"
