@@ -8,7 +8,7 @@ import pytest
 import paddle_pale
 from paddle_pale.models import PaleAttention
 from paddle_pale.models.attention_reference import mode_masks
-from paddle_pale.utils.config import load_config
+from paddle_pale.engine.config import load_config
 from paddle_pale.utils.flops import (attention_macs, count_flops, count_params,
                                      format_mode_flops_table, mode_flops_rows)
 

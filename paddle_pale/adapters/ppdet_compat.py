@@ -16,8 +16,9 @@ paddledet 2.6.0 predates three Paddle changes:
 and Paddle 3.3.1's oneDNN cannot run the ``nearest_interp`` op of FPN's upsampling.
 
 Each fix below rebinds exactly one ppdet function (:func:`.compat.rebind_globals`) to a
-copy of its module's globals in which one or two names are replaced: ``paddle`` by a proxy whose ``concat`` treats a 0-D
-tensor as the 1-element vector it used to be (and stacks an array of 0-D values) and
+copy of its module's globals in which one or two names are replaced: ``paddle`` by a
+proxy whose ``concat`` treats a 0-D tensor as the 1-element vector it used to be (and
+stacks an array of 0-D values) and
 whose ``jit.to_static`` builds the full graph unless told otherwise (for
 ``BBoxPostProcess.get_pred`` also a ``to_tensor`` that makes its constant box count 0-D,
 like the counts beside it); or the mode check and op module that ``multiclass_nms``
