@@ -29,7 +29,7 @@ import paddle.nn.functional as F
 
 __all__ = ["pale_attention", "pale_attention_halves", "split_halves", "attention_backend",
            "compute_dtype", "to_pale_size", "pale_attention_macs", "check_attention_inputs",
-           "HALF_DTYPES"]
+           "check_qkv_shapes", "HALF_DTYPES"]
 
 HALF_DTYPES = (paddle.float16, paddle.bfloat16)
 
@@ -53,17 +53,24 @@ def to_pale_size(pale_size):
 # Plain Python also under paddle.jit.to_static: converted, the dynamic entries of
 # ``q.shape`` become graph values and the list comparison a bool(Value) error.
 @paddle.jit.not_to_static
-def check_attention_inputs(q, k, v, num_heads):
-    """Validate shapes shared by every PS-Attention implementation."""
+def check_qkv_shapes(q, k, v, function="pale_attention"):
+    """Validate that ``q, k, v`` are ``[B, H, W, C]`` tensors of one shape; ``function``
+    names the caller in the message."""
     for name, t in (("q", q), ("k", k), ("v", v)):
         if t.ndim != 4:
             raise ValueError(
-                f"pale_attention expects {name} of shape [B, H, W, C] (channels last), "
+                f"{function} expects {name} of shape [B, H, W, C] (channels last), "
                 f"got rank {t.ndim} with shape {list(t.shape)}")
     if list(k.shape) != list(q.shape) or list(v.shape) != list(q.shape):
         raise ValueError(
             f"q, k and v must have the same shape [B, H, W, C], got q {list(q.shape)}, "
             f"k {list(k.shape)}, v {list(v.shape)}")
+
+
+@paddle.jit.not_to_static
+def check_attention_inputs(q, k, v, num_heads):
+    """Validate shapes shared by every PS-Attention implementation."""
+    check_qkv_shapes(q, k, v)
     if not isinstance(num_heads, numbers.Integral) or num_heads < 2 or num_heads % 2:
         raise ValueError(
             f"num_heads must be a positive even int (half the heads attend to rows, half "

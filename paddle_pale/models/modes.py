@@ -29,9 +29,10 @@ import paddle
 
 from .attention import (_column_attention, _group_columns, _group_rows, _key_bias,
                         _known_zero, _pad_axis, _padding, _row_attention, _scores,
-                        _ungroup_columns, _ungroup_rows, attention_backend, compute_dtype,
-                        pale_attention, pale_attention_halves, pale_attention_macs,
-                        split_halves, to_pale_size)
+                        _ungroup_columns, _ungroup_rows, attention_backend,
+                        check_qkv_shapes, compute_dtype, pale_attention,
+                        pale_attention_halves, pale_attention_macs, split_halves,
+                        to_pale_size)
 
 __all__ = ["MODES", "SPLIT_MODES", "DEFAULT_MODE", "check_mode", "region_size",
            "mode_attention", "mode_attention_projected", "mode_attention_macs",
@@ -82,15 +83,7 @@ def check_heads(mode, num_heads, dim=None):
 @paddle.jit.not_to_static
 def check_mode_inputs(q, k, v, num_heads, mode):
     """Validate the shapes of ``mode_attention``'s inputs."""
-    for name, t in (("q", q), ("k", k), ("v", v)):
-        if t.ndim != 4:
-            raise ValueError(
-                f"mode_attention expects {name} of shape [B, H, W, C] (channels last), got "
-                f"rank {t.ndim} with shape {list(t.shape)}")
-    if list(k.shape) != list(q.shape) or list(v.shape) != list(q.shape):
-        raise ValueError(
-            f"q, k and v must have the same shape [B, H, W, C], got q {list(q.shape)}, "
-            f"k {list(k.shape)}, v {list(v.shape)}")
+    check_qkv_shapes(q, k, v, "mode_attention")
     check_heads(mode, num_heads, q.shape[-1])
 
 
