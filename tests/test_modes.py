@@ -172,6 +172,17 @@ def test_bad_mode_arguments_raise_value_errors(mode, heads, size, block_index, m
     assert message in str(error.value)
 
 
+@pytest.mark.parametrize("shapes,message", [
+    (([1, 7, 7, 8], [1, 7, 7, 8], [1, 49, 8]), "mode_attention expects v of shape [B, H, W, C]"),
+    (([1, 7, 7, 8], [1, 7, 6, 8], [1, 7, 7, 8]), "q, k and v must have the same shape"),
+])
+def test_bad_shapes_name_mode_attention(shapes, message):
+    q, k, v = (paddle.randn(shape) for shape in shapes)
+    with pytest.raises(ValueError) as error:
+        paddle_pale.mode_attention(q, k, v, 2, "pale_sequential", 7)
+    assert message in str(error.value)
+
+
 @pytest.mark.parametrize("kwargs,message", [
     (dict(attention_mode="global"), "attention_mode must be one of pale, pale_sequential"),
     (dict(attention_mode="cross_shaped", stripe_width=[1, 2, 0, 7]),
