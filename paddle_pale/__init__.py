@@ -3,7 +3,8 @@
 Layers, each importing only those below it (the rule is code: ``.importlinter``,
 checked by the test suite):
 
-* ``benchmark``: speed and memory of the models side by side;
+* ``ablation``: one training run per attention mode / pale size, timed by ``benchmark``;
+* ``benchmark`` (speed and memory of the models side by side), ``visualize`` (pictures);
 * ``engine`` (the classification trainer), ``adapters`` (PaddleSeg / PaddleDetection),
   ``export`` (backbone, Paddle Inference, ONNX), ``inference`` (the predictor);
 * ``kernels``: faster device-specific forms of the model's layers;
@@ -22,8 +23,8 @@ __version__ = "0.1.0"
 _EXPORTS = {"PaleTransformer": ".models", "create_model": ".models",
             "list_models": ".models", "pale_attention": ".models",
             "mode_attention": ".models", "MODES": ".models", "pretrained_cfg": ".models"}
-_SUBMODULES = ("adapters", "benchmark", "data", "engine", "export", "inference", "kernels",
-               "models", "utils", "visualize")
+_SUBMODULES = ("ablation", "adapters", "benchmark", "data", "engine", "export", "inference",
+               "kernels", "models", "utils", "visualize")
 __all__ = sorted(_EXPORTS) + ["__version__"]
 
 

@@ -9,7 +9,7 @@ import matplotlib.image
 import pytest
 
 from engine_helpers import tiny_config, write_image_folder
-from paddle_pale.engine import ablation
+from paddle_pale import ablation
 from paddle_pale.engine import engine as engine_module
 from paddle_pale.models.registry import create_model
 from paddle_pale.utils.flops import attention_macs, count_params

@@ -16,7 +16,7 @@ from paddle_pale.utils.cpu import configure_cpu
 
 def main(argv=None):
     # imported here, once configure_cpu() has set paddle's threads and kernels
-    from paddle_pale.engine.ablation import parse_pale_size, run_ablation
+    from paddle_pale.ablation import parse_pale_size, run_ablation
     from paddle_pale.models.modes import MODES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-c", "--config", required=True, help="training config (the recipe)")

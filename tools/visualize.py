@@ -14,7 +14,7 @@ from paddle_pale.utils.cpu import configure_cpu
 
 def main(argv=None):
     # imported here, once configure_cpu() has set paddle's threads and kernels
-    from paddle_pale.engine.ablation import parse_pale_size
+    from paddle_pale.ablation import parse_pale_size
     from paddle_pale.visualize import SAMPLE_IMAGES, attention_picture, draw_regions
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)

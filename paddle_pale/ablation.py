@@ -9,8 +9,9 @@ an unfinished row resumes from its ``latest`` checkpoint when its config is unch
 Each row also records params and FLOPs (multiply-accumulates at the eval input size).
 The images per second of inference and of a training step are measured on this machine
 each time the runner is called, for all rows together in interleaved rounds (round r
-times every row once, then round r + 1 starts, as ``tools/benchmark.py`` does), so that
-the load of a shared machine hits all rows alike.
+times every row once, then round r + 1 starts) by the benchmark's own timer
+(:func:`~.benchmark.run_benchmark`), so that the load of a shared machine hits all rows
+alike. It sits above the engine and the benchmark in the package's layers.
 """
 import copy
 import csv
@@ -24,17 +25,18 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
-from ..kernels import use_cpu_kernels
-from ..models.modes import DEFAULT_MODE, MODES
-from ..models.pale import PaleTransformer
-from ..models.registry import model_defaults
-from ..utils.config import dump_config
-from ..utils.flops import attention_macs, count_params, format_macs
-from ..utils.io import load_pretrained, read_states
-from ..utils.log import setup_logging
-from ..utils.plotting import pyplot
-from .builder import build_model
-from .config import load_config
+from .benchmark import Case, run_benchmark
+from .engine.builder import build_model
+from .engine.config import load_config
+from .kernels import use_cpu_kernels
+from .models.modes import DEFAULT_MODE, MODES
+from .models.pale import PaleTransformer
+from .models.registry import model_defaults
+from .utils.config import dump_config
+from .utils.flops import attention_macs, count_params, format_macs
+from .utils.io import load_pretrained, read_states
+from .utils.log import setup_logging
+from .utils.plotting import pyplot
 
 __all__ = ["plan_rows", "parse_pale_size", "run_ablation", "throughput_steps",
            "measure_rows", "write_results", "markdown", "COLUMNS"]
@@ -127,19 +129,6 @@ def _row_overrides(row, row_dir):
     return overrides
 
 
-def _sync():
-    if paddle.device.get_device().startswith("gpu"):
-        paddle.device.synchronize()
-
-
-def _timed(step):
-    _sync()
-    tic = time.perf_counter()
-    step()
-    _sync()
-    return time.perf_counter() - tic
-
-
 def throughput_steps(model, input_size, batch, num_classes):
     """``(infer, train_step)``: closures that run ``model`` on random ``[batch, 3, H, W]``
     images, an eval forward without gradients, and forward + cross-entropy backward +
@@ -182,16 +171,13 @@ def measure_rows(results, configs, batch, repeats=3):
             use_cpu_kernels(model)
         size = config["DataLoader"]["Eval"]["transforms"]["input_size"]
         cases.append(throughput_steps(model, (size, size), batch, model.num_classes))
-    times = [([], []) for _ in cases]
-    for round_index in range(repeats + 1):  # round 0 warms up
-        for (infer, train_step), (infer_times, train_times) in zip(cases, times):
-            elapsed = _timed(infer), _timed(train_step)
-            if round_index:
-                infer_times.append(elapsed[0])
-                train_times.append(elapsed[1])
-    for result, (infer_times, train_times) in zip(results, times):
-        result.update(infer_images_per_s=batch / float(np.median(infer_times)),
-                      train_images_per_s=batch / float(np.median(train_times)),
+    timed = run_benchmark([Case(str(index), None, infer, train_step)
+                           for index, (infer, train_step) in enumerate(cases)],
+                          batch, rounds=repeats, warmup=0)  # the first call warms up
+    rate = {(row["name"], row["mode"]): row["images_per_s"] for row in timed}
+    for index, result in enumerate(results):
+        result.update(infer_images_per_s=rate[(str(index), "infer")],
+                      train_images_per_s=rate[(str(index), "train")],
                       measure_batch=batch, measure_rounds=repeats, measure_device=device)
     return results
 
