@@ -119,19 +119,23 @@ def _pad_axis(t, axis, amount):
     return paddle.concat([t, paddle.zeros(shape, t.dtype)], axis=axis)
 
 
+def _line_bias(padded, valid, dtype):
+    """``[L]`` additive bias of ``padded`` lines: 0 for the first ``valid`` (real) lines,
+    ``-inf`` for the padding after them."""
+    is_real = paddle.arange(padded, dtype="int64") < valid
+    shape = [padded]  # all three alike: no broadcasting inside where
+    return paddle.where(is_real, paddle.zeros(shape, dtype),
+                        paddle.full(shape, float("-inf"), dtype))
+
+
 def _key_bias(padded, group_size, num_groups, valid, dtype, contiguous=False):
     """``[N, s]`` additive key bias: 0 where line (group g, slot i) is real, ``-inf``
     where it is padding (index >= ``valid``). The line is ``i * N + g`` for interlaced
     groups, ``g * s + i`` for contiguous ones (stripes)."""
+    bias = _line_bias(padded, valid, dtype)
     if contiguous:
-        line_index = paddle.arange(padded, dtype="int64").reshape([num_groups, group_size])
-        is_real = line_index < valid
-    else:
-        line_index = paddle.arange(padded, dtype="int64").reshape([group_size, num_groups])
-        is_real = (line_index < valid).transpose([1, 0])
-    shape = [num_groups, group_size]  # all three alike: no broadcasting inside where
-    return paddle.where(is_real, paddle.zeros(shape, dtype),
-                        paddle.full(shape, float("-inf"), dtype))
+        return bias.reshape([num_groups, group_size])
+    return bias.reshape([group_size, num_groups]).transpose([1, 0])
 
 
 def _attend(q, k, v, key_bias, backend, query_scale, softmax):

@@ -28,7 +28,7 @@ import numbers
 import paddle
 
 from .attention import (_column_attention, _group_columns, _group_rows, _key_bias,
-                        _known_zero, _pad_axis, _padding, _row_attention, _scores,
+                        _known_zero, _line_bias, _pad_axis, _padding, _row_attention, _scores,
                         _ungroup_columns, _ungroup_rows, attention_backend,
                         check_qkv_shapes, compute_dtype, pale_attention,
                         pale_attention_halves, pale_attention_macs, split_halves,
@@ -180,13 +180,6 @@ def mode_attention_projected(qkv, num_heads, mode, region, block_index=0, backen
     if _sequential_rows(block_index):
         return _row_attention(q, k, v, num_heads, region[0], backend, query_scale, softmax)
     return _column_attention(q, k, v, num_heads, region[1], backend, query_scale, softmax)
-
-
-def _line_bias(padded, valid, dtype):
-    """``[L]``: 0 for the ``valid`` real lines, ``-inf`` for the padding after them."""
-    is_real = paddle.arange(padded, dtype="int64") < valid
-    return paddle.where(is_real, paddle.zeros([padded], dtype),
-                        paddle.full([padded], float("-inf"), dtype))
 
 
 def _vanilla_attention(q, k, v, num_heads, region, query_scale, inplace=False):
