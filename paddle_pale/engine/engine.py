@@ -339,11 +339,13 @@ class Engine:
         self.best_top1 = float(states["best_top1"])
         self.last_saved = (prefix, self.start_epoch)
         rng_states = states.get("rng_states") or []
-        if len(rng_states) == self.world_size:
-            restore_rng_state(rng_states[self.rank], self._generators())
-        else:
+        if len(rng_states) != self.world_size:
             logger.warning("checkpoint was written by %d process(es), this run has %d: random "
                            "streams restart from the seed", len(rng_states), self.world_size)
+            _seed_everything(self.config["Global"]["seed"] + self.rank + self.start_epoch)
+        elif not restore_rng_state(rng_states[self.rank], self._generators()):
+            logger.warning("checkpoint stores its random states in the old pickled form, "
+                           "which is not unpickled: random streams restart from the seed")
             _seed_everything(self.config["Global"]["seed"] + self.rank + self.start_epoch)
         logger.info("resumed from %s: %d epoch(s) done, best top-1 %.4f", prefix,
                     self.start_epoch, self.best_top1)

@@ -31,6 +31,8 @@ import tempfile
 
 import paddle
 
+from . import safe_pickle
+
 __all__ = ["CHECKPOINT_SUFFIXES", "META_SUFFIX", "PREPROCESS_KEYS", "PROGRAM_SUFFIXES",
            "strip_suffix",
            "resolve_weights_path", "load_state_dict", "describe_keys", "compare_state_dicts",
@@ -75,10 +77,7 @@ def resolve_weights_path(path):
 def load_state_dict(path):
     """Read a weights file written by ``paddle.save(model.state_dict(), ...)``."""
     path = resolve_weights_path(path)
-    try:
-        state = paddle.load(path)
-    except Exception as error:  # paddle raises several types for unreadable files
-        raise ValueError(f"cannot read weights file {path!r}: {error}") from error
+    state = safe_pickle.load(path, "weights file")
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise ValueError(f"{path!r} does not hold a state dict (got {type(state).__name__})")
     return state
@@ -351,10 +350,7 @@ def read_states(prefix):
     path = checkpoint_files(prefix)[".pdstates"]
     if not os.path.isfile(path):
         return None
-    try:
-        states = paddle.load(path)
-    except Exception as error:  # paddle raises several types for unreadable files
-        raise ValueError(f"cannot read training states {path!r}: {error}") from error
+    states = safe_pickle.load(path, "training states")
     if not isinstance(states, dict):
         raise ValueError(f"{path!r} should hold a dict of training states, got "
                          f"{type(states).__name__}")
@@ -374,13 +370,9 @@ def load_checkpoint(prefix):
                 f"checkpoint prefix is e.g. OUTPUT_DIR/latest)")
     loaded = {}
     for key, suffix in (("model", ".pdparams"), ("optimizer", ".pdopt"),
-                        ("states", ".pdstates")):
-        try:
-            loaded[key] = paddle.load(files[suffix])
-        except Exception as error:  # paddle raises several types for unreadable files
-            raise ValueError(f"cannot read {prefix + suffix!r}: {error}") from error
-    loaded["ema"] = (paddle.load(files[".pdema"]) if os.path.isfile(files[".pdema"])
-                     else None)
+                        ("states", ".pdstates"), ("ema", ".pdema")):
+        loaded[key] = (safe_pickle.load(files[suffix], f"checkpoint file ({prefix + suffix})")
+                       if os.path.isfile(files[suffix]) else None)
     return loaded
 
 
