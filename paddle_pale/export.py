@@ -28,7 +28,7 @@ from .kernels import use_plain_layers
 from .models.pale import CLASSIFIER_PREFIXES
 from .models.registry import create_model, list_models, pretrained_cfg
 from .utils.io import (META_SUFFIX, PREPROCESS_KEYS, check_writable, checkpoint_prefix,
-                       load_pretrained, load_state_dict, read_states, strip_suffix, write_meta)
+                       load_state_dict, load_weights, read_states, strip_suffix, write_meta)
 
 __all__ = ["load_checkpoint", "export_backbone", "export_inference", "export_onnx",
            "EXPORT_FORMATS", "export", "static_model", "input_shape"]
@@ -143,16 +143,9 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
         model = create_model(name, **dict(kwargs, with_classifier=with_classifier))
     except TypeError as error:  # an argument PaleTransformer does not take
         raise ValueError(f"cannot build {name} from arch {arch!r}: {error}") from error
-    # load_pretrained raises on backbone shape mismatches ("wrong variant?"); an export
-    # must also not keep freshly initialised tensors or leave checkpoint tensors behind
-    missing, unexpected = load_pretrained(model, weights_path)
-    if missing or unexpected:
-        raise ValueError(
-            f"weights {weights_path!r} do not fit {name} ({_describe(kwargs)}): "
-            + "; ".join(f"{label} {len(keys)} keys, e.g. {', '.join(keys[:3])}"
-                        for label, keys in (("missing", missing), ("unexpected", unexpected))
-                        if keys)
-            + " (wrong variant or model arguments?)")
+    # an export keeps no freshly initialised tensor; a backbone leaves out the classifier
+    load_weights(model, weights_path, exact=with_classifier,
+                 what=f"{name} ({_describe(kwargs)}; wrong variant or model arguments?)")
     model.eval()
     meta = {"arch": arch, "variant": name,
             "num_classes": arch.get("num_classes", pretrained_cfg(name)["num_classes"]),

@@ -15,7 +15,7 @@ from paddle_pale import create_model
 from paddle_pale.data.transforms import build_eval_transform, load_image
 from paddle_pale.export import export, load_checkpoint
 from paddle_pale.inference import ImageClassifier
-from paddle_pale.utils.io import load_pretrained
+from paddle_pale.utils.io import load_weights
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a small pale_t: every stage pads its 16/8/4/2 rows and columns to the pale size 7
@@ -169,7 +169,7 @@ def test_backbone_export_loads_without_missing_keys(checkpoint, tmp_path, use_em
         np.testing.assert_array_equal(value.numpy(), source[key].numpy(), err_msg=key)
 
     backbone = _tiny(5, with_classifier=False)
-    missing, unexpected = load_pretrained(backbone, path)
+    missing, unexpected = load_weights(backbone, path)
     assert missing == [] and unexpected == []
     backbone.eval()
     image = paddle.to_tensor(np.random.RandomState(4).randn(1, 3, 96, 80).astype("float32"))
@@ -308,7 +308,7 @@ def test_states_that_do_not_fit_the_weights_are_refused(checkpoint, tmp_path):
     shutil.copy(checkpoint + ".pdparams", prefix + ".pdparams")
     paddle.save({"epoch": 1, "arch": dict(ARCH, depths=[1, 2, 1, 1]), "input_size": SIZE},
                 prefix + ".pdstates")
-    with pytest.raises(ValueError, match=r"do not fit pale_t .*missing \d+ keys.*stages\.1\.1"):
+    with pytest.raises(ValueError, match=r"do not fit pale_t .*missing keys \(\d+\): .*stages\.1\.1"):
         load_checkpoint(prefix)
 
 
@@ -364,8 +364,8 @@ def test_wrong_variant_error_is_short(checkpoint, tmp_path):
     weights = str(tmp_path / "pale_s.pdparams")
     paddle.save(create_model("pale_s", depths=[1, 1, 1, 1]).state_dict(), weights)
     with pytest.raises(ValueError, match=r"shape mismatch.*\(\+\d+ more\)") as error:
-        load_pretrained(_tiny(0), weights)
-    assert len(str(error.value)) < 1000
+        load_weights(_tiny(0), weights)
+    assert len(str(error.value)) < 3000  # 20 tensors named, then a count
 
 
 def test_unknown_model_argument_in_states_is_named(checkpoint, tmp_path):

@@ -17,7 +17,7 @@ from ..data.datasets import IGNORE_LABEL
 from ..data.mixup import Mixup, one_hot_smoothed
 from ..kernels import use_cpu_kernels
 from ..utils.config import dump_config
-from ..utils.io import (load_checkpoint, load_exactly, load_pretrained, read_states,
+from ..utils.io import (load_checkpoint, load_weights, read_states,
                         remove_stale_files, save_checkpoint, strip_suffix)
 from ..utils.log import VisualDLWriter, format_eta, setup_logging
 from .builder import (arch_record, build_lr_scheduler, build_model, build_optimizer,
@@ -94,9 +94,10 @@ class Engine:
     Args:
         config: the dict returned by :func:`paddle_pale.engine.config.load_config`.
         mode: ``"train"`` or ``"eval"``.
-        allow_mismatched_weights: ``eval`` mode only: evaluate ``Global.pretrained``
-            even when it does not fit the model (missing, extra or differently shaped
-            tensors); by default that is an error, as such numbers mean nothing.
+        allow_mismatched_weights: load ``Global.pretrained`` even when tensors are
+            missing, unexpected or differently shaped (``strict=False``); by default
+            that is an error (in ``eval`` mode the classifier must fit too, as the
+            numbers of a partly random model mean nothing).
     """
 
     def __init__(self, config, mode="train", allow_mismatched_weights=False):
@@ -125,7 +126,9 @@ class Engine:
             if mode == "eval":
                 self._load_eval_weights(global_cfg["pretrained"], allow_mismatched_weights)
             else:
-                load_pretrained(self.model, global_cfg["pretrained"])
+                load_weights(self.model, global_cfg["pretrained"],
+                             strict=not allow_mismatched_weights,
+                             what=f"the configured model {self.arch}")
         if mode == "train":
             if self.rank == 0:
                 remove_stale_files(self.output_dir)
@@ -156,19 +159,9 @@ class Engine:
         if states is not None:
             self.classes = states.get("classes")
             self.label_source = states.get("label_source")
-        if allow_mismatched_weights:
-            missing, unexpected = load_pretrained(self.model, path)
-            if missing or unexpected:
-                logger.warning("evaluating weights that do not fit the model "
-                               "(--allow-mismatched-weights): the numbers are not those of "
-                               "a trained model")
-            return
-        try:
-            load_exactly(self.model, path, what=f"the configured model {self.arch}")
-        except ValueError as error:
-            raise ValueError(f"{error}. Evaluating them would score a partly random model; "
-                             f"check Arch (-o Arch.num_classes=...) or pass "
-                             f"--allow-mismatched-weights to evaluate anyway") from None
+        load_weights(self.model, path, strict=not allow_mismatched_weights, exact=True,
+                     what=f"the configured model {self.arch} (evaluating them would score a "
+                          f"partly random model; check Arch, e.g. -o Arch.num_classes=...)")
 
     def _build_train_set(self):
         """The training split; it defines the class map."""

@@ -2,8 +2,8 @@
 suffixes, resolves their prefixes, reads them with errors naming the file, and writes
 checkpoints whole.
 
-* weights: a ``.pdparams`` state dict (``load_state_dict``, ``load_pretrained``,
-  ``load_exactly``);
+* weights: a ``.pdparams`` state dict, read without running code (``safe_pickle``),
+  fitted to a model by ``load_weights``, strict by default;
 * training checkpoints: a prefix ``P`` with ``P.pdparams``, ``P.pdopt``, ``P.pdema`` (EMA
   on) and ``P.pdstates``, written whole or not at all (``save_checkpoint``);
 * exports: ``P.json`` + ``P.pdiparams`` (a Paddle Inference program) or other files, with
@@ -35,13 +35,14 @@ from . import safe_pickle
 
 __all__ = ["CHECKPOINT_SUFFIXES", "META_SUFFIX", "PREPROCESS_KEYS", "PROGRAM_SUFFIXES",
            "strip_suffix",
-           "resolve_weights_path", "load_state_dict", "describe_keys", "compare_state_dicts",
-           "check_fits", "load_exactly", "load_pretrained", "checkpoint_prefix", "save_checkpoint",
+           "resolve_weights_path", "load_state_dict", "describe_keys", "load_weights",
+           "MISMATCH_FLAG", "add_mismatch_flag", "checkpoint_prefix", "save_checkpoint",
            "checkpoint_files", "read_states", "load_checkpoint", "remove_stale_files",
            "write_meta", "read_meta", "export_prefix", "check_writable"]
 
 logger = logging.getLogger("paddle_pale")
 
+MISMATCH_FLAG = "--allow_mismatched_weights"
 CHECKPOINT_SUFFIXES = (".pdparams", ".pdopt", ".pdema", ".pdstates")
 META_SUFFIX = ".meta.json"  # paddle.jit.save owns NAME.json
 # the eval preprocessing an export's meta carries from its checkpoint
@@ -83,95 +84,82 @@ def load_state_dict(path):
     return state
 
 
-def describe_keys(keys, limit=5, separator=", "):
-    """The first ``limit`` of ``keys`` and how many more: error messages stay a line or
-    two long however many tensors a wrong checkpoint gets wrong."""
+def describe_keys(keys, limit=20, separator=", "):
+    """The first ``limit`` of ``keys`` and how many more: error messages stay a few lines
+    long however many tensors a wrong checkpoint gets wrong."""
     keys = list(keys)
     shown = separator.join(keys[:limit])
     return shown + (f"{separator}... (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def compare_state_dicts(source, own):
-    """``(missing, unexpected, mismatched)`` of weights ``source`` against a model's
-    ``own`` state dict; ``mismatched`` reads ``"key: checkpoint [..] vs model [..]"``."""
-    missing = sorted(set(own) - set(source))
-    unexpected = sorted(set(source) - set(own))
-    mismatched = [f"{key}: checkpoint {list(source[key].shape)} vs model "
-                  f"{list(own[key].shape)}"
-                  for key in own if key in source
-                  and list(source[key].shape) != list(own[key].shape)]
-    return missing, unexpected, mismatched
+def load_weights(model, path, strict=True, exact=False, what="the model", hint="",
+                 owner_prefixes=(), log=logger):
+    """Load weights file ``path`` into ``model``: the one place that fits weights to a
+    model and says what did not fit.
 
+    * ``exact=False`` (pretrained weights): the classifier (keys starting with one of
+      ``model.classifier_prefixes``, ``norm.*`` and ``head.*`` for the Pale Transformer)
+      is left out when the model or the file lacks it, or its shapes differ (another
+      ``num_classes``); every other tensor must be there on both sides, same shape.
+    * ``exact=True`` (evaluation, export): every tensor, classifier included.
 
-def check_fits(path, own, what, owner_prefixes=(), hint=""):
-    """The weights of file ``path`` when they hold exactly the tensors of state dict
-    ``own`` (same keys, same shapes); otherwise ValueError naming ``what`` they should
-    fit and what differs. ``hint`` is added when none of their keys starts with
-    ``owner_prefixes`` (weights of another kind of model)."""
+    Otherwise ValueError listing the missing, unexpected and differently shaped tensors
+    (the first 20 of each and how many more), unless ``strict=False``: then what fits is
+    loaded, the rest keeps its initial values, and a warning says so. ``hint`` is added
+    when none of the file's keys starts with ``owner_prefixes`` (weights of another kind
+    of model). Logs ``loaded N/M tensors``.
+
+    Returns:
+        ``(missing, unexpected)``: tensors left at init and tensors of the file ignored,
+        classifier left-outs excepted (both empty unless ``strict=False``).
+    """
+    path = resolve_weights_path(path)
     source = load_state_dict(path)
-    missing, unexpected, mismatched = compare_state_dicts(source, own)
+    own = model.state_dict()
+    prefixes = () if exact else tuple(getattr(model, "classifier_prefixes", ()))
+    is_classifier = lambda key: bool(prefixes) and key.startswith(prefixes)  # noqa: E731
+    loadable = {key: value for key, value in source.items()
+                if key in own and list(value.shape) == list(own[key].shape)}
+    misshapen = [key for key in own if key in source and key not in loadable
+                 and not is_classifier(key)]
+    mismatched = [f"{key}: checkpoint {list(source[key].shape)} vs model {list(own[key].shape)}"
+                  for key in misshapen]
+    missing = [key for key in own if key not in source and not is_classifier(key)]
+    unexpected = [key for key in source if key not in own and not is_classifier(key)]
+    left_out = sorted(key for key in set(source) | set(own)
+                      if key not in loadable and is_classifier(key))
     if missing or unexpected or mismatched:
-        problems = [f"{label} ({len(keys)}): {describe_keys(keys)}" for label, keys in (
-            ("missing keys", missing), ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched)) if keys]
+        problems = [f"{label} ({len(keys)}): {describe_keys(keys, separator=sep)}"
+                    for label, keys, sep in (("missing keys", missing, ", "),
+                                             ("unexpected keys", unexpected, ", "),
+                                             ("shape mismatches", mismatched, "; ")) if keys]
+        if mismatched:
+            problems.append("wrong variant or model arguments?")
         if hint and source and not any(key.startswith(tuple(owner_prefixes))
                                        for key in source):
             problems.append(hint)
-        raise ValueError(f"weights {resolve_weights_path(path)!r} do not fit {what}: "
-                         + "; ".join(problems))
-    return source
-
-
-def load_exactly(model, path, what="the model"):
-    """Load weights that must fit ``model`` key for key and shape for shape (evaluation:
-    a half-loaded model gives meaningless numbers). ValueError naming what differs."""
-    model.set_state_dict(check_fits(path, model.state_dict(), what))
-    logger.info("loaded %d tensors from %s", len(model.state_dict()), resolve_weights_path(path))
-
-
-def load_pretrained(model, path, log=logger):
-    """Load weights into ``model``, leaving out a classifier it does not have.
-
-    * keys of the classifier (those starting with one of ``model.classifier_prefixes``,
-      ``norm.*`` and ``head.*`` for the Pale Transformer) that the model lacks, or whose
-      shapes differ (another ``num_classes``), are dropped and reported;
-    * any other shape mismatch raises ValueError naming the keys and shapes;
-    * missing and unexpected keys are logged.
-
-    Returns ``(missing_keys, unexpected_keys)``.
-    """
-    source = load_state_dict(path)
-    own = model.state_dict()
-    prefixes = tuple(getattr(model, "classifier_prefixes", ()))
-    is_classifier = lambda key: bool(prefixes) and key.startswith(prefixes)  # noqa: E731
-    dropped, mismatched, loadable = [], [], {}
-    for key, value in source.items():
-        if key not in own:
-            if is_classifier(key):
-                dropped.append(key)
-            continue
-        if list(value.shape) != list(own[key].shape):
-            if is_classifier(key):
-                dropped.append(key)
-            else:
-                mismatched.append(f"{key}: checkpoint {list(value.shape)} vs model "
-                                  f"{list(own[key].shape)}")
-            continue
-        loadable[key] = value
-    if mismatched:
-        raise ValueError(f"shape mismatch loading {path!r} (wrong variant?): "
-                         + describe_keys(mismatched, separator="; "))
-    unexpected = sorted(k for k in source if k not in own and k not in dropped)
-    missing = sorted(k for k in own if k not in loadable)
+        message = f"weights {path!r} do not fit {what}: " + "; ".join(problems)
+        if strict:
+            raise ValueError(f"{message}. {OPT_OUT}")
+        log.warning("%s -- loading the %d tensors that fit (strict=False); the others keep "
+                    "their initial values", message, len(loadable))
     model.set_state_dict(loadable)
-    log.info("loaded %d tensors from %s", len(loadable), path)
-    if dropped:
-        log.info("left out classifier weights: %s", ", ".join(sorted(dropped)))
-    if missing:
-        log.warning("missing keys (kept at init): %s", describe_keys(missing, limit=20))
-    if unexpected:
-        log.warning("unexpected keys (ignored): %s", describe_keys(unexpected, limit=20))
-    return missing, unexpected
+    log.info("loaded %d/%d tensors from %s", len(loadable), len(own), path)
+    if left_out:
+        log.info("left out classifier weights: %s", describe_keys(left_out))
+    return missing + misshapen, unexpected
+
+
+OPT_OUT = ("To load only what fits, pass strict=False (Python) or "
+           f"{MISMATCH_FLAG} (tools)")
+
+
+def add_mismatch_flag(parser, what="the weights"):
+    """The one command-line opt-out of :func:`load_weights`'s strictness."""
+    parser.add_argument(MISMATCH_FLAG, MISMATCH_FLAG.replace("_", "-"),
+                        action="store_true", dest="allow_mismatched_weights",
+                        help=f"load {what} even when tensors are missing, unexpected or "
+                             f"differently shaped (refused by default; strict=False)")
 
 
 # --------------------------------------------------------------------- training checkpoints
