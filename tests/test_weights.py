@@ -76,3 +76,52 @@ def test_an_unexpected_backbone_tensor_is_an_error(tmp_path):
     path = _save(state, tmp_path / "extra.pdparams")
     with pytest.raises(ValueError, match=r"unexpected keys \(1\): stages.9.0.attn.qkv.weight"):
         create_model("pale_t", pretrained=path, **MODEL_ARGS)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from engine_helpers import tiny_config, write_image_folder
+    from paddle_pale.engine import Engine
+    from paddle_pale.engine.config import load_config
+    tmp_path = tmp_path_factory.mktemp("run")
+    write_image_folder(tmp_path / "data")
+    config = tiny_config(tmp_path, tmp_path / "data", Global={"epochs": 1})
+    Engine(load_config(config, ["DataLoader.Eval.transforms.input_size=32"]),
+           mode="train").train()
+    return tmp_path / "out" / "latest"
+
+
+def test_safetensors_backbone_export_describes_itself_and_loads_into_seg_and_det(
+        trained, tmp_path, caplog):
+    import runpy
+    import os
+    from paddle_pale.utils.io import read_safetensors_metadata
+    tool = runpy.run_path(os.path.join(os.path.dirname(os.path.dirname(__file__)), "tools",
+                                       "export.py"), run_name="export_tool")
+    tool["main"](["backbone", "--checkpoint", str(trained),
+                  "--output", str(tmp_path / "pale_t.safetensors")])
+    path = str(tmp_path / "pale_t.safetensors")
+    with open(path, "rb") as f:
+        assert b"__reduce__" not in f.read(4096)
+    meta = read_safetensors_metadata(path)
+    assert meta["variant"] == "pale_t" and meta["num_classes"] == 3
+    assert meta["classes"] == ["class_0", "class_1", "class_2"]
+    assert meta["arch"] == dict(TINY_ARCH) and meta["attention_mode"] == "pale"
+    assert (meta["input_size"], meta["crop_pct"]) == (32, 1.0)
+    assert meta["mean"] == [0.5, 0.5, 0.5] and meta["std"] == [0.25, 0.25, 0.25]
+    assert "source_checkpoint" not in meta  # a path of the exporting machine
+
+    from paddle_pale.adapters.paddleseg import PaleTransformer as SegBackbone
+    from paddle_pale.adapters.ppdet import PaleTransformer as DetBackbone
+    source = paddle.load(str(trained) + ".pdparams")
+    backbone_args = {k: v for k, v in MODEL_ARGS.items() if k != "num_classes"}
+    for backbone_class in (SegBackbone, DetBackbone):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="paddle_pale"):
+            backbone = backbone_class(arch="pale_t", pretrained=path, **backbone_args)
+        total = len(backbone.state_dict())
+        assert f"loaded {total}/{total} tensors from {path}" in caplog.text
+        for key, value in backbone.state_dict().items():
+            np.testing.assert_array_equal(value.numpy(), source[key].numpy(), err_msg=key)
+    # the classifier takes it too (fine-tuning: the head stays at its init)
+    create_model("pale_t", pretrained=str(tmp_path / "pale_t"), **MODEL_ARGS)

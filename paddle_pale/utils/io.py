@@ -36,13 +36,14 @@ from . import safe_pickle
 __all__ = ["CHECKPOINT_SUFFIXES", "META_SUFFIX", "PREPROCESS_KEYS", "PROGRAM_SUFFIXES",
            "strip_suffix",
            "resolve_weights_path", "load_state_dict", "describe_keys", "load_weights",
-           "MISMATCH_FLAG", "add_mismatch_flag", "checkpoint_prefix", "save_checkpoint",
+           "SAFETENSORS_SUFFIX", "save_safetensors", "read_safetensors_metadata", "MISMATCH_FLAG", "add_mismatch_flag", "checkpoint_prefix", "save_checkpoint",
            "checkpoint_files", "read_states", "load_checkpoint", "remove_stale_files",
            "write_meta", "read_meta", "export_prefix", "check_writable"]
 
 logger = logging.getLogger("paddle_pale")
 
 MISMATCH_FLAG = "--allow_mismatched_weights"
+SAFETENSORS_SUFFIX = ".safetensors"
 CHECKPOINT_SUFFIXES = (".pdparams", ".pdopt", ".pdema", ".pdstates")
 META_SUFFIX = ".meta.json"  # paddle.jit.save owns NAME.json
 # the eval preprocessing an export's meta carries from its checkpoint
@@ -67,17 +68,63 @@ def strip_suffix(path, suffixes=CHECKPOINT_SUFFIXES):
 
 # ------------------------------------------------------------------------------ weights
 def resolve_weights_path(path):
-    """Accept ``x.pdparams`` or a checkpoint prefix ``x``; raise if neither exists."""
+    """Accept ``x.pdparams``, ``x.safetensors`` or a prefix ``x`` of either; raise if
+    none exists."""
     path = os.fspath(path)
-    for candidate in (path, path + ".pdparams"):
+    for candidate in (path, path + ".pdparams", path + SAFETENSORS_SUFFIX):
         if os.path.isfile(candidate):
             return candidate
-    raise FileNotFoundError(f"no weights file at {path!r} (nor {path + '.pdparams'!r})")
+    raise FileNotFoundError(f"no weights file at {path!r} (nor {path + '.pdparams'!r} or "
+                            f"{path + SAFETENSORS_SUFFIX!r})")
+
+
+def _safetensors(what):
+    try:
+        import safetensors.paddle
+    except ImportError as error:
+        raise ImportError(f"{what} needs the safetensors package: pip install "
+                          f"safetensors") from error
+    return safetensors
+
+
+def save_safetensors(state, path, metadata=None):
+    """Write state dict ``state`` as ``.safetensors`` (plain tensors, no code) with
+    ``metadata``: each value JSON-encoded, as the format stores strings only."""
+    safetensors = _safetensors(f"writing {path!r}")
+    metadata = {key: json.dumps(value, default=_plain) for key, value in
+                (metadata or {}).items()}
+    safetensors.paddle.save_file(dict(state), path, metadata=metadata)
+    return path
+
+
+def read_safetensors_metadata(path):
+    """The metadata :func:`save_safetensors` wrote, JSON-decoded (strings that are not
+    JSON stay strings: files written by other tools)."""
+    safetensors = _safetensors(f"reading {path!r}")
+    try:
+        with safetensors.safe_open(path, framework="np") as f:
+            raw = f.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types
+        raise ValueError(f"cannot read weights file {path!r}: {error}") from None
+
+    def decode(value):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return {key: decode(value) for key, value in raw.items()}
 
 
 def load_state_dict(path):
-    """Read a weights file written by ``paddle.save(model.state_dict(), ...)``."""
+    """Read a weights file without running code from it: ``.safetensors``, or a
+    ``.pdparams`` of ``paddle.save(model.state_dict(), ...)`` (a restricted unpickler)."""
     path = resolve_weights_path(path)
+    if path.endswith(SAFETENSORS_SUFFIX):
+        safetensors = _safetensors(f"reading {path!r}")
+        try:
+            return safetensors.paddle.load_file(path, device="cpu")
+        except Exception as error:  # safetensors raises its own error types
+            raise ValueError(f"cannot read weights file {path!r}: {error}") from None
     state = safe_pickle.load(path, "weights file")
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise ValueError(f"{path!r} does not hold a state dict (got {type(state).__name__})")
