@@ -397,3 +397,18 @@ def test_attention_modes_export_with_symbolic_sizes(mode, extra, tmp_path):
         expected = model(paddle.to_tensor(images)).numpy()
         np.testing.assert_allclose(classifier.logits(images), expected, atol=TOL, rtol=0,
                                    err_msg=f"{mode} {height}x{width}")
+
+
+def test_predict_tool_gives_a_decompression_bomb_an_error_line_and_classifies_the_rest(
+        inference_model, tmp_path):
+    from PIL import Image
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20000, 20000)).save(bomb)  # 48 KB on disk, 400 M pixels decoded
+    run = _predict_tool(inference_model, _sample_images()[0], str(bomb), _sample_images()[1])
+    assert run.returncode == 0, run.stderr
+    lines = [json.loads(line) for line in run.stdout.splitlines()]
+    assert [line["image"] for line in lines] == [_sample_images()[0], str(bomb),
+                                                 _sample_images()[1]]
+    assert "DecompressionBombError" in lines[1]["error"] and "bomb.png" in lines[1]["error"]
+    assert len(lines[0]["class_ids"]) == len(lines[2]["class_ids"]) == 2
+    assert "Traceback" not in run.stderr
