@@ -19,12 +19,15 @@ def parse_args(description, argv=None, evaluation=False):
 
 
 def train_main(argv=None):
-    from .engine import Engine
+    from .engine import CheckpointSaveError, Engine
 
     args = parse_args("Train a Pale Transformer classifier.", argv)
     engine = Engine(load_config(args.config, args.override), mode="train",
                     allow_mismatched_weights=args.allow_mismatched_weights)
-    result = engine.train()
+    try:
+        result = engine.train()
+    except CheckpointSaveError as error:  # a full disk: the machine's state, not a bug
+        raise SystemExit(f"train.py: error: {error.strerror}") from None
     if engine.rank == 0:
         output_dir = engine.output_dir
         lines = [f"best val top-1: {result['best_top1']:.4f}"]

@@ -1,9 +1,11 @@
 """One engine for training and evaluation (PaddleClas style): builds everything from a
 config, trains with fleet data parallelism, evaluates, checkpoints and resumes."""
+import errno
 import logging
 import math
 import os
 import random
+import shutil
 import time
 
 import numpy as np
@@ -27,13 +29,35 @@ from .checkpoint import (capture_rng_state, optimizer_state_by_param_name,
 from .config import ConfigError
 from .ema import ModelEMA
 
-__all__ = ["Engine", "NonFiniteLossError", "topk_correct"]
+__all__ = ["Engine", "NonFiniteLossError", "CheckpointSaveError", "topk_correct"]
 
 logger = logging.getLogger("paddle_pale")
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written for lack of space or permission."""
+
+
+# a save failing with one of these is the machine's state, not a bug: say so in a line
+_SAVE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _free_space(folder):
+    """Free space of the file system holding ``folder`` (or its nearest parent), in words."""
+    while folder and not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    try:
+        free = shutil.disk_usage(folder or ".").free
+    except OSError:
+        return "free space unknown"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if free < 1024 or unit == "GB":
+            return f"{free:.0f} {unit} free" if unit == "bytes" else f"{free:.1f} {unit} free"
+        free /= 1024
 
 
 def _world_size():
@@ -292,12 +316,28 @@ class Engine:
         prefix = os.path.join(self.output_dir, name)
         optimizer_state = optimizer_state_by_structured_name(self.optimizer.state_dict(),
                                                              self.model)
-        save_checkpoint(prefix, self.model.state_dict(), optimizer_state,
-                        self._states(epoch, rng_states),
-                        self.ema.state_dict() if self.ema else None)
+        try:
+            save_checkpoint(prefix, self.model.state_dict(), optimizer_state,
+                            self._states(epoch, rng_states),
+                            self.ema.state_dict() if self.ema else None)
+        except OSError as error:
+            if error.errno not in _SAVE_ERRNOS:
+                raise
+            folder = os.path.dirname(os.path.abspath(prefix))
+            raise CheckpointSaveError(
+                error.errno, f"cannot save checkpoint {name} of epoch {epoch} in {folder}: "
+                f"{error.strerror} ({_free_space(folder)}); training stopped, nothing of "
+                f"this save was left behind. {self._kept()}") from None
         if name == "latest":
             self.last_saved = (prefix, epoch)
         return prefix
+
+    def _kept(self):
+        """Which checkpoint survives a failure, and how to go on from it."""
+        if self.last_saved is None:
+            return "No checkpoint of this run was written yet, so there is none to resume from"
+        return (f"The last good checkpoint is kept: {self.last_saved[0]} (epoch "
+                f"{self.last_saved[1]}); resume with -o Global.resume={self.last_saved[0]}")
 
     def _generators(self):
         return {"mixup": self.mixup.rng} if self.mixup is not None else {}
@@ -408,13 +448,7 @@ class Engine:
             loss = soft_target_cross_entropy(logits, targets)
             loss_value = self._mean_across_ranks(loss)
             if not math.isfinite(loss_value):
-                if self.last_saved is None:
-                    kept = ("No checkpoint of this run was written yet, so there is none "
-                            "to resume from")
-                else:
-                    kept = (f"The last good checkpoint is kept: {self.last_saved[0]} (epoch "
-                            f"{self.last_saved[1]}); resume with -o Global.resume="
-                            f"{self.last_saved[0]}")
+                kept = self._kept()
                 raise NonFiniteLossError(
                     f"loss is {loss_value} at epoch {epoch + 1}, iteration {it + 1}; training "
                     f"stopped. {kept} (lower Optimizer.lr.base_lr, set Optimizer.grad_clip, "

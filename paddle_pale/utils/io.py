@@ -242,7 +242,11 @@ def _replace_link(target, link):
     if os.path.lexists(temporary):
         os.remove(temporary)
     os.symlink(target, temporary)
-    os.replace(temporary, link)
+    try:
+        os.replace(temporary, link)
+    except BaseException:
+        os.remove(temporary)
+        raise
 
 
 def _new_version(folder, name):
