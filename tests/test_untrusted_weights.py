@@ -92,13 +92,31 @@ def test_every_file_the_trainer_writes_loads_as_paddle_load_reads_it(trained, su
     _assert_same(paddle.load(path), safe_pickle.load(path))
 
 
-def test_objects_paddle_save_writes_beyond_state_dicts_load_alike(tmp_path):
+@pytest.mark.parametrize("protocol", [2, 3, 4])
+def test_what_paddle_save_writes_with_any_protocol_loads_alike(tmp_path, protocol):
+    state = create_model("pale_t", **MODEL_ARGS).state_dict()
+    paddle.save(state, str(tmp_path / "w.pdparams"), protocol=protocol)
+    _assert_same(paddle.load(str(tmp_path / "w.pdparams")),
+                 safe_pickle.load(tmp_path / "w.pdparams"))
     # not a state dict: tensors pickled as (name, array) tuples, numpy scalars, ...
     obj = {"model": {"w": paddle.ones([2, 3])}, "lr": np.float32(0.5), "step": 3,
            "order": collections.OrderedDict(a=[1, 2.5, "x", None]), "t": [paddle.zeros([1])]}
-    paddle.save(obj, str(tmp_path / "mixed.pdstates"))
+    paddle.save(obj, str(tmp_path / "mixed.pdstates"), protocol=protocol)
     _assert_same(paddle.load(str(tmp_path / "mixed.pdstates")),
                  safe_pickle.load(tmp_path / "mixed.pdstates"))
+
+
+def test_codecs_encode_is_admitted_only_as_pickle_writes_bytes(tmp_path):
+    import codecs
+
+    class Decoding:
+        def __reduce__(self):
+            return codecs.encode, ("x", "rot13")
+    path = tmp_path / "codec.pdstates"
+    with open(path, "wb") as f:
+        pickle.dump({"a": Decoding()}, f, protocol=2)
+    with pytest.raises(safe_pickle.UnsafePickleError, match="rot13"):
+        safe_pickle.load(path)
 
 
 def test_the_refusal_names_the_file_and_the_global_and_runs_nothing(tmp_path):
@@ -178,4 +196,26 @@ def test_resume_refuses_a_checkpoint_file_with_a_payload(trained, tmp_path, suff
     with pytest.raises(ValueError, match="refusing to load") as error:
         Engine(load_config(config, [f"Global.resume={run / 'latest'}"]), mode="train")
     assert "latest" + suffix in str(error.value)
+    assert not marker.exists()
+
+
+def test_a_checkpoint_with_the_old_pickled_random_states_resumes_without_unpickling(
+        trained, tmp_path, caplog):
+    import base64
+    import logging
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in CHECKPOINT_SUFFIXES:
+        with open(checkpoint_files(trained / "out" / "latest")[name], "rb") as f:
+            (run / ("latest" + name)).write_bytes(f.read())
+    states = safe_pickle.load(run / "latest.pdstates")
+    marker = tmp_path / "ran"
+    states["rng_states"] = [base64.b64encode(pickle.dumps(_Payload(marker))).decode("ascii")]
+    paddle.save(states, str(run / "latest.pdstates"))
+    config = tiny_config(tmp_path, trained / "data", Global={"epochs": 2},
+                         EMA={"enable": True, "decay": 0.9})
+    with caplog.at_level(logging.WARNING, logger="paddle_pale"):
+        engine = Engine(load_config(config, [f"Global.resume={run / 'latest'}"]), mode="train")
+    assert engine.start_epoch == 1
+    assert "old pickled form" in caplog.text
     assert not marker.exists()

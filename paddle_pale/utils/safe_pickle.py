@@ -10,7 +10,9 @@ writes, read with ``pickletools`` from the files it produces:
   (``numpy._core.multiarray`` with numpy 2), ``numpy.ndarray``, ``numpy.dtype``;
 * any other object (``_pickle_save``): tensors as ``builtins.tuple`` of (name, array);
   numbers, strings and containers need no global; numpy scalars use
-  ``numpy.core.multiarray.scalar``; an ``OrderedDict`` ``collections.OrderedDict``.
+  ``numpy.core.multiarray.scalar``; an ``OrderedDict`` ``collections.OrderedDict``;
+* with ``protocol=2`` (Paddle's default is 4), bytes as ``_codecs.encode(text,
+  "latin1")`` (admitted with that encoding only).
 
 Anything else raises :class:`UnsafePickleError` naming the file and the global when the
 unpickler meets it, before the global is looked up, let alone called. Arrays of Python
@@ -19,6 +21,7 @@ too. The result is converted as ``paddle.load`` converts it (arrays become tenso
 
 Ground layer: imports nothing of the package.
 """
+import _compat_pickle
 import collections
 import pickle
 
@@ -37,6 +40,7 @@ ALLOWED_GLOBALS = (
     ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
     ("numpy", "ndarray"), ("numpy", "dtype"),
     ("builtins", "tuple"), ("collections", "OrderedDict"),
+    ("_codecs", "encode"),  # bytes in protocol 2 (paddle.save(..., protocol=2))
 )
 # keys paddle.save adds to a state dict (names of tensors; parts of >4 GB tensors)
 _NAME_TABLE = "StructuredToParameterName@@"
@@ -64,12 +68,23 @@ def _scalar(dtype, *args):
     return _multiarray.scalar(_dtype(dtype), *args)
 
 
+def _encode(text, encoding):
+    if encoding not in ("latin1", "latin-1"):  # what pickle writes for bytes
+        raise UnsafePickleError(f"_codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
 _RESOLVED = {"_reconstruct": _reconstruct, "scalar": _scalar, "ndarray": np.ndarray,
-             "dtype": _dtype, "tuple": tuple, "OrderedDict": collections.OrderedDict}
+             "dtype": _dtype, "tuple": tuple, "OrderedDict": collections.OrderedDict,
+             "encode": _encode}
 
 
 class _Unpickler(pickle.Unpickler):
     def find_class(self, module, name):
+        # Python 2 names, as pickle.Unpickler maps them (protocol < 3: __builtin__.tuple)
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) not in ALLOWED_GLOBALS:
             raise UnsafePickleError(f"it calls {module}.{name}")
         return _RESOLVED[name]
