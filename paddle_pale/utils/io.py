@@ -2,10 +2,12 @@
 suffixes, resolves their prefixes, reads them with errors naming the file, and writes
 checkpoints whole.
 
-* weights: a ``.pdparams`` state dict, read without running code (``safe_pickle``),
-  fitted to a model by ``load_weights``, strict by default;
+* weights: a ``.pdparams`` state dict, read without running code (``safe_pickle``), or
+  a ``.safetensors`` file (``save_safetensors``, ``read_safetensors_metadata``); fitted
+  to a model by ``load_weights``, the one loader, strict by default;
 * training checkpoints: a prefix ``P`` with ``P.pdparams``, ``P.pdopt``, ``P.pdema`` (EMA
-  on) and ``P.pdstates``, written whole or not at all (``save_checkpoint``);
+  on) and ``P.pdstates``, written whole or not at all (``save_checkpoint``), read
+  without running code (``load_checkpoint``, ``read_states``);
 * exports: ``P.json`` + ``P.pdiparams`` (a Paddle Inference program) or other files, with
   a ``P.meta.json`` sidecar (``write_meta``, ``read_meta``).
 
