@@ -129,11 +129,19 @@ def test_the_refusal_names_the_file_and_the_global_and_runs_nothing(tmp_path):
     assert not marker.exists()
 
 
-def test_arrays_of_python_objects_are_refused(tmp_path):
+class _ObjectArray:
+    """An object array built by calling ndarray itself (not numpy's own pickling)."""
+
+    def __reduce__(self):
+        return np.ndarray, ((2,), "O")
+
+
+@pytest.mark.parametrize("array", [np.array([1, "x"], dtype=object), _ObjectArray()])
+def test_arrays_of_python_objects_are_refused(tmp_path, array):
     path = tmp_path / "objects.pdparams"
     with open(path, "wb") as f:
-        pickle.dump({"w": np.array([1, "x"], dtype=object)}, f)
-    with pytest.raises(safe_pickle.UnsafePickleError, match="object"):
+        pickle.dump({"w": array}, f)
+    with pytest.raises(safe_pickle.UnsafePickleError, match="Python objects"):
         safe_pickle.load(path)
 
 

@@ -16,8 +16,9 @@ writes, read with ``pickletools`` from the files it produces:
 
 Anything else raises :class:`UnsafePickleError` naming the file and the global when the
 unpickler meets it, before the global is looked up, let alone called. Arrays of Python
-objects (dtype ``object``, which would unpickle their elements as objects) are refused
-too. The result is converted as ``paddle.load`` converts it (arrays become tensors).
+objects (dtype ``object``) are refused too, however they were built (their elements can
+only be allowed objects, but ``paddle.save`` never writes them and a tensor cannot hold
+them). The result is converted as ``paddle.load`` converts it (arrays become tensors).
 
 Ground layer: imports nothing of the package.
 """
@@ -86,7 +87,7 @@ class _Unpickler(pickle.Unpickler):
             module, name = _compat_pickle.NAME_MAPPING[(module, name)]
         module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         if (module, name) not in ALLOWED_GLOBALS:
-            raise UnsafePickleError(f"it calls {module}.{name}")
+            raise UnsafePickleError(f"a call of {module}.{name}")
         return _RESOLVED[name]
 
 
@@ -120,6 +121,18 @@ def _has_named_arrays(obj):
     return False
 
 
+def _check_arrays(obj):
+    """Raise UnsafePickleError for an object array anywhere in ``obj``."""
+    if isinstance(obj, np.ndarray):
+        _dtype(obj.dtype)
+    elif isinstance(obj, dict):
+        for value in obj.values():
+            _check_arrays(value)
+    elif isinstance(obj, (list, tuple, set)):
+        for value in obj:
+            _check_arrays(value)
+
+
 def _join_big_tensors(state):
     for key, info in state.pop(_BIG_PARTS).items():
         state[key] = np.concatenate([state.pop(part) for part in info["slices"]]).reshape(
@@ -137,10 +150,11 @@ def load(path, what="file"):
     try:
         with open(path, "rb") as f:
             obj = _Unpickler(f, encoding="latin1").load()
+        _check_arrays(obj)
     except UnsafePickleError as error:
         raise UnsafePickleError(
-            f"refusing to load {what} {path!r}: {error}, which paddle.save never writes "
-            f"(a pickle can run any code when loaded; this one was not loaded)") from None
+            f"refusing to load {what} {path!r}: it holds {error}, which paddle.save never "
+            f"writes (a pickle can run any code when loaded; this one was not loaded)") from None
     except Exception as error:  # truncated or foreign files raise many types
         raise ValueError(f"cannot read {what} {path!r}: {type(error).__name__}: "
                          f"{error}") from None
