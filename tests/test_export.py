@@ -308,7 +308,8 @@ def test_states_that_do_not_fit_the_weights_are_refused(checkpoint, tmp_path):
     shutil.copy(checkpoint + ".pdparams", prefix + ".pdparams")
     paddle.save({"epoch": 1, "arch": dict(ARCH, depths=[1, 2, 1, 1]), "input_size": SIZE},
                 prefix + ".pdstates")
-    with pytest.raises(ValueError, match=r"do not fit pale_t .*missing keys \(\d+\): .*stages\.1\.1"):
+    with pytest.raises(ValueError,
+                       match=r"do not fit pale_t .*missing keys \(\d+\): .*stages\.1\.1"):
         load_checkpoint(prefix)
 
 

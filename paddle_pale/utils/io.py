@@ -38,7 +38,8 @@ from . import safe_pickle
 __all__ = ["CHECKPOINT_SUFFIXES", "META_SUFFIX", "PREPROCESS_KEYS", "PROGRAM_SUFFIXES",
            "strip_suffix",
            "resolve_weights_path", "load_state_dict", "describe_keys", "load_weights",
-           "SAFETENSORS_SUFFIX", "save_safetensors", "read_safetensors_metadata", "MISMATCH_FLAG", "add_mismatch_flag", "checkpoint_prefix", "save_checkpoint",
+           "SAFETENSORS_SUFFIX", "save_safetensors", "read_safetensors_metadata",
+           "MISMATCH_FLAG", "add_mismatch_flag", "checkpoint_prefix", "save_checkpoint",
            "checkpoint_files", "read_states", "load_checkpoint", "remove_stale_files",
            "write_meta", "read_meta", "export_prefix", "check_writable"]
 
