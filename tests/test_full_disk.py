@@ -3,6 +3,7 @@ the directory, the free space and the checkpoint kept; it leaves nothing behind,
 kept checkpoint resumes."""
 import errno
 import os
+import subprocess
 
 import paddle
 import pytest
@@ -65,3 +66,48 @@ def test_a_failure_other_than_space_or_permission_is_not_disguised(config, monke
         Engine(load_config(config, ["DataLoader.Eval.dataset.root="]), mode="train").train()
     assert not isinstance(error.value, CheckpointSaveError)
     assert error.value.errno == errno.EIO
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A real 8 MB file system (tmpfs); skipped where mounting is not allowed."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8M", "tmpfs", str(folder)],
+                             capture_output=True, check=False)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def test_a_real_full_disk_stops_the_run_and_the_kept_checkpoint_resumes(tmp_path, small_disk,
+                                                                       monkeypatch):
+    write_image_folder(tmp_path / "data")
+    out = small_disk / "out"
+    config = tiny_config(tmp_path, tmp_path / "data",
+                         Global={"epochs": 2, "output_dir": str(out)})
+    engine = Engine(load_config(config, ["DataLoader.Eval.dataset.root="]), mode="train")
+    train_epoch = engine._train_one_epoch
+
+    def fill_the_disk_after_epoch_one(epoch):
+        if epoch == 1:  # leave half a checkpoint of space for epoch 2's save
+            size = sum(os.path.getsize(os.path.join(out, ".latest.ckpt", name))
+                       for name in os.listdir(out / ".latest.ckpt"))
+            stats = os.statvfs(out)
+            with open(small_disk / "filler", "wb") as f:
+                f.write(b"\0" * (stats.f_bavail * stats.f_frsize - size // 2))
+        return train_epoch(epoch)
+    engine._train_one_epoch = fill_the_disk_after_epoch_one
+    with pytest.raises(CheckpointSaveError, match=r"No space left on device \(\d+\.\d KB free\)"
+                                                  r".*kept: .*latest \(epoch 1\)"):
+        engine.train()
+    assert not [e for e in os.listdir(out) if ".tmp" in e]
+    assert [e for e in os.listdir(out) if e.startswith(".latest.ckpt.")] == [
+        os.readlink(out / ".latest.ckpt")]
+    os.remove(small_disk / "filler")
+    resumed = Engine(load_config(config, [f"Global.resume={out / 'latest'}",
+                                          "DataLoader.Eval.dataset.root="]), mode="train")
+    assert resumed.start_epoch == 1
