@@ -34,7 +34,7 @@ from .models.pale import PaleTransformer
 from .models.registry import model_defaults
 from .utils.config import dump_config
 from .utils.flops import attention_macs, count_params, format_macs
-from .utils.io import load_pretrained, read_states
+from .utils.io import load_weights, read_states
 from .utils.log import setup_logging
 from .utils.plotting import pyplot
 
@@ -166,7 +166,7 @@ def measure_rows(results, configs, batch, repeats=3):
         model = build_model(config["Arch"])
         weights = os.path.join(config["Global"]["output_dir"], "latest.pdparams")
         if os.path.isfile(weights):
-            load_pretrained(model, weights)
+            load_weights(model, weights, exact=True)
         if device == "cpu":
             use_cpu_kernels(model)
         size = config["DataLoader"]["Eval"]["transforms"]["input_size"]

@@ -27,13 +27,15 @@ import paddle
 from .kernels import use_plain_layers
 from .models.pale import CLASSIFIER_PREFIXES
 from .models.registry import create_model, list_models, pretrained_cfg
-from .utils.io import (META_SUFFIX, PREPROCESS_KEYS, check_writable, checkpoint_prefix,
-                       load_pretrained, load_state_dict, read_states, strip_suffix, write_meta)
+from .utils.io import (META_SUFFIX, PREPROCESS_KEYS, SAFETENSORS_SUFFIX, check_writable,
+                       checkpoint_prefix, load_state_dict, load_weights, read_states,
+                       save_safetensors, strip_suffix, write_meta)
 
 __all__ = ["load_checkpoint", "export_backbone", "export_inference", "export_onnx",
            "EXPORT_FORMATS", "export", "static_model", "input_shape"]
 
 EXPORT_FORMATS = ("backbone", "inference", "onnx")
+WEIGHTS_FORMATS = ("pdparams", "safetensors")
 
 
 def _requested_arch(arch):
@@ -143,16 +145,9 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
         model = create_model(name, **dict(kwargs, with_classifier=with_classifier))
     except TypeError as error:  # an argument PaleTransformer does not take
         raise ValueError(f"cannot build {name} from arch {arch!r}: {error}") from error
-    # load_pretrained raises on backbone shape mismatches ("wrong variant?"); an export
-    # must also not keep freshly initialised tensors or leave checkpoint tensors behind
-    missing, unexpected = load_pretrained(model, weights_path)
-    if missing or unexpected:
-        raise ValueError(
-            f"weights {weights_path!r} do not fit {name} ({_describe(kwargs)}): "
-            + "; ".join(f"{label} {len(keys)} keys, e.g. {', '.join(keys[:3])}"
-                        for label, keys in (("missing", missing), ("unexpected", unexpected))
-                        if keys)
-            + " (wrong variant or model arguments?)")
+    # an export keeps no freshly initialised tensor; a backbone leaves out the classifier
+    load_weights(model, weights_path, exact=with_classifier,
+                 what=f"{name} ({_describe(kwargs)}; wrong variant or model arguments?)")
     model.eval()
     meta = {"arch": arch, "variant": name,
             "num_classes": arch.get("num_classes", pretrained_cfg(name)["num_classes"]),
@@ -165,19 +160,36 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
     return model, meta
 
 
-def export_backbone(model, meta, output):
+def export_backbone(model, meta, output, weights_format=None):
     """Write the weights without the classifier (``norm.*``, ``head.*``) to
-    ``output.pdparams`` and the sidecar to ``output.meta.json``.
+    ``output.pdparams`` or ``output.safetensors`` (``weights_format``; default: the
+    suffix of ``output``, else pdparams) and the sidecar to ``output.meta.json``.
+
+    A ``.safetensors`` file also carries the sidecar's content as its metadata (variant,
+    arch with its attention mode, num_classes, classes, input size, crop pct, mean, std,
+    interpolation: timm's ``pretrained_cfg``), so it describes itself when shared alone.
 
     Returns the paths written.
     """
-    base = strip_suffix(output, (".pdparams",))
-    paths = [base + ".pdparams", base + META_SUFFIX]
+    if weights_format is None:
+        weights_format = ("safetensors" if os.fspath(output).endswith(SAFETENSORS_SUFFIX)
+                          else "pdparams")
+    if weights_format not in WEIGHTS_FORMATS:
+        raise ValueError(f"unknown weights format {weights_format!r}; expected one of "
+                         f"{', '.join(WEIGHTS_FORMATS)}")
+    base = strip_suffix(output, (".pdparams", SAFETENSORS_SUFFIX))
+    paths = [f"{base}.{weights_format}", base + META_SUFFIX]
     check_writable(paths, meta.get("source_checkpoint"))
     state = {key: value for key, value in model.state_dict().items()
              if not key.startswith(CLASSIFIER_PREFIXES)}
-    paddle.save(state, paths[0])
-    write_meta(paths[1], dict(meta, format="backbone", num_tensors=len(state)))
+    meta = dict(meta, format="backbone", num_tensors=len(state),
+                attention_mode=model.attention_mode)
+    if weights_format == "safetensors":
+        shared = {k: v for k, v in meta.items() if k != "source_checkpoint"}  # a local path
+        save_safetensors(state, paths[0], dict(shared, weights_format="paddle_pale"))
+    else:
+        paddle.save(state, paths[0])
+    write_meta(paths[1], meta)
     return paths
 
 
@@ -259,7 +271,7 @@ def export_onnx(model, meta, output, opset_version=13, fixed_size=None):
 
 
 def export(kind, checkpoint, output, arch=None, use_ema=True, input_size=None,
-           opset_version=13):
+           opset_version=13, weights_format=None):
     """Load ``checkpoint`` and write it as ``kind`` (one of ``EXPORT_FORMATS``).
 
     ``input_size`` replaces the checkpoint's eval crop size and fixes the exported
@@ -272,7 +284,7 @@ def export(kind, checkpoint, output, arch=None, use_ema=True, input_size=None,
     model, meta = load_checkpoint(checkpoint, arch, use_ema=use_ema,
                                   with_classifier=kind != "backbone", input_size=input_size)
     if kind == "backbone":
-        return export_backbone(model, meta, output)
+        return export_backbone(model, meta, output, weights_format)
     if kind == "inference":
         return export_inference(model, meta, output, input_size)
     return export_onnx(model, meta, output, opset_version, input_size)

@@ -10,7 +10,7 @@ from paddle_pale.engine.builder import build_lr_scheduler, build_optimizer, scal
 from paddle_pale.utils.io import CHECKPOINT_SUFFIXES as SUFFIXES
 from paddle_pale.engine.cli import eval_main
 from paddle_pale.models.registry import create_model
-from paddle_pale.utils.io import load_pretrained, load_state_dict
+from paddle_pale.utils.io import load_state_dict, load_weights
 from paddle_pale.engine.config import ConfigError, load_config
 
 
@@ -87,7 +87,7 @@ def test_training_lowers_the_loss_and_writes_the_checkpoint_contract(tmp_path, d
     assert states["mean"] == [0.5] * 3 and states["std"] == [0.25] * 3
     model = create_model(**{"name": states["arch"]["name"]},
                          **{k: v for k, v in states["arch"].items() if k != "name"})
-    missing, unexpected = load_pretrained(model, str(out / "latest"))
+    missing, unexpected = load_weights(model, str(out / "latest"))
     assert missing == [] and unexpected == []
     assert not list(out.glob("*.tmp*"))
     assert (out / "train.log").read_text().count("global batch 4") == 1
@@ -355,7 +355,7 @@ def test_eval_tool_refuses_weights_that_do_not_fit_unless_told(tmp_path, data_ro
     # a 4-class head on a 3-class checkpoint evaluated a random head before
     with pytest.raises(ValueError, match=r"do not fit the configured model.*shape mismatches "
                                          r"\(2\): head.weight: checkpoint \[16, 3\] vs model "
-                                         r"\[16, 4\].*--allow-mismatched-weights") as error:
+                                         r"\[16, 4\].*--allow_mismatched_weights") as error:
         eval_main(["-c", config, "-o", weights, "-o", "Arch.num_classes=4"])
     assert len(str(error.value)) < 600
     metrics = eval_main(["-c", config, "-o", weights, "-o", "Arch.num_classes=4",

@@ -25,7 +25,7 @@ from paddle_pale.adapters.paddleseg_engine import (  # noqa: E402
 from paddle_pale.models import pale  # noqa: E402
 from paddle_pale.models.registry import model_defaults  # noqa: E402
 from paddle_pale.utils.config import read_yaml  # noqa: E402
-from paddle_pale.utils.io import load_pretrained  # noqa: E402
+from paddle_pale.utils.io import load_weights  # noqa: E402
 from paddle_pale.utils.flops import count_flops  # noqa: E402
 
 from conftest import ROOT  # noqa: E402
@@ -339,10 +339,10 @@ def test_classification_checkpoint_loads_with_only_the_classifier_left_out(
 
     # the same report when called directly, and an exported backbone loads as well
     backbone = PaleTransformer(arch="pale_t", **TINY)
-    assert load_pretrained(backbone, checkpoint) == ([], [])
+    assert load_weights(backbone, checkpoint) == ([], [])
     exported = str(tmp_path / "backbone.pdparams")
     paddle.save(backbone.state_dict(), exported)
-    assert load_pretrained(PaleTransformer(arch="pale_t", **TINY), exported) == ([], [])
+    assert load_weights(PaleTransformer(arch="pale_t", **TINY), exported) == ([], [])
 
 
 def test_checkpoint_of_another_variant_fails_loudly(tiny_config, tmp_path):

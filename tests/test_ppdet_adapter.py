@@ -344,7 +344,7 @@ def test_eval_refuses_weights_that_do_not_fit_unless_told(tmp_path, monkeypatch)
     state = ppdet_engine.build_trainer(cfg, "eval").model.state_dict()
     good = str(tmp_path / "good")
     paddle.save(state, good + ".pdparams")
-    ppdet_engine.check_weights(ppdet_engine.build_trainer(cfg, "eval").model, good)
+    ppdet_engine.load_detector_weights(ppdet_engine.build_trainer(cfg, "eval").model, good)
     # a 3-class detector's heads on the 2-class config (e.g. weights of another data set)
     other = ppdet_engine.load_config(CONFIG.format("t"), dict(overrides, num_classes=3))
     paddle.save(ppdet_engine.build_trainer(other, "eval").model.state_dict(),

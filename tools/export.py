@@ -1,6 +1,7 @@
 """Export a training checkpoint: backbone weights, Paddle inference model or ONNX.
 
     python tools/export.py backbone  --checkpoint output/best --output export/pale_t_backbone
+    python tools/export.py backbone  --checkpoint output/best --output export/pale_t.safetensors
     python tools/export.py inference --checkpoint output/best --output export/pale_t
     python tools/export.py onnx      --checkpoint output/best --output export/pale_t.onnx
 """
@@ -31,6 +32,9 @@ def main(argv=None):
     parser.add_argument("--no-ema", action="store_true",
                         help="export .pdparams even when .pdema (EMA weights) exists")
     parser.add_argument("--opset", type=int, default=13, help="ONNX opset version")
+    parser.add_argument("--weights-format", choices=("pdparams", "safetensors"),
+                        help="backbone: file format (default: the --output suffix, else "
+                             "pdparams); .safetensors carries the metadata too")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     arch = {key: value for key, value in (("name", args.model),
@@ -39,7 +43,7 @@ def main(argv=None):
     try:
         paths = export(args.format, args.checkpoint, args.output, arch=arch,
                        use_ema=not args.no_ema, input_size=args.input_size,
-                       opset_version=args.opset)
+                       opset_version=args.opset, weights_format=args.weights_format)
     except (FileNotFoundError, ValueError, ImportError, RuntimeError) as error:
         parser.exit(1, f"{parser.prog}: error: {error}\n")
     for path in paths:

@@ -2,7 +2,7 @@
 PaddleDetection adapters share. Imports neither library."""
 from ..models import pale
 from ..models.registry import model_defaults
-from ..utils.io import load_pretrained
+from ..utils.io import load_weights
 
 __all__ = ["DenseBackbone"]
 
@@ -26,14 +26,17 @@ class DenseBackbone(pale.PaleTransformer):
         frozen_stages: leading stages (patch merging and blocks) kept frozen, as in
             PaddleDetection's SwinTransformer; -1 or 0 trains everything.
         pretrained: classification checkpoint (``.pdparams`` or prefix) or exported
-            backbone weights; the classifier is left out, a backbone shape mismatch
-            (another variant) raises.
+            backbone weights (``.pdparams``, ``.safetensors``); the classifier is left
+            out, any other missing, unexpected or differently shaped tensor raises.
+        strict: False loads the tensors of ``pretrained`` that fit and warns about the
+            others.
         **overrides: any other :class:`~paddle_pale.models.pale.PaleTransformer`
             argument, replacing the variant's value (e.g. ``depths``, ``pale_size``).
     """
 
     def __init__(self, arch="pale_t", in_channels=3, out_indices=(0, 1, 2, 3),
-                 drop_path_rate=0.2, frozen_stages=-1, pretrained=None, **overrides):
+                 drop_path_rate=0.2, frozen_stages=-1, pretrained=None, strict=True,
+                 **overrides):
         reserved = sorted(set(overrides) & set(_RESERVED))
         if reserved:
             raise ValueError(f"a PaleTransformer backbone builds no classifier; remove "
@@ -58,7 +61,7 @@ class DenseBackbone(pale.PaleTransformer):
             for param in layer.parameters():
                 param.stop_gradient = True
         if pretrained:
-            load_pretrained(self, pretrained)
+            load_weights(self, pretrained, strict=strict, what=f"the {arch} backbone")
 
     @property
     def feat_channels(self):

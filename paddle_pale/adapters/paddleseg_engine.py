@@ -16,7 +16,8 @@ from paddleseg.cvlibs import Config, SegBuilder
 from paddleseg.deploy.export import WrappedModel
 from paddleseg.utils import logger as seg_logger
 
-from ..utils.io import check_fits, load_state_dict
+from ..utils import safe_pickle
+from ..utils.io import add_mismatch_flag, load_weights
 from . import paddleseg as _registration  # noqa: F401  registers PaleTransformer
 
 __all__ = ["load_config", "check_datasets", "load_segmentation_weights", "train_parser",
@@ -74,22 +75,10 @@ def load_segmentation_weights(model, path, allow_mismatch=False):
     ``model``; any missing, unexpected or differently shaped key raises ValueError,
     since evaluating a half-loaded model would give a meaningless mIoU.
     ``allow_mismatch`` loads what fits instead and logs a warning."""
-    own = model.state_dict()
-    try:
-        state = check_fits(path, own, "this model (wrong config or variant?)",
-                           owner_prefixes=("backbone.",),
-                           hint="they look like classification or backbone weights: pass "
-                                "them as model.backbone.pretrained instead")
-    except ValueError as error:
-        if not allow_mismatch:
-            raise ValueError(f"{error}; pass --allow_mismatched_weights to evaluate "
-                             f"anyway") from None
-        seg_logger.warning(f"{error} -- evaluating anyway (--allow_mismatched_weights): "
-                           "the tensors that do not fit keep their initial values")
-        state = {key: value for key, value in load_state_dict(path).items()
-                 if key in own and list(value.shape) == list(own[key].shape)}
-    model.set_state_dict(state)
-    seg_logger.info(f"loaded {len(state)} tensors from {path}")
+    load_weights(model, path, strict=not allow_mismatch, exact=True,
+                 what="this model (wrong config or variant?)", owner_prefixes=("backbone.",),
+                 hint="they look like classification or backbone weights: pass them as "
+                      "model.backbone.pretrained instead")
 
 
 def _common_args(parser):
@@ -138,10 +127,7 @@ def val_parser():
     _common_args(parser)
     parser.add_argument("--model_path", required=True,
                         help="segmentation weights, e.g. output/best_model/model.pdparams")
-    parser.add_argument("--allow_mismatched_weights", "--allow-mismatched-weights",
-                        action="store_true", dest="allow_mismatched_weights",
-                        help="evaluate even when --model_path does not fit the model "
-                             "(refused by default)")
+    add_mismatch_flag(parser, "--model_path")
     _test_args(parser)
     return parser
 
@@ -169,6 +155,9 @@ def _setup(args):
     config = load_config(args.config, opts=args.opts, iters=getattr(args, "iters", None),
                          batch_size=getattr(args, "batch_size", None),
                          learning_rate=getattr(args, "learning_rate", None))
+    pretrained = (config.model_cfg or {}).get("pretrained")
+    if pretrained and os.path.isfile(pretrained):  # PaddleSeg reads it with paddle.load
+        safe_pickle.load(pretrained, "model.pretrained")
     builder = SegBuilder(config)
     model = builder.model
     if args.device == "gpu" and paddle.distributed.ParallelEnv().nranks > 1:
@@ -184,6 +173,10 @@ def train_main(argv=None):
         paddle.seed(args.seed)
     config, builder, model = _setup(args)
     check_datasets(config, ["train_dataset"] + (["val_dataset"] if args.do_eval else []))
+    for name in ("model.pdparams", "model.pdopt"):  # PaddleSeg resumes with paddle.load
+        path = os.path.join(args.resume_model or "", name)
+        if args.resume_model and os.path.isfile(path):
+            safe_pickle.load(path, "--resume_model file")
     core.train(model, builder.train_dataset,
                val_dataset=builder.val_dataset if args.do_eval else None,
                optimizer=builder.optimizer, losses=builder.loss, save_dir=args.save_dir,

@@ -19,11 +19,13 @@ from ppdet.utils.checkpoint import is_url
 from ppdet.utils.download import get_weights_path
 
 from ..utils.config import ConfigError, parse_override
-from ..utils.io import check_fits
+from ..utils import safe_pickle
+from ..utils.io import add_mismatch_flag, load_weights, resolve_weights_path, strip_suffix
 from . import ppdet as _registers_backbone  # noqa: F401  (ppdet must know the name)
 from . import ppdet_compat
 
-__all__ = ["parse_overrides", "load_config", "check_datasets", "check_weights", "build_trainer",
+__all__ = ["parse_overrides", "load_config", "check_datasets", "load_detector_weights",
+           "build_trainer",
            "train", "evaluate", "export", "EXPORTED_FILES", "train_main", "eval_main",
            "export_main"]
 
@@ -147,8 +149,11 @@ def train(cfg, validate=False, resume=None):
         check_datasets(cfg, ["EvalDataset"])
     trainer = build_trainer(cfg, "train")
     if resume:
+        _refuse_code(strip_suffix(resume), (".pdparams", ".pdopt"))
         trainer.resume_weights(resume)
     elif cfg.get("pretrain_weights"):
+        if not is_url(cfg.pretrain_weights):
+            _refuse_code(strip_suffix(cfg.pretrain_weights), (".pdparams",))
         trainer.load_weights(cfg.pretrain_weights)
     trainer.train(validate)
     return trainer
@@ -169,15 +174,25 @@ class _KeepEvalResults(Callback):
                 self.results.update(metric.get_results())
 
 
-def check_weights(model, weights):
-    """Raise ValueError unless the detector checkpoint ``weights`` (a ``.pdparams`` file or
-    its prefix) holds exactly ``model``'s tensors: ppdet's own loader matches keys by
-    suffix and only logs what it leaves out, so a checkpoint of another config, variant or
-    num_classes would be evaluated or exported half-initialised."""
-    check_fits(weights, model.state_dict(), "the detector of this config (another config, "
-               "variant or num_classes?)", owner_prefixes=("backbone.", "neck."),
-               hint="they look like classification or backbone weights: pass them as "
-                    "PaleTransformer.pretrained when training instead")
+def _refuse_code(prefix, suffixes):
+    """ppdet reads these files with ``paddle.load`` (``pickle.load``): read them without
+    running code first, so a file with a payload is refused before ppdet opens it."""
+    for suffix in suffixes:
+        if os.path.isfile(prefix + suffix):
+            safe_pickle.load(prefix + suffix, "checkpoint file")
+
+
+def load_detector_weights(model, weights, strict=True):
+    """Load the detector checkpoint ``weights`` (a ``.pdparams`` file or its prefix),
+    which must hold exactly ``model``'s tensors (unless ``strict=False``): ppdet's own
+    loader matches keys by suffix and only logs what it leaves out, so a checkpoint of
+    another config, variant or num_classes would be evaluated or exported
+    half-initialised; and it unpickles with ``paddle.load``."""
+    load_weights(model, resolve_weights_path(weights), strict=strict, exact=True,
+                 what="the detector of this config (another config, variant or "
+                      "num_classes?)", owner_prefixes=("backbone.", "neck."),
+                 hint="they look like classification or backbone weights: pass them as "
+                      "PaleTransformer.pretrained when training instead")
 
 
 def evaluate(cfg, weights=None, allow_mismatched_weights=False):
@@ -193,14 +208,7 @@ def evaluate(cfg, weights=None, allow_mismatched_weights=False):
     if is_url(weights):  # fetched as ppdet's loader would, then checked like a file
         weights = get_weights_path(weights)
     trainer = build_trainer(cfg, "eval")
-    try:
-        check_weights(trainer.model, weights)
-    except ValueError as error:
-        if not allow_mismatched_weights:
-            raise ValueError(f"{error}; pass --allow_mismatched_weights to evaluate "
-                             f"anyway") from None
-        logger.warning("%s -- evaluating anyway (--allow_mismatched_weights)", error)
-    trainer.load_weights(weights)
+    load_detector_weights(trainer.model, weights, strict=not allow_mismatched_weights)
     keep = _KeepEvalResults(trainer)
     trainer.register_callbacks([keep])
     trainer.evaluate()
@@ -216,15 +224,14 @@ def export(cfg, output_dir="output_inference", weights=None):
     (preprocessing, label list).
 
     ``weights`` (default: the config's ``weights``) must fit the model exactly (see
-    :func:`check_weights`). Returns the paths written.
+    :func:`load_detector_weights`). Returns the paths written.
     """
     weights = weights or cfg.get("weights")
     if not weights:
         raise ValueError("no weights to export: pass -o weights=PATH")
     paddle.set_device("cpu")  # as tools/export_model.py: tracing needs no GPU
     trainer = Trainer(cfg, mode="test")
-    check_weights(trainer.model, weights)
-    trainer.load_weights(weights)
+    load_detector_weights(trainer.model, weights)
     trainer.export(output_dir)
     name = os.path.splitext(os.path.basename(cfg.filename))[0]
     paths = [os.path.join(output_dir, name, file) for file in EXPORTED_FILES]
@@ -273,10 +280,7 @@ def eval_main(argv=None, description=None):
     """``tools/eval_det.py``: ``-c CONFIG [-o weights=PATH ...]``; returns the metrics."""
     parser = _config_args(description,
                           "config overrides; weights=PATH picks the checkpoint")
-    parser.add_argument("--allow_mismatched_weights", "--allow-mismatched-weights",
-                        action="store_true", dest="allow_mismatched_weights",
-                        help="evaluate even when the weights do not fit the model "
-                             "(refused by default)")
+    add_mismatch_flag(parser, "weights=PATH")
     args = parser.parse_args(argv)
     return evaluate(load_config(args.config, parse_overrides(args.opt)),
                     allow_mismatched_weights=args.allow_mismatched_weights)

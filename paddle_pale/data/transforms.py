@@ -25,13 +25,28 @@ def load_image(path):
       composited over white, ``round(c * a + 255 * (1 - a))``;
     * CMYK is converted as ``255 * (1 - C) * (1 - K)`` per channel (no colour profile);
     * palette, 1-bit, grey and YCbCr images go through Pillow's own conversion.
+
+    Files from strangers: whatever Pillow raises while decoding (``OSError``, but also
+    ``DecompressionBombError``, ``SyntaxError``, ``struct.error``, ``EOFError``, ...)
+    makes the file unreadable, as does an image over ``PIL.Image.MAX_IMAGE_PIXELS``
+    (89 M pixels; Pillow only warns below twice that, and would decode a 48 KB PNG to
+    gigabytes).
     """
     try:
-        with Image.open(path) as image:
+        with Image.open(path) as image:  # reads the header only
+            pixels = image.width * image.height
+            if Image.MAX_IMAGE_PIXELS and pixels > Image.MAX_IMAGE_PIXELS:
+                raise Image.DecompressionBombError(
+                    f"{image.width}x{image.height} = {pixels} pixels, over "
+                    f"PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS} (a decompression "
+                    f"bomb?)")
             image = ImageOps.exif_transpose(image)
             return to_rgb(image)
-    except (OSError, SyntaxError, ValueError) as error:
-        raise ImageDecodeError(f"cannot decode image {path!r}: {error}") from error
+    except MemoryError as error:
+        raise ImageDecodeError(f"cannot decode image {path!r}: out of memory") from error
+    except Exception as error:  # noqa: BLE001  any decoder failure of an untrusted file
+        raise ImageDecodeError(f"cannot decode image {path!r}: {type(error).__name__}: "
+                               f"{error}") from error
 
 
 def to_rgb(image):

@@ -3,4 +3,4 @@ in ``defaults.yaml``), model/optimizer/schedule builders, training with fleet, A
 and whole checkpoints, evaluation, and the command-line front of ``tools/train.py`` and
 ``tools/eval.py``. May import models, kernels, data and the ground layer.
 """
-from .engine import Engine, NonFiniteLossError, topk_correct
+from .engine import CheckpointSaveError, Engine, NonFiniteLossError, topk_correct

@@ -1,8 +1,6 @@
 """What the trainer adds to a checkpoint beyond the files of :mod:`paddle_pale.utils.io`:
 the random-number states of every rank, and optimizer state keyed by state-dict names
 (Paddle keys it by generated parameter names, which differ between processes)."""
-import base64
-import pickle
 import random
 
 import numpy as np
@@ -12,23 +10,63 @@ __all__ = ["optimizer_state_by_structured_name", "optimizer_state_by_param_name"
            "capture_rng_state", "restore_rng_state"]
 
 
+def _numpy_state(state):
+    """numpy's ``get_state()`` tuple as plain numbers (key: 624 words)."""
+    kind, key, position, has_gauss, cached_gaussian = state
+    return {"kind": kind, "key": [int(word) for word in key], "position": int(position),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+
+
+def _numpy_tuple(state):
+    return (state["kind"], np.asarray(state["key"], dtype="uint32"), state["position"],
+            state["has_gauss"], state["cached_gaussian"])
+
+
+def _paddle_states():
+    """Each paddle generator state as numbers and its engine's text."""
+    states = []
+    for generator_state in paddle.get_rng_state():
+        device, seed, offset, engine = generator_state.__getstate__()
+        states.append({"device": int(device), "seed": int(seed), "offset": int(offset),
+                       "engine": bytes(engine).decode("ascii")})
+    return states
+
+
+def _set_paddle_states(states):
+    generator_type = type(paddle.get_rng_state()[0])
+    restored = []
+    for state in states:
+        generator_state = generator_type.__new__(generator_type)
+        generator_state.__setstate__((state["device"], state["seed"], state["offset"],
+                                      list(state["engine"].encode("ascii"))))
+        restored.append(generator_state)
+    paddle.set_rng_state(restored)
+
+
 def capture_rng_state(generators=None):
     """Python, numpy and paddle RNG states, plus those of ``generators`` (name ->
-    numpy RandomState), as a text blob (paddle.save keeps strings)."""
-    state = {"python": random.getstate(), "numpy": np.random.get_state(),
-             "paddle": paddle.get_rng_state(),
-             "generators": {name: g.get_state() for name, g in (generators or {}).items()}}
-    return base64.b64encode(pickle.dumps(state)).decode("ascii")
+    numpy RandomState), as numbers, strings and lists: ``paddle.save`` writes them
+    without any global, so reading them runs no code (no pickled objects)."""
+    version, words, gauss_next = random.getstate()
+    return {"python": {"version": version, "words": list(words), "gauss_next": gauss_next},
+            "numpy": _numpy_state(np.random.get_state()), "paddle": _paddle_states(),
+            "generators": {name: _numpy_state(g.get_state())
+                           for name, g in (generators or {}).items()}}
 
 
-def restore_rng_state(blob, generators=None):
-    state = pickle.loads(base64.b64decode(blob))
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    paddle.set_rng_state(state["paddle"])
+def restore_rng_state(state, generators=None):
+    """Undo :func:`capture_rng_state`. -> False (nothing restored) for a checkpoint of
+    the old format (a base64 pickle, which is never unpickled)."""
+    if not isinstance(state, dict):
+        return False
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["words"]), python["gauss_next"]))
+    np.random.set_state(_numpy_tuple(state["numpy"]))
+    _set_paddle_states(state["paddle"])
     for name, generator in (generators or {}).items():
         if name in state["generators"]:
-            generator.set_state(state["generators"][name])
+            generator.set_state(_numpy_tuple(state["generators"][name]))
+    return True
 
 
 def _rename_keys(state, renames):

@@ -2,6 +2,7 @@
 import argparse
 import os
 
+from ..utils.io import add_mismatch_flag
 from .config import load_config
 
 __all__ = ["parse_args", "train_main", "eval_main"]
@@ -13,20 +14,20 @@ def parse_args(description, argv=None, evaluation=False):
     parser.add_argument("-o", "--override", action="append", default=[],
                         metavar="Section.key=value",
                         help="override a config value (YAML syntax), repeatable")
-    if evaluation:
-        parser.add_argument("--allow-mismatched-weights", "--allow_mismatched_weights",
-                            action="store_true", dest="allow_mismatched_weights",
-                            help="evaluate Global.pretrained even when its tensors do not "
-                                 "fit the model (refused by default)")
+    add_mismatch_flag(parser, "Global.pretrained")
     return parser.parse_args(argv)
 
 
 def train_main(argv=None):
-    from .engine import Engine
+    from .engine import CheckpointSaveError, Engine
 
     args = parse_args("Train a Pale Transformer classifier.", argv)
-    engine = Engine(load_config(args.config, args.override), mode="train")
-    result = engine.train()
+    engine = Engine(load_config(args.config, args.override), mode="train",
+                    allow_mismatched_weights=args.allow_mismatched_weights)
+    try:
+        result = engine.train()
+    except CheckpointSaveError as error:  # a full disk: the machine's state, not a bug
+        raise SystemExit(f"train.py: error: {error.strerror}") from None
     if engine.rank == 0:
         output_dir = engine.output_dir
         lines = [f"best val top-1: {result['best_top1']:.4f}"]

@@ -1,9 +1,11 @@
 """One engine for training and evaluation (PaddleClas style): builds everything from a
 config, trains with fleet data parallelism, evaluates, checkpoints and resumes."""
+import errno
 import logging
 import math
 import os
 import random
+import shutil
 import time
 
 import numpy as np
@@ -17,7 +19,7 @@ from ..data.datasets import IGNORE_LABEL
 from ..data.mixup import Mixup, one_hot_smoothed
 from ..kernels import use_cpu_kernels
 from ..utils.config import dump_config
-from ..utils.io import (load_checkpoint, load_exactly, load_pretrained, read_states,
+from ..utils.io import (load_checkpoint, load_weights, read_states,
                         remove_stale_files, save_checkpoint, strip_suffix)
 from ..utils.log import VisualDLWriter, format_eta, setup_logging
 from .builder import (arch_record, build_lr_scheduler, build_model, build_optimizer,
@@ -27,13 +29,35 @@ from .checkpoint import (capture_rng_state, optimizer_state_by_param_name,
 from .config import ConfigError
 from .ema import ModelEMA
 
-__all__ = ["Engine", "NonFiniteLossError", "topk_correct"]
+__all__ = ["Engine", "NonFiniteLossError", "CheckpointSaveError", "topk_correct"]
 
 logger = logging.getLogger("paddle_pale")
 
 
 class NonFiniteLossError(RuntimeError):
     """The training loss became NaN or infinite."""
+
+
+class CheckpointSaveError(OSError):
+    """A checkpoint could not be written for lack of space or permission."""
+
+
+# a save failing with one of these is the machine's state, not a bug: say so in a line
+_SAVE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS)
+
+
+def _free_space(folder):
+    """Free space of the file system holding ``folder`` (or its nearest parent), in words."""
+    while folder and not os.path.isdir(folder):
+        folder = os.path.dirname(folder)
+    try:
+        free = shutil.disk_usage(folder or ".").free
+    except OSError:
+        return "free space unknown"
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if free < 1024 or unit == "GB":
+            return f"{free:.0f} {unit} free" if unit == "bytes" else f"{free:.1f} {unit} free"
+        free /= 1024
 
 
 def _world_size():
@@ -94,9 +118,10 @@ class Engine:
     Args:
         config: the dict returned by :func:`paddle_pale.engine.config.load_config`.
         mode: ``"train"`` or ``"eval"``.
-        allow_mismatched_weights: ``eval`` mode only: evaluate ``Global.pretrained``
-            even when it does not fit the model (missing, extra or differently shaped
-            tensors); by default that is an error, as such numbers mean nothing.
+        allow_mismatched_weights: load ``Global.pretrained`` even when tensors are
+            missing, unexpected or differently shaped (``strict=False``); by default
+            that is an error (in ``eval`` mode the classifier must fit too, as the
+            numbers of a partly random model mean nothing).
     """
 
     def __init__(self, config, mode="train", allow_mismatched_weights=False):
@@ -125,7 +150,9 @@ class Engine:
             if mode == "eval":
                 self._load_eval_weights(global_cfg["pretrained"], allow_mismatched_weights)
             else:
-                load_pretrained(self.model, global_cfg["pretrained"])
+                load_weights(self.model, global_cfg["pretrained"],
+                             strict=not allow_mismatched_weights,
+                             what=f"the configured model {self.arch}")
         if mode == "train":
             if self.rank == 0:
                 remove_stale_files(self.output_dir)
@@ -156,19 +183,9 @@ class Engine:
         if states is not None:
             self.classes = states.get("classes")
             self.label_source = states.get("label_source")
-        if allow_mismatched_weights:
-            missing, unexpected = load_pretrained(self.model, path)
-            if missing or unexpected:
-                logger.warning("evaluating weights that do not fit the model "
-                               "(--allow-mismatched-weights): the numbers are not those of "
-                               "a trained model")
-            return
-        try:
-            load_exactly(self.model, path, what=f"the configured model {self.arch}")
-        except ValueError as error:
-            raise ValueError(f"{error}. Evaluating them would score a partly random model; "
-                             f"check Arch (-o Arch.num_classes=...) or pass "
-                             f"--allow-mismatched-weights to evaluate anyway") from None
+        load_weights(self.model, path, strict=not allow_mismatched_weights, exact=True,
+                     what=f"the configured model {self.arch} (evaluating them would score a "
+                          f"partly random model; check Arch, e.g. -o Arch.num_classes=...)")
 
     def _build_train_set(self):
         """The training split; it defines the class map."""
@@ -299,12 +316,28 @@ class Engine:
         prefix = os.path.join(self.output_dir, name)
         optimizer_state = optimizer_state_by_structured_name(self.optimizer.state_dict(),
                                                              self.model)
-        save_checkpoint(prefix, self.model.state_dict(), optimizer_state,
-                        self._states(epoch, rng_states),
-                        self.ema.state_dict() if self.ema else None)
+        try:
+            save_checkpoint(prefix, self.model.state_dict(), optimizer_state,
+                            self._states(epoch, rng_states),
+                            self.ema.state_dict() if self.ema else None)
+        except OSError as error:
+            if error.errno not in _SAVE_ERRNOS:
+                raise
+            folder = os.path.dirname(os.path.abspath(prefix))
+            raise CheckpointSaveError(
+                error.errno, f"cannot save checkpoint {name} of epoch {epoch} in {folder}: "
+                f"{error.strerror} ({_free_space(folder)}); training stopped, nothing of "
+                f"this save was left behind. {self._kept()}") from None
         if name == "latest":
             self.last_saved = (prefix, epoch)
         return prefix
+
+    def _kept(self):
+        """Which checkpoint survives a failure, and how to go on from it."""
+        if self.last_saved is None:
+            return "No checkpoint of this run was written yet, so there is none to resume from"
+        return (f"The last good checkpoint is kept: {self.last_saved[0]} (epoch "
+                f"{self.last_saved[1]}); resume with -o Global.resume={self.last_saved[0]}")
 
     def _generators(self):
         return {"mixup": self.mixup.rng} if self.mixup is not None else {}
@@ -339,11 +372,13 @@ class Engine:
         self.best_top1 = float(states["best_top1"])
         self.last_saved = (prefix, self.start_epoch)
         rng_states = states.get("rng_states") or []
-        if len(rng_states) == self.world_size:
-            restore_rng_state(rng_states[self.rank], self._generators())
-        else:
+        if len(rng_states) != self.world_size:
             logger.warning("checkpoint was written by %d process(es), this run has %d: random "
                            "streams restart from the seed", len(rng_states), self.world_size)
+            _seed_everything(self.config["Global"]["seed"] + self.rank + self.start_epoch)
+        elif not restore_rng_state(rng_states[self.rank], self._generators()):
+            logger.warning("checkpoint stores its random states in the old pickled form, "
+                           "which is not unpickled: random streams restart from the seed")
             _seed_everything(self.config["Global"]["seed"] + self.rank + self.start_epoch)
         logger.info("resumed from %s: %d epoch(s) done, best top-1 %.4f", prefix,
                     self.start_epoch, self.best_top1)
@@ -413,13 +448,7 @@ class Engine:
             loss = soft_target_cross_entropy(logits, targets)
             loss_value = self._mean_across_ranks(loss)
             if not math.isfinite(loss_value):
-                if self.last_saved is None:
-                    kept = ("No checkpoint of this run was written yet, so there is none "
-                            "to resume from")
-                else:
-                    kept = (f"The last good checkpoint is kept: {self.last_saved[0]} (epoch "
-                            f"{self.last_saved[1]}); resume with -o Global.resume="
-                            f"{self.last_saved[0]}")
+                kept = self._kept()
                 raise NonFiniteLossError(
                     f"loss is {loss_value} at epoch {epoch + 1}, iteration {it + 1}; training "
                     f"stopped. {kept} (lower Optimizer.lr.base_lr, set Optimizer.grad_clip, "

@@ -190,7 +190,7 @@ class PaleTransformer(nn.Layer):
     """
 
     # state-dict keys a checkpoint of another num_classes (or a dense backbone) may lack:
-    # what utils.io.load_pretrained leaves out
+    # what utils.io.load_weights leaves out
     classifier_prefixes = CLASSIFIER_PREFIXES
 
     def __init__(self, in_channels=3, num_classes=1000, embed_dims=(64, 128, 256, 512),

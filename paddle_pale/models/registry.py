@@ -1,7 +1,7 @@
 """Model registry: variants hold only their size arguments; callers override any."""
 
 from ..utils.constants import IMAGENET_MEAN, IMAGENET_STD
-from ..utils.io import load_pretrained
+from ..utils.io import load_weights
 from .pale import PaleTransformer
 
 __all__ = ["register_model", "create_model", "list_models", "model_defaults", "pretrained_cfg"]
@@ -45,18 +45,21 @@ def model_defaults(name):
     return dict(_factory(name).model_args)
 
 
-def create_model(name, pretrained=None, **overrides):
+def create_model(name, pretrained=None, strict=True, **overrides):
     """Build variant ``name``; ``overrides`` replace the variant's defaults.
 
     Args:
         name: one of :func:`list_models`.
-        pretrained: optional path of a ``.pdparams`` file (or checkpoint prefix) to load.
+        pretrained: optional weights to load: a ``.pdparams`` or ``.safetensors`` file,
+            or a checkpoint prefix; every tensor but the classifier must fit.
+        strict: False loads the tensors of ``pretrained`` that fit and warns about the
+            others (see :func:`paddle_pale.utils.io.load_weights`).
         **overrides: model arguments, e.g. ``num_classes``, ``drop_path_rate``,
             ``pale_size``, ``in_channels``.
     """
     model = _factory(name)(**overrides)
     if pretrained:
-        load_pretrained(model, pretrained)
+        load_weights(model, pretrained, strict=strict, what=f"{name}")
     return model
 
 

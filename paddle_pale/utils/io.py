@@ -2,10 +2,12 @@
 suffixes, resolves their prefixes, reads them with errors naming the file, and writes
 checkpoints whole.
 
-* weights: a ``.pdparams`` state dict (``load_state_dict``, ``load_pretrained``,
-  ``load_exactly``);
+* weights: a ``.pdparams`` state dict, read without running code (``safe_pickle``), or
+  a ``.safetensors`` file (``save_safetensors``, ``read_safetensors_metadata``); fitted
+  to a model by ``load_weights``, the one loader, strict by default;
 * training checkpoints: a prefix ``P`` with ``P.pdparams``, ``P.pdopt``, ``P.pdema`` (EMA
-  on) and ``P.pdstates``, written whole or not at all (``save_checkpoint``);
+  on) and ``P.pdstates``, written whole or not at all (``save_checkpoint``), read
+  without running code (``load_checkpoint``, ``read_states``);
 * exports: ``P.json`` + ``P.pdiparams`` (a Paddle Inference program) or other files, with
   a ``P.meta.json`` sidecar (``write_meta``, ``read_meta``).
 
@@ -31,15 +33,20 @@ import tempfile
 
 import paddle
 
+from . import safe_pickle
+
 __all__ = ["CHECKPOINT_SUFFIXES", "META_SUFFIX", "PREPROCESS_KEYS", "PROGRAM_SUFFIXES",
            "strip_suffix",
-           "resolve_weights_path", "load_state_dict", "describe_keys", "compare_state_dicts",
-           "check_fits", "load_exactly", "load_pretrained", "checkpoint_prefix", "save_checkpoint",
+           "resolve_weights_path", "load_state_dict", "describe_keys", "load_weights",
+           "SAFETENSORS_SUFFIX", "save_safetensors", "read_safetensors_metadata",
+           "MISMATCH_FLAG", "add_mismatch_flag", "checkpoint_prefix", "save_checkpoint",
            "checkpoint_files", "read_states", "load_checkpoint", "remove_stale_files",
            "write_meta", "read_meta", "export_prefix", "check_writable"]
 
 logger = logging.getLogger("paddle_pale")
 
+MISMATCH_FLAG = "--allow_mismatched_weights"
+SAFETENSORS_SUFFIX = ".safetensors"
 CHECKPOINT_SUFFIXES = (".pdparams", ".pdopt", ".pdema", ".pdstates")
 META_SUFFIX = ".meta.json"  # paddle.jit.save owns NAME.json
 # the eval preprocessing an export's meta carries from its checkpoint
@@ -64,115 +71,145 @@ def strip_suffix(path, suffixes=CHECKPOINT_SUFFIXES):
 
 # ------------------------------------------------------------------------------ weights
 def resolve_weights_path(path):
-    """Accept ``x.pdparams`` or a checkpoint prefix ``x``; raise if neither exists."""
+    """Accept ``x.pdparams``, ``x.safetensors`` or a prefix ``x`` of either; raise if
+    none exists."""
     path = os.fspath(path)
-    for candidate in (path, path + ".pdparams"):
+    for candidate in (path, path + ".pdparams", path + SAFETENSORS_SUFFIX):
         if os.path.isfile(candidate):
             return candidate
-    raise FileNotFoundError(f"no weights file at {path!r} (nor {path + '.pdparams'!r})")
+    raise FileNotFoundError(f"no weights file at {path!r} (nor {path + '.pdparams'!r} or "
+                            f"{path + SAFETENSORS_SUFFIX!r})")
+
+
+def _safetensors(what):
+    try:
+        import safetensors.paddle
+    except ImportError as error:
+        raise ImportError(f"{what} needs the safetensors package: pip install "
+                          f"safetensors") from error
+    return safetensors
+
+
+def save_safetensors(state, path, metadata=None):
+    """Write state dict ``state`` as ``.safetensors`` (plain tensors, no code) with
+    ``metadata``: each value JSON-encoded, as the format stores strings only."""
+    safetensors = _safetensors(f"writing {path!r}")
+    metadata = {key: json.dumps(value, default=_plain) for key, value in
+                (metadata or {}).items()}
+    safetensors.paddle.save_file(dict(state), path, metadata=metadata)
+    return path
+
+
+def read_safetensors_metadata(path):
+    """The metadata :func:`save_safetensors` wrote, JSON-decoded (strings that are not
+    JSON stay strings: files written by other tools)."""
+    safetensors = _safetensors(f"reading {path!r}")
+    try:
+        with safetensors.safe_open(path, framework="np") as f:
+            raw = f.metadata() or {}
+    except Exception as error:  # safetensors raises its own error types
+        raise ValueError(f"cannot read weights file {path!r}: {error}") from None
+
+    def decode(value):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return {key: decode(value) for key, value in raw.items()}
 
 
 def load_state_dict(path):
-    """Read a weights file written by ``paddle.save(model.state_dict(), ...)``."""
+    """Read a weights file without running code from it: ``.safetensors``, or a
+    ``.pdparams`` of ``paddle.save(model.state_dict(), ...)`` (a restricted unpickler)."""
     path = resolve_weights_path(path)
-    try:
-        state = paddle.load(path)
-    except Exception as error:  # paddle raises several types for unreadable files
-        raise ValueError(f"cannot read weights file {path!r}: {error}") from error
+    if path.endswith(SAFETENSORS_SUFFIX):
+        safetensors = _safetensors(f"reading {path!r}")
+        try:
+            return safetensors.paddle.load_file(path, device="cpu")
+        except Exception as error:  # safetensors raises its own error types
+            raise ValueError(f"cannot read weights file {path!r}: {error}") from None
+    state = safe_pickle.load(path, "weights file")
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise ValueError(f"{path!r} does not hold a state dict (got {type(state).__name__})")
     return state
 
 
-def describe_keys(keys, limit=5, separator=", "):
-    """The first ``limit`` of ``keys`` and how many more: error messages stay a line or
-    two long however many tensors a wrong checkpoint gets wrong."""
+def describe_keys(keys, limit=20, separator=", "):
+    """The first ``limit`` of ``keys`` and how many more: error messages stay a few lines
+    long however many tensors a wrong checkpoint gets wrong."""
     keys = list(keys)
     shown = separator.join(keys[:limit])
     return shown + (f"{separator}... (+{len(keys) - limit} more)" if len(keys) > limit else "")
 
 
-def compare_state_dicts(source, own):
-    """``(missing, unexpected, mismatched)`` of weights ``source`` against a model's
-    ``own`` state dict; ``mismatched`` reads ``"key: checkpoint [..] vs model [..]"``."""
-    missing = sorted(set(own) - set(source))
-    unexpected = sorted(set(source) - set(own))
-    mismatched = [f"{key}: checkpoint {list(source[key].shape)} vs model "
-                  f"{list(own[key].shape)}"
-                  for key in own if key in source
-                  and list(source[key].shape) != list(own[key].shape)]
-    return missing, unexpected, mismatched
+def load_weights(model, path, strict=True, exact=False, what="the model", hint="",
+                 owner_prefixes=(), log=logger):
+    """Load weights file ``path`` into ``model``: the one place that fits weights to a
+    model and says what did not fit.
 
+    * ``exact=False`` (pretrained weights): the classifier (keys starting with one of
+      ``model.classifier_prefixes``, ``norm.*`` and ``head.*`` for the Pale Transformer)
+      is left out when the model or the file lacks it, or its shapes differ (another
+      ``num_classes``); every other tensor must be there on both sides, same shape.
+    * ``exact=True`` (evaluation, export): every tensor, classifier included.
 
-def check_fits(path, own, what, owner_prefixes=(), hint=""):
-    """The weights of file ``path`` when they hold exactly the tensors of state dict
-    ``own`` (same keys, same shapes); otherwise ValueError naming ``what`` they should
-    fit and what differs. ``hint`` is added when none of their keys starts with
-    ``owner_prefixes`` (weights of another kind of model)."""
+    Otherwise ValueError listing the missing, unexpected and differently shaped tensors
+    (the first 20 of each and how many more), unless ``strict=False``: then what fits is
+    loaded, the rest keeps its initial values, and a warning says so. ``hint`` is added
+    when none of the file's keys starts with ``owner_prefixes`` (weights of another kind
+    of model). Logs ``loaded N/M tensors``.
+
+    Returns:
+        ``(missing, unexpected)``: tensors left at init and tensors of the file ignored,
+        classifier left-outs excepted (both empty unless ``strict=False``).
+    """
+    path = resolve_weights_path(path)
     source = load_state_dict(path)
-    missing, unexpected, mismatched = compare_state_dicts(source, own)
+    own = model.state_dict()
+    prefixes = () if exact else tuple(getattr(model, "classifier_prefixes", ()))
+    is_classifier = lambda key: bool(prefixes) and key.startswith(prefixes)  # noqa: E731
+    loadable = {key: value for key, value in source.items()
+                if key in own and list(value.shape) == list(own[key].shape)}
+    misshapen = [key for key in own if key in source and key not in loadable
+                 and not is_classifier(key)]
+    mismatched = [f"{key}: checkpoint {list(source[key].shape)} vs model {list(own[key].shape)}"
+                  for key in misshapen]
+    missing = [key for key in own if key not in source and not is_classifier(key)]
+    unexpected = [key for key in source if key not in own and not is_classifier(key)]
+    left_out = sorted(key for key in set(source) | set(own)
+                      if key not in loadable and is_classifier(key))
     if missing or unexpected or mismatched:
-        problems = [f"{label} ({len(keys)}): {describe_keys(keys)}" for label, keys in (
-            ("missing keys", missing), ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched)) if keys]
+        problems = [f"{label} ({len(keys)}): {describe_keys(keys, separator=sep)}"
+                    for label, keys, sep in (("missing keys", missing, ", "),
+                                             ("unexpected keys", unexpected, ", "),
+                                             ("shape mismatches", mismatched, "; ")) if keys]
+        if mismatched:
+            problems.append("wrong variant or model arguments?")
         if hint and source and not any(key.startswith(tuple(owner_prefixes))
                                        for key in source):
             problems.append(hint)
-        raise ValueError(f"weights {resolve_weights_path(path)!r} do not fit {what}: "
-                         + "; ".join(problems))
-    return source
-
-
-def load_exactly(model, path, what="the model"):
-    """Load weights that must fit ``model`` key for key and shape for shape (evaluation:
-    a half-loaded model gives meaningless numbers). ValueError naming what differs."""
-    model.set_state_dict(check_fits(path, model.state_dict(), what))
-    logger.info("loaded %d tensors from %s", len(model.state_dict()), resolve_weights_path(path))
-
-
-def load_pretrained(model, path, log=logger):
-    """Load weights into ``model``, leaving out a classifier it does not have.
-
-    * keys of the classifier (those starting with one of ``model.classifier_prefixes``,
-      ``norm.*`` and ``head.*`` for the Pale Transformer) that the model lacks, or whose
-      shapes differ (another ``num_classes``), are dropped and reported;
-    * any other shape mismatch raises ValueError naming the keys and shapes;
-    * missing and unexpected keys are logged.
-
-    Returns ``(missing_keys, unexpected_keys)``.
-    """
-    source = load_state_dict(path)
-    own = model.state_dict()
-    prefixes = tuple(getattr(model, "classifier_prefixes", ()))
-    is_classifier = lambda key: bool(prefixes) and key.startswith(prefixes)  # noqa: E731
-    dropped, mismatched, loadable = [], [], {}
-    for key, value in source.items():
-        if key not in own:
-            if is_classifier(key):
-                dropped.append(key)
-            continue
-        if list(value.shape) != list(own[key].shape):
-            if is_classifier(key):
-                dropped.append(key)
-            else:
-                mismatched.append(f"{key}: checkpoint {list(value.shape)} vs model "
-                                  f"{list(own[key].shape)}")
-            continue
-        loadable[key] = value
-    if mismatched:
-        raise ValueError(f"shape mismatch loading {path!r} (wrong variant?): "
-                         + describe_keys(mismatched, separator="; "))
-    unexpected = sorted(k for k in source if k not in own and k not in dropped)
-    missing = sorted(k for k in own if k not in loadable)
+        message = f"weights {path!r} do not fit {what}: " + "; ".join(problems)
+        if strict:
+            raise ValueError(f"{message}. {OPT_OUT}")
+        log.warning("%s -- loading the %d tensors that fit (strict=False); the others keep "
+                    "their initial values", message, len(loadable))
     model.set_state_dict(loadable)
-    log.info("loaded %d tensors from %s", len(loadable), path)
-    if dropped:
-        log.info("left out classifier weights: %s", ", ".join(sorted(dropped)))
-    if missing:
-        log.warning("missing keys (kept at init): %s", describe_keys(missing, limit=20))
-    if unexpected:
-        log.warning("unexpected keys (ignored): %s", describe_keys(unexpected, limit=20))
-    return missing, unexpected
+    log.info("loaded %d/%d tensors from %s", len(loadable), len(own), path)
+    if left_out:
+        log.info("left out classifier weights: %s", describe_keys(left_out))
+    return missing + misshapen, unexpected
+
+
+OPT_OUT = ("To load only what fits, pass strict=False (Python) or "
+           f"{MISMATCH_FLAG} (tools)")
+
+
+def add_mismatch_flag(parser, what="the weights"):
+    """The one command-line opt-out of :func:`load_weights`'s strictness."""
+    parser.add_argument(MISMATCH_FLAG, MISMATCH_FLAG.replace("_", "-"),
+                        action="store_true", dest="allow_mismatched_weights",
+                        help=f"load {what} even when tensors are missing, unexpected or "
+                             f"differently shaped (refused by default; strict=False)")
 
 
 # --------------------------------------------------------------------- training checkpoints
@@ -208,7 +245,11 @@ def _replace_link(target, link):
     if os.path.lexists(temporary):
         os.remove(temporary)
     os.symlink(target, temporary)
-    os.replace(temporary, link)
+    try:
+        os.replace(temporary, link)
+    except BaseException:
+        os.remove(temporary)
+        raise
 
 
 def _new_version(folder, name):
@@ -351,10 +392,7 @@ def read_states(prefix):
     path = checkpoint_files(prefix)[".pdstates"]
     if not os.path.isfile(path):
         return None
-    try:
-        states = paddle.load(path)
-    except Exception as error:  # paddle raises several types for unreadable files
-        raise ValueError(f"cannot read training states {path!r}: {error}") from error
+    states = safe_pickle.load(path, "training states")
     if not isinstance(states, dict):
         raise ValueError(f"{path!r} should hold a dict of training states, got "
                          f"{type(states).__name__}")
@@ -374,13 +412,9 @@ def load_checkpoint(prefix):
                 f"checkpoint prefix is e.g. OUTPUT_DIR/latest)")
     loaded = {}
     for key, suffix in (("model", ".pdparams"), ("optimizer", ".pdopt"),
-                        ("states", ".pdstates")):
-        try:
-            loaded[key] = paddle.load(files[suffix])
-        except Exception as error:  # paddle raises several types for unreadable files
-            raise ValueError(f"cannot read {prefix + suffix!r}: {error}") from error
-    loaded["ema"] = (paddle.load(files[".pdema"]) if os.path.isfile(files[".pdema"])
-                     else None)
+                        ("states", ".pdstates"), ("ema", ".pdema")):
+        loaded[key] = (safe_pickle.load(files[suffix], f"checkpoint file ({prefix + suffix})")
+                       if os.path.isfile(files[suffix]) else None)
     return loaded
 
 
