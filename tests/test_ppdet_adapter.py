@@ -515,12 +515,14 @@ def test_export_refuses_weights_that_do_not_fit(exported_detector, tmp_path, cap
     assert not (tmp_path / "out").exists()  # nothing written
     with pytest.raises(ValueError, match="weights=PATH"):
         ppdet_engine.export(ppdet_engine.load_config(CONFIG.format("t"), {"weights": None}))
-    # the tool: a missing config or weights file is one line on stderr, exit status 1
+    # the tool: a missing config or weights file is one line on stderr, exit status 2
+    from paddle_pale.utils.tool import call_tool
     export_det = _tool("export_det")
     for argv in (["-c", str(tmp_path / "missing.yml")],
                  ["-c", CONFIG.format("t"), "-o", *_as_options(exported),
                   f"weights={tmp_path / 'missing'}"]):
         with pytest.raises(SystemExit) as exit_info:
-            export_det.main(argv + ["--output_dir", str(tmp_path / "out")])
-        assert exit_info.value.code == 1
+            call_tool(export_det.main, argv + ["--output_dir", str(tmp_path / "out")],
+                      prog="export_det.py")
+        assert exit_info.value.code == 2
         assert "missing" in capsys.readouterr().err

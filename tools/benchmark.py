@@ -11,12 +11,12 @@ win, e.g.
 """
 import argparse
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None, cpu=None):
     """``cpu``: what :func:`configure_cpu` applied, recorded with the figures."""
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.benchmark import (MODEL_CASES, benchmark, format_report,
                                              save_json)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -59,4 +59,4 @@ def main(argv=None, cpu=None):
 
 
 if __name__ == "__main__":
-    main(cpu=configure_cpu())
+    run_tool(main)

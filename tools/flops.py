@@ -7,11 +7,11 @@
 import argparse
 import sys
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.models import MODES, create_model
     from paddle_pale.utils.flops import format_flops_report, format_mode_flops_table
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -47,5 +47,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

@@ -6,17 +6,17 @@
 
 "classes" appears when the export carries the training class names. A file that cannot
 be read gets an error line and the others are still classified; the exit code is 1 only
-when no image could be classified (or the model cannot be loaded).
+when no image could be classified, 2 when the model cannot be loaded (one error line).
 """
 import argparse
 import json
 import sys
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.inference import ImageClassifier
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files")
@@ -30,12 +30,9 @@ def main(argv=None):
     parser.add_argument("--no-onednn", action="store_true",
                         help="on CPU, run Paddle's own kernels instead of oneDNN")
     args = parser.parse_args(argv)
-    try:
-        classifier = ImageClassifier(args.model, args.device, args.cpu_threads,
-                                     onednn=not args.no_onednn)
-        results = classifier.predict(args.images, k=args.topk, batch_size=args.batch_size)
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    classifier = ImageClassifier(args.model, args.device, args.cpu_threads,
+                                 onednn=not args.no_onednn)
+    results = classifier.predict(args.images, k=args.topk, batch_size=args.batch_size)
     for result in results:
         print(json.dumps(result), flush=True)
     failed = sum("error" in result for result in results)
@@ -47,5 +44,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

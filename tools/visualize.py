@@ -9,11 +9,11 @@
 """
 import argparse
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.ablation import parse_pale_size
     from paddle_pale.visualize import SAMPLE_IMAGES, attention_picture, draw_regions
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -56,5 +56,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

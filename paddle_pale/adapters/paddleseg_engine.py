@@ -276,11 +276,8 @@ def export_main(argv=None):
     """``tools/export_seg.py``: arguments as PaddleSeg's ``tools/export.py``."""
     parser = export_parser()
     args = parser.parse_args(argv)
-    try:
-        paths = export_model(args.config, args.save_dir, args.model_path, args.input_shape,
-                             args.output_op, args.opts)
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    paths = export_model(args.config, args.save_dir, args.model_path, args.input_shape,
+                         args.output_op, args.opts)
     for path in paths:
         print(path)
     return paths

@@ -291,10 +291,7 @@ def export_main(argv=None, description=None):
     parser.add_argument("--output_dir", default="output_inference",
                         help="the model goes to OUTPUT_DIR/<config name>/")
     args = parser.parse_args(argv)
-    try:
-        paths = export(load_config(args.config, parse_overrides(args.opt)), args.output_dir)
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    paths = export(load_config(args.config, parse_overrides(args.opt)), args.output_dir)
     for path in paths:
         print(path)
     return paths
