@@ -12,7 +12,7 @@ import argparse
 import json
 import sys
 
-from paddle_pale.utils.tool import run_tool
+from paddle_pale.utils.tool import positive_int, run_tool
 
 
 def main(argv=None):
@@ -22,8 +22,8 @@ def main(argv=None):
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--model", required=True,
                         help="exported model prefix (export/pale_t) or its directory")
-    parser.add_argument("--topk", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--topk", type=positive_int, default=5)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="math library threads on CPU (default: OMP_NUM_THREADS)")

@@ -34,7 +34,7 @@ import warnings
 from .cpu import configure_cpu
 
 __all__ = ["HARMLESS_WARNINGS", "USER_ERRORS", "DEBUG_ENV", "is_user_error", "call_tool",
-           "quiet_warnings", "run_tool"]
+           "quiet_warnings", "run_tool", "positive_int"]
 
 DEBUG_ENV = "PADDLE_PALE_DEBUG"
 
@@ -54,6 +54,18 @@ USER_ERRORS = (ValueError, OSError, ImportError, RuntimeError)
 _USER_ERROR_SOURCES = (os.sep + "paddle_pale" + os.sep,
                        os.path.join("paddleseg", "cvlibs", ""),
                        os.path.join("ppdet", "core", "workspace"))
+
+
+def positive_int(text):
+    """argparse ``type`` of a count that must be at least 1."""
+    import argparse
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def is_user_error(error):
