@@ -145,7 +145,8 @@ def test_flops_tool_reads_arch_and_input_size_from_a_config(capsys):
     config = load_config(os.path.join(CONFIGS, "demo.yaml"))
     arch = {k: v for k, v in config["Arch"].items() if k != "name"}
     assert capsys.readouterr().out.strip() == format_flops_report(
-        create_model("pale_t", **arch), "pale_t", (32, 32))
+        create_model("pale_t", **arch),
+        f"pale_t with the Arch of {os.path.join(CONFIGS, 'demo.yaml')}", (32, 32))
 
 
 # ------------------------------------------------------------------ value ranges

@@ -408,3 +408,16 @@ def test_attention_modes_export_with_symbolic_sizes(mode, extra, tmp_path):
         expected = model(paddle.to_tensor(images)).numpy()
         np.testing.assert_allclose(classifier.logits(images), expected, atol=TOL, rtol=0,
                                    err_msg=f"{mode} {height}x{width}")
+
+
+def test_predict_tool_says_when_topk_exceeds_the_classes_and_prints_short_probs(
+        inference_model):
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "predict.py"),
+                          "--model", inference_model, "--topk", "20", _sample_images()[0]],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "--topk 20 is more than the model's 10 classes: showing all 10" in run.stderr
+    result = json.loads(run.stdout)
+    assert len(result["probs"]) == 10 and sum(result["probs"]) == pytest.approx(1, abs=1e-4)
+    # at most 6 significant digits each (float32 noise was printed to 17)
+    assert all(float(f"{p:.6g}") == p for p in result["probs"])

@@ -147,6 +147,14 @@ def test_shipped_config_matches_paper_params(variant, paper_millions):
     assert abs(count_params(model) / 1e6 - paper_millions) < 0.5  # paper rounds to 1M
 
 
+def test_load_config_takes_the_tools_option_strings_too():
+    cfg = ppdet_engine.load_config(CONFIG.format("t"),
+                                   ["epoch=3", "PaleTransformer.depths=[1, 1, 2, 1]"])
+    assert cfg.epoch == 3 and cfg.PaleTransformer["depths"] == [1, 1, 2, 1]
+    with pytest.raises(TypeError, match="a dict or a list of 'KEY=VALUE' strings, got str"):
+        ppdet_engine.load_config(CONFIG.format("t"), "epoch=3")
+
+
 def test_attention_mode_reaches_the_backbone_from_the_config():
     cfg = ppdet_engine.load_config(CONFIG.format("t"), ppdet_engine.parse_overrides(
         ["PaleTransformer.depths=[1, 1, 2, 1]", "PaleTransformer.attention_mode=cross_shaped",

@@ -192,6 +192,14 @@ def test_a_user_mistake_is_one_error_line_and_exit_2(tool, setup, monkeypatch):
     assert "Traceback" not in err
 
 
+def test_export_seg_without_weights_is_refused_unless_asked():
+    pytest.importorskip("paddleseg")
+    config = os.path.join(ROOT, "configs", "seg", "upernet_pale_t_ade20k_512x512_160k.yml")
+    code, _, err = _run("export_seg", ["--config", config, "--save_dir", "unused"])
+    assert code == 2 and "no --model_path" in err and "--random_weights" in err
+    assert not os.path.exists("unused")
+
+
 def test_a_bug_keeps_its_traceback_and_debug_shows_a_mistakes():
     def buggy(argv):
         return {}["missing"]

@@ -32,8 +32,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     classifier = ImageClassifier(args.model, args.device, args.cpu_threads,
                                  onednn=not args.no_onednn)
+    num_classes = classifier.meta["num_classes"]
+    if args.topk > num_classes:
+        print(f"{parser.prog}: --topk {args.topk} is more than the model's {num_classes} "
+              f"classes: showing all {num_classes}", file=sys.stderr)
     results = classifier.predict(args.images, k=args.topk, batch_size=args.batch_size)
     for result in results:
+        if "probs" in result:  # 6 digits tell every class apart that float32 does
+            result = dict(result, probs=[float(f"{p:.6g}") for p in result["probs"]])
         print(json.dumps(result), flush=True)
     failed = sum("error" in result for result in results)
     if failed:

@@ -87,8 +87,9 @@ def _reset_workspace():
 
 
 def load_config(path, overrides=None):
-    """Read a ppdet config naming ``PaleTransformer`` and merge ``overrides``
-    (a nested dict, as ppdet's ``-o A.b=c`` parser gives).
+    """Read a ppdet config naming ``PaleTransformer`` and merge ``overrides``: a nested
+    dict (as ppdet's ``-o A.b=c`` parser gives) or a list of ``"A.b=c"`` strings (the
+    tools' ``-o`` options, read by :func:`parse_overrides`).
 
     Returns ppdet's global config (ppdet keeps one per process).
     """
@@ -97,6 +98,11 @@ def load_config(path, overrides=None):
     ppdet_compat.apply()
     _reset_workspace()
     cfg = workspace.load_config(path)
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(overrides)
+    elif overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict or a list of 'KEY=VALUE' strings, got "
+                        f"{type(overrides).__name__}")
     _merge(cfg, overrides or {})
     for key in ("architecture", "num_classes"):
         if key not in cfg:
