@@ -8,6 +8,7 @@
         --query 120 200 --output attention.png
 """
 import argparse
+import os
 
 from paddle_pale.utils.tool import run_tool
 
@@ -44,6 +45,7 @@ def main(argv=None):
     attention.add_argument("--dpi", type=int, default=100, help="picture resolution")
     attention.add_argument("--output", default="attention.png")
     args = parser.parse_args(argv)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     if args.command == "regions":
         draw_regions(args.output, *args.size, tuple(args.query), args.pale_size,
                      args.stripe_width, args.cell_pixels)
