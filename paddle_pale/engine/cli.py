@@ -104,6 +104,9 @@ def checkpoint_arch(config, overrides, allow_mismatched_weights=False):
     states = read_states(strip_suffix(path))
     recorded = None if states is None else states.get("arch")
     if not isinstance(recorded, dict) or not recorded.get("name"):
+        if states is None and not (os.path.isfile(path)
+                                   or os.path.exists(strip_suffix(path) + ".pdparams")):
+            return config["Arch"], []  # no weights at all: the loader names the file
         return config["Arch"], [(logging.WARNING, (
             f"{path} has no .pdstates recording its architecture: building the config's "
             f"Arch ({', '.join(f'{k}={v}' for k, v in config['Arch'].items())}); if it was "
