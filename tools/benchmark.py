@@ -21,7 +21,8 @@ def main(argv=None, cpu=None):
                                              save_json)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=positive_int, default=8)
-    parser.add_argument("--size", type=positive_int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--size", type=positive_int, nargs=2, default=(224, 224),
+                        metavar=("H", "W"))
     parser.add_argument("--models", nargs="+", default=list(MODEL_CASES), choices=MODEL_CASES,
                         help="eager backbones, and their exported programs in Paddle "
                              "Inference (+onednn: with oneDNN; -any-size: exported with "
