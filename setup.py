@@ -14,6 +14,7 @@ def requirements(name):
 SEG = ["paddleseg==2.8.0"]
 DET = ["paddledet==2.6.0"]
 VIZ = ["matplotlib>=3.5"]  # tools/ablate.py's chart, tools/visualize.py
+ONNX = ["paddle2onnx==2.1.0", "onnxruntime==1.32.0"]  # tools/export.py onnx, and running it
 setup(
     name="paddle-pale",
     version="0.1.0",
@@ -29,6 +30,7 @@ setup(
         "seg": SEG,
         "det": DET,
         "viz": VIZ,
+        "onnx": ONNX,
         "dev": requirements("requirements-dev.txt"),
     },
     license="Apache-2.0",

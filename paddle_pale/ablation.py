@@ -216,6 +216,11 @@ def _run_row(row, config, row_dir):
     elif previous is not None and previous != fingerprint:
         logger.warning("row %s: the config changed since its last run; training it afresh",
                        row["row"])
+    if not config["Global"]["resume"]:
+        # the row's folder is the sweep's own: a fresh row replaces what a run of another
+        # config left there (said above)
+        config = copy.deepcopy(config)
+        config["Global"]["overwrite"] = True
     with open(config_path, "w") as f:
         f.write(fingerprint)
     tic = time.time()

@@ -8,9 +8,11 @@ Three forms:
   taking any batch and image size, for the Paddle Inference predictor;
 * ``onnx``: the same program converted by paddle2onnx.
 
-Each writes a ``NAME.meta.json`` sidecar (``paddle.jit.save`` already owns ``NAME.json``)
+Each writes a ``.meta.json`` sidecar (``paddle.jit.save`` already owns ``NAME.json``)
 with the architecture, the source checkpoint and the eval preprocessing, so that users of
-the files need nothing else.
+the files need nothing else: ``NAME.meta.json`` beside the backbone and the inference
+program, ``NAME.onnx.meta.json`` beside ``NAME.onnx`` (so that an inference export and an
+ONNX export of one name keep their own).
 
 A training checkpoint is a prefix ``P`` with ``P.pdparams`` (model weights), optionally
 ``P.pdema`` (EMA weights, same keys), ``P.pdopt`` and ``P.pdstates`` (a dict with ``arch``:
@@ -32,7 +34,8 @@ from .utils.io import (META_SUFFIX, PREPROCESS_KEYS, SAFETENSORS_SUFFIX, check_w
                        save_safetensors, strip_suffix, write_meta)
 
 __all__ = ["load_checkpoint", "export_backbone", "export_inference", "export_onnx",
-           "EXPORT_FORMATS", "export", "static_model", "input_shape"]
+           "remove_unused_initializers", "EXPORT_FORMATS", "export", "static_model",
+           "input_shape"]
 
 EXPORT_FORMATS = ("backbone", "inference", "onnx")
 WEIGHTS_FORMATS = ("pdparams", "safetensors")
@@ -235,18 +238,58 @@ def _import_or_explain(module, purpose):
     except ImportError as error:
         raise ImportError(
             f"{purpose} needs the {module} package, which is not installed: "
-            f"pip install paddle2onnx onnxruntime \"numpy<1.24\"") from error
+            f"pip install paddle2onnx onnxruntime (the [onnx] extra of paddle-pale: "
+            f"pip install -e \".[onnx]\")") from error
+
+
+def remove_unused_initializers(path):
+    """Drop from the ONNX file ``path`` the nodes whose results no graph output needs and
+    the initializers left unread (paddle2onnx keeps the shape arithmetic it folded, and
+    onnxruntime warns once per such tensor at every load); returns how many
+    initializers were removed. Needs the ``onnx`` package (a paddle2onnx dependency);
+    without it the file stays as it is."""
+    try:
+        import onnx
+    except ImportError:
+        return 0
+    model = onnx.load(path)
+    graph = model.graph
+
+    def reads(node):
+        """Names a node reads, those of its subgraphs (If / Loop bodies) included."""
+        names = set(node.input)
+        for attribute in node.attribute:
+            for sub in ([attribute.g] if attribute.HasField("g") else []) + list(
+                    attribute.graphs):
+                for inner in sub.node:
+                    names |= reads(inner)
+        return names
+    needed = {output.name for output in graph.output}
+    kept = []
+    for node in reversed(graph.node):  # ONNX nodes are in topological order
+        if any(name in needed for name in node.output):
+            kept.append(node)
+            needed |= reads(node)
+    unused = [init for init in graph.initializer if init.name not in needed]
+    if len(kept) == len(graph.node) and not unused:
+        return 0
+    del graph.node[:]
+    graph.node.extend(reversed(kept))
+    for init in unused:
+        graph.initializer.remove(init)
+    onnx.save(model, path)
+    return len(unused)
 
 
 def export_onnx(model, meta, output, opset_version=13, fixed_size=None):
     """Convert the classifier to ONNX with paddle2onnx (any batch, any H and W unless
-    ``fixed_size``) and write ``output.meta.json`` beside ``output.onnx``.
+    ``fixed_size``) and write ``output.onnx.meta.json`` beside ``output.onnx``.
 
     Raises ImportError naming paddle2onnx when it is not installed.
     """
     paddle2onnx = _import_or_explain("paddle2onnx", "ONNX export")
     base = strip_suffix(output, (".onnx",))
-    paths = [base + ".onnx", base + META_SUFFIX]
+    paths = [base + ".onnx", base + ".onnx" + META_SUFFIX]
     check_writable(paths, meta.get("source_checkpoint"))
     with tempfile.TemporaryDirectory() as tmp:
         prefix = os.path.join(tmp, "model")
@@ -265,6 +308,7 @@ def export_onnx(model, meta, output, opset_version=13, fixed_size=None):
                                f"{error!r} (see its log above)") from error
     if not os.path.isfile(paths[0]):
         raise RuntimeError(f"paddle2onnx wrote no {paths[0]!r} (see its log above)")
+    remove_unused_initializers(paths[0])
     write_meta(paths[1], dict(meta, format="onnx", input_name="image",
                               input_shape=input_shape(fixed_size), opset_version=opset_version))
     return paths

@@ -145,7 +145,8 @@ def test_flops_tool_reads_arch_and_input_size_from_a_config(capsys):
     config = load_config(os.path.join(CONFIGS, "demo.yaml"))
     arch = {k: v for k, v in config["Arch"].items() if k != "name"}
     assert capsys.readouterr().out.strip() == format_flops_report(
-        create_model("pale_t", **arch), "pale_t", (32, 32))
+        create_model("pale_t", **arch),
+        f"pale_t with the Arch of {os.path.join(CONFIGS, 'demo.yaml')}", (32, 32))
 
 
 # ------------------------------------------------------------------ value ranges
@@ -156,6 +157,7 @@ BAD_VALUES = {
     "Global.eval_interval": 0, "Global.save_interval": -2, "Global.print_interval": 0,
     "Global.accum_steps": 0, "Global.resume": 5, "Global.pretrained": "",
     "Global.use_visualdl": "yes",
+    "Global.overwrite": 1,
     "AMP.enable": 1, "AMP.dtype": "fp16", "AMP.level": "O3", "AMP.init_loss_scaling": 0,
     "EMA.enable": "on", "EMA.decay": 1.0,
     "Loss.label_smoothing": 2,

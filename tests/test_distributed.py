@@ -34,8 +34,8 @@ def test_two_process_launch_trains_one_model_and_only_rank_0_writes(tmp_path):
     out = tmp_path / "out"
     # hidden entries: each checkpoint's live save directory and the link to it
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
-        ["best.pdopt", "best.pdparams", "best.pdstates", "latest.pdopt", "latest.pdparams",
-         "latest.pdstates", "train.log"])
+        ["best.pdopt", "best.pdparams", "best.pdstates", "config.yaml", "latest.pdopt",
+         "latest.pdparams", "latest.pdstates", "train.log"])
     assert paddle.load(str(out / "latest.pdstates"))["world_size"] == 2
 
     rank0 = paddle.load(str(weights / "rank0.pdparams"))

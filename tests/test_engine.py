@@ -1,4 +1,5 @@
 import os
+import shutil
 
 import numpy as np
 import paddle
@@ -352,14 +353,24 @@ def test_eval_tool_refuses_weights_that_do_not_fit_unless_told(tmp_path, data_ro
     engine_for(tmp_path, data_root, ["Global.epochs=1"]).train()
     config = tiny_config(tmp_path, data_root)
     weights = f"Global.pretrained={tmp_path / 'out' / 'latest'}"
-    # a 4-class head on a 3-class checkpoint evaluated a random head before
-    with pytest.raises(ValueError, match=r"do not fit the configured model.*shape mismatches "
-                                         r"\(2\): head.weight: checkpoint \[16, 3\] vs model "
-                                         r"\[16, 4\].*--allow_mismatched_weights") as error:
+    # a 4-class head on a 3-class checkpoint evaluated a random head before; the
+    # checkpoint records its Arch, so the contradiction is named before anything loads
+    with pytest.raises(ValueError, match=r"trained as pale_t with .*num_classes=3.*asks for "
+                                         r"Arch.num_classes=4 \(the checkpoint was trained "
+                                         r"with num_classes=3\).*--allow_mismatched_weights"
+                       ) as error:
         eval_main(["-c", config, "-o", weights, "-o", "Arch.num_classes=4"])
     assert len(str(error.value)) < 600
+    # bare weights carry no record: the config's Arch is built, and the shapes checked
+    bare = tmp_path / "bare.pdparams"
+    shutil.copy(tmp_path / "out" / "latest.pdparams", bare)
+    with pytest.raises(ValueError, match=r"do not fit the configured model.*shape mismatches "
+                                         r"\(2\): head.weight: checkpoint \[16, 3\] vs model "
+                                         r"\[16, 4\].*--allow_mismatched_weights"):
+        eval_main(["-c", config, "-o", f"Global.pretrained={bare}", "-o",
+                   "Arch.num_classes=4"])
     metrics = eval_main(["-c", config, "-o", weights, "-o", "Arch.num_classes=4",
-                         "--allow-mismatched-weights"])
+                         "--allow_mismatched_weights"])
     assert metrics["count"] == 24
 
 

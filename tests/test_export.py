@@ -16,6 +16,8 @@ from paddle_pale.data.transforms import build_eval_transform, load_image
 from paddle_pale.export import export, load_checkpoint
 from paddle_pale.inference import ImageClassifier
 from paddle_pale.utils.io import load_weights
+from paddle_pale.utils.io import load_pretrained
+from paddle_pale.utils.tool import call_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # a small pale_t: every stage pads its 16/8/4/2 rows and columns to the pale size 7
@@ -48,6 +50,11 @@ def _tool(name):
     return module
 
 
+def _export_tool(argv):
+    """tools/export.py as its command line runs it (a user error: one line, exit 2)."""
+    return call_tool(_tool("export").main, argv, prog="export.py")
+
+
 def _sample_images():
     import sklearn.datasets
     folder = os.path.join(os.path.dirname(sklearn.datasets.__file__), "images")
@@ -70,7 +77,7 @@ def checkpoint(tmp_path_factory):
 def inference_model(checkpoint, tmp_path_factory):
     """Exported through the command-line tool."""
     prefix = str(tmp_path_factory.mktemp("export") / "pale_t")
-    _tool("export").main(["inference", "--checkpoint", checkpoint, "--output", prefix])
+    _export_tool(["inference", "--checkpoint", checkpoint, "--output", prefix])
     return prefix
 
 
@@ -110,8 +117,8 @@ def test_one_inference_model_serves_every_image_size(checkpoint, inference_model
 
 def test_input_size_fixes_the_program_size(checkpoint, tmp_path, batch):
     prefix = str(tmp_path / "fixed")
-    _tool("export").main(["inference", "--checkpoint", checkpoint, "--output", prefix,
-                          "--input-size", "96"])
+    _export_tool(["inference", "--checkpoint", checkpoint, "--output", prefix,
+                  "--input-size", "96"])
     with open(prefix + ".meta.json") as f:
         meta = json.load(f)
     assert meta["input_size"] == 96 and meta["input_shape"] == [-1, 3, 96, 96]
@@ -134,12 +141,17 @@ def test_inference_meta_records_checkpoint_preprocessing(checkpoint, inference_m
     assert meta["crop_pct"] == 0.875 and meta["interpolation"] == "bicubic"
 
 
-def test_onnx_matches_dygraph(checkpoint, batch, tmp_path):
+def test_onnx_matches_dygraph(checkpoint, batch, tmp_path, capfd):
     pytest.importorskip("paddle2onnx")
     ort = pytest.importorskip("onnxruntime")
     path, meta_path = export("onnx", checkpoint, str(tmp_path / "pale_t"))
-    assert path.endswith(".onnx") and os.path.isfile(meta_path)
+    # its own sidecar: an inference export named pale_t keeps pale_t.meta.json
+    assert path.endswith(".onnx") and meta_path == path + ".meta.json"
+    assert os.path.isfile(meta_path)
+    capfd.readouterr()
     session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    # exported clean: onnxruntime finds no initializer to remove (it warned 71 times)
+    assert "Removing initializer" not in capfd.readouterr().err
     assert session.get_inputs()[0].shape[2:] != [SIZE, SIZE]  # symbolic H and W
     reference = _reference(checkpoint + ".pdema")
     rng = np.random.RandomState(6)
@@ -269,9 +281,9 @@ def test_missing_checkpoint_is_named(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="no_run/best.pdparams"):
         load_checkpoint(missing)
     with pytest.raises(SystemExit) as exit_info:
-        _tool("export").main(["backbone", "--checkpoint", missing, "--output",
-                              str(tmp_path / "out")])
-    assert exit_info.value.code == 1
+        _export_tool(["backbone", "--checkpoint", missing, "--output",
+                      str(tmp_path / "out")])
+    assert exit_info.value.code == 2
     assert "no training checkpoint at" in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "out.pdparams")
 
@@ -344,8 +356,8 @@ def test_no_path_trick_overwrites_the_checkpoint(own_checkpoint, tmp_path, monke
     os.link(own_checkpoint / "best.pdparams", tmp_path / "hard" / "best.pdparams")
     before = {p.name: p.read_bytes() for p in own_checkpoint.iterdir() if p.is_file()}
     with pytest.raises(SystemExit) as exit_info:
-        _tool("export").main(["backbone", "--checkpoint", "ckpt/best", "--output", output])
-    assert exit_info.value.code == 1
+        _export_tool(["backbone", "--checkpoint", "ckpt/best", "--output", output])
+    assert exit_info.value.code == 2
     assert "refusing to overwrite the source checkpoint file" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in own_checkpoint.iterdir() if p.is_file()} == before
 
@@ -353,9 +365,9 @@ def test_no_path_trick_overwrites_the_checkpoint(own_checkpoint, tmp_path, monke
 def test_output_below_a_file_is_a_clear_error(checkpoint, tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("a file, not a folder")
     with pytest.raises(SystemExit) as exit_info:
-        _tool("export").main(["backbone", "--checkpoint", checkpoint, "--output",
-                              str(tmp_path / "notes.txt" / "backbone")])
-    assert exit_info.value.code == 1
+        _export_tool(["backbone", "--checkpoint", checkpoint, "--output",
+                      str(tmp_path / "notes.txt" / "backbone")])
+    assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "is a file, not a directory" in err and "Traceback" not in err
 
@@ -413,3 +425,14 @@ def test_predict_tool_gives_a_decompression_bomb_an_error_line_and_classifies_th
     assert "DecompressionBombError" in lines[1]["error"] and "bomb.png" in lines[1]["error"]
     assert len(lines[0]["class_ids"]) == len(lines[2]["class_ids"]) == 2
     assert "Traceback" not in run.stderr
+def test_predict_tool_says_when_topk_exceeds_the_classes_and_prints_short_probs(
+        inference_model):
+    run = subprocess.run([sys.executable, os.path.join(ROOT, "tools", "predict.py"),
+                          "--model", inference_model, "--topk", "20", _sample_images()[0]],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "--topk 20 is more than the model's 10 classes: showing all 10" in run.stderr
+    result = json.loads(run.stdout)
+    assert len(result["probs"]) == 10 and sum(result["probs"]) == pytest.approx(1, abs=1e-4)
+    # at most 6 significant digits each (float32 noise was printed to 17)
+    assert all(float(f"{p:.6g}") == p for p in result["probs"])

@@ -85,6 +85,7 @@ def test_flops_tool_prints_one_row_per_mode(capsys):
     name = arch.pop("name")
     table = format_mode_flops_table(
         [(mode, paddle_pale.create_model(name, **dict(arch, attention_mode=mode)))
-         for mode in ("pale", "axial")], name, (32, 32))
+         for mode in ("pale", "axial")],
+        f"{name} with the Arch of {os.path.join(ROOT, 'configs', 'demo.yaml')}", (32, 32))
     assert out.strip() == table
     assert out.count("| 1.67M |") == 2

@@ -147,6 +147,14 @@ def test_shipped_config_matches_paper_params(variant, paper_millions):
     assert abs(count_params(model) / 1e6 - paper_millions) < 0.5  # paper rounds to 1M
 
 
+def test_load_config_takes_the_tools_option_strings_too():
+    cfg = ppdet_engine.load_config(CONFIG.format("t"),
+                                   ["epoch=3", "PaleTransformer.depths=[1, 1, 2, 1]"])
+    assert cfg.epoch == 3 and cfg.PaleTransformer["depths"] == [1, 1, 2, 1]
+    with pytest.raises(TypeError, match="a dict or a list of 'KEY=VALUE' strings, got str"):
+        ppdet_engine.load_config(CONFIG.format("t"), "epoch=3")
+
+
 def test_attention_mode_reaches_the_backbone_from_the_config():
     cfg = ppdet_engine.load_config(CONFIG.format("t"), ppdet_engine.parse_overrides(
         ["PaleTransformer.depths=[1, 1, 2, 1]", "PaleTransformer.attention_mode=cross_shaped",
@@ -515,12 +523,14 @@ def test_export_refuses_weights_that_do_not_fit(exported_detector, tmp_path, cap
     assert not (tmp_path / "out").exists()  # nothing written
     with pytest.raises(ValueError, match="weights=PATH"):
         ppdet_engine.export(ppdet_engine.load_config(CONFIG.format("t"), {"weights": None}))
-    # the tool: a missing config or weights file is one line on stderr, exit status 1
+    # the tool: a missing config or weights file is one line on stderr, exit status 2
+    from paddle_pale.utils.tool import call_tool
     export_det = _tool("export_det")
     for argv in (["-c", str(tmp_path / "missing.yml")],
                  ["-c", CONFIG.format("t"), "-o", *_as_options(exported),
                   f"weights={tmp_path / 'missing'}"]):
         with pytest.raises(SystemExit) as exit_info:
-            export_det.main(argv + ["--output_dir", str(tmp_path / "out")])
-        assert exit_info.value.code == 1
+            call_tool(export_det.main, argv + ["--output_dir", str(tmp_path / "out")],
+                      prog="export_det.py")
+        assert exit_info.value.code == 2
         assert "missing" in capsys.readouterr().err

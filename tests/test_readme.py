@@ -2,6 +2,7 @@
 import importlib
 import os
 import re
+import textwrap
 
 import pytest
 
@@ -62,3 +63,63 @@ def _expand(path):
 def test_documented_path_exists(path):
     for expanded in _expand(path):
         assert os.path.isfile(os.path.join(ROOT, expanded)), expanded
+
+
+# ---------------------------------------------------------- the README's code, executed
+FENCE = re.compile(r"(?:<!-- (?P<marker>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```",
+                   re.S)
+BLOCKS = [(m.group("marker") or "", m.group("lang"), m.group("body"),
+           README[:m.start()].count("\n") + 1) for m in FENCE.finditer(README)]
+SNIPPETS = [(line, marker, textwrap.dedent(body)) for marker, lang, body, line in BLOCKS
+            if lang == "python"]
+QUICK = [(line, command) for marker, lang, body, line in BLOCKS
+         if lang == "bash" and marker == "quick"
+         for command in body.replace("\\\n", " ").splitlines()
+         if command.strip() and not command.lstrip().startswith("#")]
+
+
+def test_every_python_snippet_runs_or_says_why_not():
+    """One namespace, in README order, as a reader pastes them into one session;
+    a snippet that cannot run here carries ``<!-- not-run: reason -->``."""
+    assert len(SNIPPETS) >= 4
+    namespace = {}
+    for line, marker, body in SNIPPETS:
+        if marker.startswith("not-run:"):
+            assert len(marker) > len("not-run: ") + 10, f"README.md:{line}: give the reason"
+            continue
+        assert not marker, f"README.md:{line}: unknown marker {marker!r}"
+        for adapter, library in (("adapters.paddleseg", "paddleseg"),
+                                 ("adapters.ppdet", "ppdet")):
+            if adapter in body:
+                pytest.importorskip(library)
+        try:
+            exec(compile(body, f"README.md:{line}", "exec"), namespace)
+        except Exception as error:
+            raise AssertionError(f"the snippet at README.md:{line} fails: "
+                                 f"{type(error).__name__}: {error}") from error
+    # what the first snippet's comments promise
+    assert namespace["logits"].shape == [1, 1000]
+    assert [f.shape[1] for f in namespace["features"]] == namespace["model"].feat_channels
+    assert namespace["out"].shape == namespace["q"].shape
+
+
+@pytest.mark.parametrize("line, command", QUICK)
+def test_quick_commands_run(line, command, tmp_path):
+    """Each command of a ``<!-- quick -->`` block, as pasted in a fresh folder (the
+    tools and configs taken from the checkout)."""
+    import shlex
+    import subprocess
+    import sys
+
+    words = shlex.split(command)
+    assert words[0] == "python" and words[1].startswith("tools/"), command
+    argv = [sys.executable, os.path.join(ROOT, words[1])] + [
+        os.path.join(ROOT, word) if word.startswith("configs/") else word
+        for word in words[2:]]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=ROOT))
+    assert done.returncode == 0, f"README.md:{line}: {command}\n{done.stderr[-2000:]}"
+
+
+def test_some_commands_are_marked_quick():
+    assert QUICK

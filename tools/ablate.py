@@ -11,11 +11,11 @@ interrupted row resumes from its latest checkpoint. Run it again to finish a swe
 """
 import argparse
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.ablation import parse_pale_size, run_ablation
     from paddle_pale.models.modes import MODES
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,5 +43,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

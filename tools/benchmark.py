@@ -11,26 +11,27 @@ win, e.g.
 """
 import argparse
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import positive_int, run_tool
 
 
 def main(argv=None, cpu=None):
     """``cpu``: what :func:`configure_cpu` applied, recorded with the figures."""
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.benchmark import (MODEL_CASES, benchmark, format_report,
                                              save_json)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--size", type=int, nargs=2, default=(224, 224), metavar=("H", "W"))
+    parser.add_argument("--batch", type=positive_int, default=8)
+    parser.add_argument("--size", type=positive_int, nargs=2, default=(224, 224),
+                        metavar=("H", "W"))
     parser.add_argument("--models", nargs="+", default=list(MODEL_CASES), choices=MODEL_CASES,
                         help="eager backbones, and their exported programs in Paddle "
                              "Inference (+onednn: with oneDNN; -any-size: exported with "
                              "symbolic H and W)")
     parser.add_argument("--no-onednn", action="store_true",
                         help="leave out the predictor cases that run with oneDNN")
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds")
+    parser.add_argument("--rounds", type=positive_int, default=3, help="interleaved timing rounds")
     parser.add_argument("--warmup", type=int, default=1, help="untimed runs per case")
-    parser.add_argument("--iters", type=int, default=1, help="batches per case per round")
+    parser.add_argument("--iters", type=positive_int, default=1, help="batches per case per round")
     parser.add_argument("--no-train", action="store_true", help="inference only")
     parser.add_argument("--no-attention", action="store_true",
                         help="skip the PS-Attention core cases")
@@ -39,7 +40,7 @@ def main(argv=None, cpu=None):
     parser.add_argument("--sweep", type=int, nargs="*", default=None, metavar="SIZE",
                         help="resolution sweep sizes (inference, --sweep-batch); "
                              "--sweep alone: 224 448 896")
-    parser.add_argument("--sweep-batch", type=int, default=1)
+    parser.add_argument("--sweep-batch", type=positive_int, default=1)
     parser.add_argument("--clock", choices=("wall", "cpu"), default="wall",
                         help="cpu: process CPU time, stable on a busy machine with "
                              "OMP_NUM_THREADS=1 (before/after comparisons)")
@@ -59,4 +60,4 @@ def main(argv=None, cpu=None):
 
 
 if __name__ == "__main__":
-    main(cpu=configure_cpu())
+    run_tool(main)

@@ -3,19 +3,18 @@
     python tools/eval.py -c configs/pale_t.yaml -o Global.pretrained=output/pale_t/best
 
 Weights that do not fit the configured model are refused unless
---allow-mismatched-weights is given; class folders are numbered through the class map
+--allow_mismatched_weights is given; class folders are numbered through the class map
 stored with the checkpoint.
 """
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.engine.cli import eval_main
     return eval_main(argv)
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

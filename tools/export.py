@@ -8,11 +8,11 @@
 import argparse
 import logging
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.export import EXPORT_FORMATS, export
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("format", choices=EXPORT_FORMATS)
@@ -40,16 +40,12 @@ def main(argv=None):
     arch = {key: value for key, value in (("name", args.model),
                                           ("num_classes", args.num_classes))
             if value is not None}
-    try:
-        paths = export(args.format, args.checkpoint, args.output, arch=arch,
-                       use_ema=not args.no_ema, input_size=args.input_size,
-                       opset_version=args.opset, weights_format=args.weights_format)
-    except (FileNotFoundError, ValueError, ImportError, RuntimeError) as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    paths = export(args.format, args.checkpoint, args.output, arch=arch,
+                   use_ema=not args.no_ema, input_size=args.input_size,
+                   opset_version=args.opset, weights_format=args.weights_format)
     for path in paths:
         print(path)
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

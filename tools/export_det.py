@@ -5,15 +5,14 @@ size), as PaddleDetection's tools/export_model.py does.
         -o weights=output/mask_rcnn_pale_t_fpn_1x_coco/model_final \\
         --output_dir output_inference
 """
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.adapters import ppdet_engine
     return ppdet_engine.export_main(argv, description=__doc__)
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

@@ -5,15 +5,14 @@
         --save_dir export/upernet_pale_t
 """
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.adapters.paddleseg_engine import export_main
     return export_main(argv)
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

@@ -7,11 +7,11 @@
 import argparse
 import sys
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.models import MODES, create_model
     from paddle_pale.utils.flops import format_flops_report, format_mode_flops_table
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -32,20 +32,22 @@ def main(argv=None):
         config = load_config(args.config, args.override)
         name = config["Arch"]["name"]
         arch = {k: v for k, v in config["Arch"].items() if k != "name"}
+        # the config's model is the variant with its Arch arguments, not the variant
+        label = f"{name} with the Arch of {args.config}" if arch else name
         if "--size" not in (argv if argv is not None else sys.argv[1:]):
             size = config["DataLoader"]["Eval"]["transforms"]["input_size"]
             args.size = (size, size)
     else:
         name, arch = args.model, {"num_classes": args.num_classes}
+        label = name
     if args.modes is not None:
         arch.pop("attention_mode", None)
         models = [(mode, create_model(name, **dict(arch, attention_mode=mode)))
                   for mode in args.modes or MODES]
-        print(format_mode_flops_table(models, name, tuple(args.size)))
+        print(format_mode_flops_table(models, label, tuple(args.size)))
         return
-    print(format_flops_report(create_model(name, **arch), name, tuple(args.size)))
+    print(format_flops_report(create_model(name, **arch), label, tuple(args.size)))
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

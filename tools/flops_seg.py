@@ -5,11 +5,11 @@
 """
 import argparse
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.adapters.paddleseg_engine import seg_model_report
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", required=True)
@@ -20,5 +20,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

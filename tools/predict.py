@@ -6,37 +6,40 @@
 
 "classes" appears when the export carries the training class names. A file that cannot
 be read gets an error line and the others are still classified; the exit code is 1 only
-when no image could be classified (or the model cannot be loaded).
+when no image could be classified, 2 when the model cannot be loaded (one error line).
 """
 import argparse
 import json
 import sys
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import positive_int, run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.inference import ImageClassifier
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("images", nargs="+", help="image files")
     parser.add_argument("--model", required=True,
                         help="exported model prefix (export/pale_t) or its directory")
-    parser.add_argument("--topk", type=int, default=5)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--topk", type=positive_int, default=5)
+    parser.add_argument("--batch-size", type=positive_int, default=8)
     parser.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     parser.add_argument("--cpu-threads", type=int, default=None,
                         help="math library threads on CPU (default: OMP_NUM_THREADS)")
     parser.add_argument("--no-onednn", action="store_true",
                         help="on CPU, run Paddle's own kernels instead of oneDNN")
     args = parser.parse_args(argv)
-    try:
-        classifier = ImageClassifier(args.model, args.device, args.cpu_threads,
-                                     onednn=not args.no_onednn)
-        results = classifier.predict(args.images, k=args.topk, batch_size=args.batch_size)
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    classifier = ImageClassifier(args.model, args.device, args.cpu_threads,
+                                 onednn=not args.no_onednn)
+    num_classes = classifier.meta["num_classes"]
+    if args.topk > num_classes:
+        print(f"{parser.prog}: --topk {args.topk} is more than the model's {num_classes} "
+              f"classes: showing all {num_classes}", file=sys.stderr)
+    results = classifier.predict(args.images, k=args.topk, batch_size=args.batch_size)
     for result in results:
+        if "probs" in result:  # 6 digits tell every class apart that float32 does
+            result = dict(result, probs=[float(f"{p:.6g}") for p in result["probs"]])
         print(json.dumps(result), flush=True)
     failed = sum("error" in result for result in results)
     if failed:
@@ -47,5 +50,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

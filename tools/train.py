@@ -5,15 +5,14 @@
         tools/train.py -c configs/pale_t.yaml
 """
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.engine.cli import train_main
     return train_main(argv)
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

@@ -5,15 +5,14 @@
     python -m paddle.distributed.launch --gpus 0,1,2,3,4,5,6,7 tools/train_det.py -c ...
 """
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.adapters import ppdet_engine
     return ppdet_engine.train_main(argv, description=__doc__)
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

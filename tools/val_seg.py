@@ -7,15 +7,14 @@
         --aug_eval --flip_horizontal --scales 0.5 0.75 1.0 1.25 1.5 1.75
 """
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.adapters.paddleseg_engine import val_main
     return val_main(argv)
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

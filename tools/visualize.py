@@ -8,12 +8,13 @@
         --query 120 200 --output attention.png
 """
 import argparse
+import os
 
-from paddle_pale.utils.cpu import configure_cpu
+from paddle_pale.utils.tool import run_tool
 
 
 def main(argv=None):
-    # imported here, once configure_cpu() has set paddle's threads and kernels
+    # imported here, once run_tool() has set paddle's threads and kernels
     from paddle_pale.ablation import parse_pale_size
     from paddle_pale.visualize import SAMPLE_IMAGES, attention_picture, draw_regions
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -44,6 +45,7 @@ def main(argv=None):
     attention.add_argument("--dpi", type=int, default=100, help="picture resolution")
     attention.add_argument("--output", default="attention.png")
     args = parser.parse_args(argv)
+    os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     if args.command == "regions":
         draw_regions(args.output, *args.size, tuple(args.query), args.pale_size,
                      args.stripe_width, args.cell_pixels)
@@ -56,5 +58,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    configure_cpu()
-    main()
+    run_tool(main)

@@ -212,6 +212,9 @@ def export_parser():
     parser.add_argument("--config", required=True, help="PaddleSeg YAML config")
     parser.add_argument("--model_path", default=None,
                         help="segmentation weights, e.g. output/best_model/model.pdparams")
+    parser.add_argument("--random_weights", action="store_true",
+                        help="export without --model_path: the model's initial weights "
+                             "(a test of the export, no trained model)")
     parser.add_argument("--save_dir", default="output/inference_model")
     parser.add_argument("--input_shape", type=int, nargs=4, default=None,
                         metavar=("N", "C", "H", "W"),
@@ -269,11 +272,12 @@ def export_main(argv=None):
     """``tools/export_seg.py``: arguments as PaddleSeg's ``tools/export.py``."""
     parser = export_parser()
     args = parser.parse_args(argv)
-    try:
-        paths = export_model(args.config, args.save_dir, args.model_path, args.input_shape,
-                             args.output_op, args.opts)
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    if args.model_path is None and not args.random_weights:
+        raise ValueError("no --model_path: the export would hold the untrained initial "
+                         "weights; pass --model_path output/.../model.pdparams (or "
+                         "--random_weights to export them on purpose)")
+    paths = export_model(args.config, args.save_dir, args.model_path, args.input_shape,
+                         args.output_op, args.opts)
     for path in paths:
         print(path)
     return paths

@@ -89,8 +89,9 @@ def _reset_workspace():
 
 
 def load_config(path, overrides=None):
-    """Read a ppdet config naming ``PaleTransformer`` and merge ``overrides``
-    (a nested dict, as ppdet's ``-o A.b=c`` parser gives).
+    """Read a ppdet config naming ``PaleTransformer`` and merge ``overrides``: a nested
+    dict (as ppdet's ``-o A.b=c`` parser gives) or a list of ``"A.b=c"`` strings (the
+    tools' ``-o`` options, read by :func:`parse_overrides`).
 
     Returns ppdet's global config (ppdet keeps one per process).
     """
@@ -99,6 +100,11 @@ def load_config(path, overrides=None):
     ppdet_compat.apply()
     _reset_workspace()
     cfg = workspace.load_config(path)
+    if isinstance(overrides, (list, tuple)):
+        overrides = parse_overrides(overrides)
+    elif overrides is not None and not isinstance(overrides, dict):
+        raise TypeError(f"overrides must be a dict or a list of 'KEY=VALUE' strings, got "
+                        f"{type(overrides).__name__}")
     _merge(cfg, overrides or {})
     for key in ("architecture", "num_classes"):
         if key not in cfg:
@@ -295,10 +301,7 @@ def export_main(argv=None, description=None):
     parser.add_argument("--output_dir", default="output_inference",
                         help="the model goes to OUTPUT_DIR/<config name>/")
     args = parser.parse_args(argv)
-    try:
-        paths = export(load_config(args.config, parse_overrides(args.opt)), args.output_dir)
-    except (FileNotFoundError, ValueError) as error:
-        parser.exit(1, f"{parser.prog}: error: {error}\n")
+    paths = export(load_config(args.config, parse_overrides(args.opt)), args.output_dir)
     for path in paths:
         print(path)
     return paths

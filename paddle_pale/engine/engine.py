@@ -1,5 +1,7 @@
 """One engine for training and evaluation (PaddleClas style): builds everything from a
 config, trains with fleet data parallelism, evaluates, checkpoints and resumes."""
+import copy
+import datetime
 import errno
 import logging
 import math
@@ -7,6 +9,7 @@ import os
 import random
 import shutil
 import time
+import uuid
 
 import numpy as np
 import paddle
@@ -29,7 +32,12 @@ from .checkpoint import (capture_rng_state, optimizer_state_by_param_name,
 from .config import ConfigError
 from .ema import ModelEMA
 
-__all__ = ["Engine", "NonFiniteLossError", "CheckpointSaveError", "topk_correct"]
+__all__ = ["Engine", "NonFiniteLossError", "CheckpointSaveError", "topk_correct",
+           "RUN_CONFIG_FILE"]
+
+# the resolved config of the run, written into its output folder: what the printed
+# follow-up commands pass to -c
+RUN_CONFIG_FILE = "config.yaml"
 
 logger = logging.getLogger("paddle_pale")
 
@@ -91,6 +99,21 @@ def _seed_everything(seed):
     paddle.seed(seed)
 
 
+def _describe_run(states):
+    """``run ID (pale_t, attention_mode pale, 12 of 12 epochs, best top-1 0.9889)``."""
+    arch = states.get("arch") or {}
+    details = [str(arch.get("name", "unknown model"))]
+    if arch.get("attention_mode"):
+        details.append(f"attention_mode {arch['attention_mode']}")
+    if states.get("epoch") is not None:
+        total = states.get("epochs")
+        details.append(f"{states['epoch']} of {total} epochs" if total
+                       else f"{states['epoch']} epoch(s)")
+    if states.get("best_top1") is not None:
+        details.append(f"best top-1 {float(states['best_top1']):.4f}")
+    return f"run {states.get('run_id') or 'of unknown id'} ({', '.join(details)})"
+
+
 def topk_correct(logits, labels, topk):
     """Number of samples whose label is among the top-k logits, per k; samples with
     label ``IGNORE_LABEL`` (unreadable images) are left out. -> (list of ints, count)."""
@@ -122,9 +145,10 @@ class Engine:
             missing, unexpected or differently shaped (``strict=False``); by default
             that is an error (in ``eval`` mode the classifier must fit too, as the
             numbers of a partly random model mean nothing).
+        notes: ``(level, message)`` pairs of the caller, logged once logging is set up.
     """
 
-    def __init__(self, config, mode="train", allow_mismatched_weights=False):
+    def __init__(self, config, mode="train", allow_mismatched_weights=False, notes=()):
         if mode not in ("train", "eval"):
             raise ValueError(f"mode must be 'train' or 'eval', got {mode!r}")
         self.config = config
@@ -132,7 +156,12 @@ class Engine:
         global_cfg = config["Global"]
         self.rank, self.world_size = _init_distributed()
         self.output_dir = global_cfg["output_dir"]
-        setup_logging(self.rank, os.path.join(self.output_dir, f"{mode}.log"))
+        # eval logs beside the checkpoint it evaluates, not into another run's folder
+        log_dir = (self.output_dir if mode == "train" or not global_cfg["pretrained"]
+                   else os.path.dirname(os.path.abspath(global_cfg["pretrained"])))
+        setup_logging(self.rank, os.path.join(log_dir, f"{mode}.log"))
+        for level, message in notes:
+            logger.log(level, "%s", message)
         self.device = _set_device(global_cfg["device"])
         self._check_amp()
         # identical initial weights on every rank, then rank-specific augmentation
@@ -153,7 +182,9 @@ class Engine:
                 load_weights(self.model, global_cfg["pretrained"],
                              strict=not allow_mismatched_weights,
                              what=f"the configured model {self.arch}")
+        self.run_id = None
         if mode == "train":
+            self.run_id = self._claim_output_dir()
             if self.rank == 0:
                 remove_stale_files(self.output_dir)
             self._build_train_set()
@@ -168,6 +199,62 @@ class Engine:
             self._build_training()
 
     # ----------------------------------------------------------------- building
+    def _claim_output_dir(self):
+        """The run id of this training; refuses an output folder whose checkpoints belong
+        to another run unless ``Global.overwrite``. A resumed run keeps its id where it
+        continues in the folder it was resumed from."""
+        global_cfg = self.config["Global"]
+        resume = global_cfg["resume"]
+        resumed_id, resumed_dir = None, None
+        if resume:
+            prefix = strip_suffix(resume)
+            resumed_dir = os.path.realpath(os.path.dirname(os.path.abspath(prefix)))
+            states = read_states(prefix)  # None: _resume names the missing file
+            resumed_id = (states or {}).get("run_id")
+        here = os.path.realpath(os.path.abspath(self.output_dir))
+        continuing = resumed_dir == here
+        if not global_cfg["overwrite"]:
+            others = []
+            for name in ("latest", "best"):
+                prefix = os.path.join(self.output_dir, name)
+                if not os.path.exists(prefix + ".pdparams"):
+                    continue
+                states = read_states(prefix) or {}
+                run_id = states.get("run_id")
+                # a checkpoint of the run being resumed here (or of one from before run
+                # ids, resumed from this very folder) is this run's own
+                if continuing and (run_id == resumed_id or run_id is None):
+                    continue
+                if _describe_run(states) not in others:
+                    others.append(_describe_run(states))
+            if others:
+                raise ConfigError(
+                    f"Global.output_dir {self.output_dir!r} holds the checkpoints of another "
+                    f"run ({'; '.join(others)}); training would replace them. Continue that "
+                    f"run with -o Global.resume={os.path.join(self.output_dir, 'latest')}, "
+                    f"train into another folder with -o Global.output_dir=..., or replace "
+                    f"it with -o Global.overwrite=True")
+        if continuing and resumed_id:
+            return resumed_id
+        return (datetime.datetime.now().strftime("%Y%m%d-%H%M%S-")
+                + uuid.uuid4().hex[:6])
+
+    def write_run_config(self):
+        """Write the resolved config of this run to ``output_dir/config.yaml`` (rank 0):
+        ``-c`` of the follow-up commands, so that they act on this run's model and
+        folder. Resume and overwrite are left out (each command says its own)."""
+        if self.rank != 0:
+            return None
+        config = copy.deepcopy(self.config)
+        config["Global"].update(resume=None, overwrite=False)
+        path = os.path.join(self.output_dir, RUN_CONFIG_FILE)
+        os.makedirs(self.output_dir, exist_ok=True)
+        with open(path, "w") as f:
+            f.write(f"# resolved config of run {self.run_id}, written by tools/train.py; "
+                    f"its checkpoints are in this folder\n")
+            f.write(dump_config(config))
+        return path
+
     def _check_amp(self):
         amp = self.config["AMP"]
         self.amp_enabled = bool(amp["enable"])
@@ -300,7 +387,8 @@ class Engine:
             "scaler": self.scaler.state_dict(), "world_size": self.world_size,
             "rng_states": rng_states, "config": dump_config(self.config),
             "classes": None if self.classes is None else list(self.classes),
-            "label_source": self.label_source,
+            "label_source": self.label_source, "run_id": self.run_id,
+            "epochs": int(self.epochs),
         }
 
     def save(self, name, epoch):
@@ -492,9 +580,19 @@ class Engine:
         return float(value)
 
     def train(self):
-        """Train from ``start_epoch`` to ``Global.epochs``; -> dict of final figures."""
+        """Train from ``start_epoch`` to ``Global.epochs``; -> dict of final figures
+        (``already_trained``: True when a resumed run had nothing left to train)."""
         global_cfg = self.config["Global"]
         train_cfg = self.config["DataLoader"]["Train"]
+        done = dict(best_top1=self.best_top1, latest=os.path.join(self.output_dir, "latest"),
+                    best=os.path.join(self.output_dir, "best"), already_trained=False)
+        if self.start_epoch >= self.epochs:
+            logger.info("already trained %d of %d epochs: nothing to do (train longer with "
+                        "-o Global.epochs=N, N > %d)", self.start_epoch, self.epochs,
+                        self.epochs)
+            return dict(done, already_trained=True, epochs_done=self.start_epoch)
+        self.write_run_config()
+        logger.info("run %s in %s", self.run_id, self.output_dir)
         logger.info("config:\n%s", dump_config(self.config))
         logger.info("training %s on %s: %d process(es) x batch %d x accum %d = global batch "
                     "%d; lr %.3e = base_lr %.3e x %d / %d (linear scaling)", self.arch["name"],
@@ -524,9 +622,7 @@ class Engine:
             if (epoch + 1) % global_cfg["save_interval"] == 0 or last:
                 self.save("latest", epoch + 1)
         self.vdl.close()
-        return dict(metrics, best_top1=self.best_top1,
-                    latest=os.path.join(self.output_dir, "latest"),
-                    best=os.path.join(self.output_dir, "best"))
+        return dict(metrics, **dict(done, best_top1=self.best_top1))
 
     def _evaluate_and_report(self, epoch):
         metrics = self.evaluate()

@@ -107,9 +107,9 @@ def format_flops_report(model, name, size):
     total, breakdown = count_flops(model, size)
     lines = [f"model {name}  input {size[0]}x{size[1]}",
              f"params: {count_params(model) / 1e6:.2f}M",
-             f"FLOPs (MACs): {total / 1e9:.3f}G"]
-    for group, macs in breakdown.items():
-        lines.append(f"  {group:<8} {macs / 1e9:8.3f}G  {100.0 * macs / total:5.1f}%")
+             f"FLOPs (MACs): {format_macs(total)}"]
+    for group, macs in breakdown.items():  # G, or M below 0.1G (a small model's stages)
+        lines.append(f"  {group:<8} {format_macs(macs):>9}  {100.0 * macs / total:5.1f}%")
     return "\n".join(lines)
 
 
