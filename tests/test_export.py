@@ -16,7 +16,6 @@ from paddle_pale.data.transforms import build_eval_transform, load_image
 from paddle_pale.export import export, load_checkpoint
 from paddle_pale.inference import ImageClassifier
 from paddle_pale.utils.io import load_weights
-from paddle_pale.utils.io import load_pretrained
 from paddle_pale.utils.tool import call_tool
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
