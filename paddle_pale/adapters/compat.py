@@ -1,18 +1,27 @@
 """The one mechanism behind the Paddle 3.x fixes of PaddleSeg (:mod:`.paddleseg_compat`)
 and PaddleDetection (:mod:`.ppdet_compat`).
 
-A fix replaces exactly one library function, named by its module and qualified name,
-with a function made from the original (a wrapper, or the same code reading some of its
-globals from replacements, :func:`rebind_globals`). The original stays reachable under
-:data:`ORIGINAL` on the fixed function; installing twice changes nothing; a module-level
-function is also replaced where other modules of the library imported it by name. Only
-our seg/det integration installs fixes, never ``import paddle_pale``.
+A :class:`Fix` names one library function (module and qualified name), a ``probe`` that
+calls the unpatched function on a tiny input and says whether the installed library
+shows the bug, and ``make_fixed``, which makes the replacement from the original (a
+wrapper, or the same code reading some of its globals from replacements,
+:func:`rebind_globals`). :func:`install` replaces only the functions whose probe shows
+the bug, so a library version that fixed it upstream runs its own code; no version
+string is read. The original stays reachable under :data:`ORIGINAL` on the fixed
+function; installing twice changes nothing; a module-level function is also replaced
+where other modules of the library imported it by name. Importing an adapter module
+(``paddle_pale.adapters.paddleseg`` / ``.ppdet``) installs its library's fixes; ``import
+paddle_pale`` installs nothing.
 """
 import importlib
 import sys
 import types
+from typing import Callable, NamedTuple
 
-__all__ = ["ORIGINAL", "Proxy", "locate", "original", "install", "rebind_globals"]
+import paddle
+
+__all__ = ["ORIGINAL", "Fix", "Proxy", "locate", "original", "needed", "install",
+           "rebind_globals", "fails", "concat_0d_as_1d"]
 
 # the unpatched function, on the patched one; not ``__wrapped__``, which
 # ``paddle.jit.to_static`` unwraps (``inspect.unwrap``) before converting a function,
@@ -48,18 +57,55 @@ def original(module_name, qualname):
     return getattr(function, ORIGINAL, function)
 
 
+class Fix(NamedTuple):
+    """``module.qualname`` is replaced by ``make_fixed(original)`` where
+    ``probe(original)`` is true, i.e. where the installed library shows the bug."""
+    module: str
+    qualname: str
+    make_fixed: Callable
+    probe: Callable
+
+
+# (module, qualname) -> what the probe said, for each fix :func:`install` has seen
+_NEEDED = {}
+
+
+def fails(error, call, match=""):
+    """True if ``call()`` raises ``error`` with ``match`` in its message, False if it
+    returns; any other exception propagates (a change the fix does not know)."""
+    try:
+        call()
+    except error as raised:
+        if match in str(raised):
+            return True
+        raise
+    return False
+
+
+def needed(module_name, qualname):
+    """What the probe of the fix of ``module_name.qualname`` said when :func:`install`
+    ran it: True where the installed library needs the fix (and it is installed)."""
+    key = (module_name, qualname)
+    if key not in _NEEDED:
+        raise KeyError(f"{module_name}.{qualname}: not installed yet (call apply())")
+    return _NEEDED[key]
+
+
 def install(fixes):
-    """Install each ``(module, "Class.method" or "function", make_fixed)`` of ``fixes``:
-    ``make_fixed(original) -> fixed function`` (idempotent)."""
-    for module_name, qualname, make_fixed in fixes:
+    """Install each :class:`Fix` of ``fixes`` whose probe shows the bug (idempotent)."""
+    for fix in fixes:
+        module_name, qualname = fix.module, fix.qualname
         owner, name = locate(module_name, qualname)
         function = owner.__dict__[name]
         if isinstance(function, (staticmethod, classmethod)):
             raise TypeError(f"{module_name}.{qualname}: static and class methods are not "
                             f"handled")
-        if hasattr(function, ORIGINAL):
+        if (module_name, qualname) in _NEEDED:
             continue
-        fixed = make_fixed(function)
+        _NEEDED[module_name, qualname] = bool(fix.probe(function))
+        if not _NEEDED[module_name, qualname]:
+            continue
+        fixed = fix.make_fixed(function)
         fixed.__dict__.pop("__wrapped__", None)  # see ORIGINAL
         setattr(fixed, ORIGINAL, function)
         setattr(owner, name, fixed)
@@ -95,3 +141,24 @@ def rebind_globals(**replacements):
             scope[function.__name__] = fixed
         return fixed
     return make_fixed
+
+
+# runs as it is inside ``paddle.jit.to_static`` (not converted)
+@paddle.jit.not_to_static
+def concat_0d_as_1d(x, axis=0, name=None):
+    """``paddle.concat`` with Paddle 2.4's reading of 0-D tensors as shape ``[1]``:
+    a list of them gives the vector of their values, and so does a static-graph
+    tensor array of them (where ``paddle.concat`` would give a 0-D value)."""
+    if isinstance(x, (list, tuple)):
+        x = [t.reshape([1]) if isinstance(t, (paddle.Tensor, paddle.pir.Value)) and
+             t.ndim == 0 else t for t in x]
+    elif _is_array_of_0d(x) and axis == 0:
+        return paddle.stack(x, axis=0, name=name)  # [len(x)]
+    return paddle.concat(x, axis=axis, name=name)
+
+
+def _is_array_of_0d(x):
+    """A static-graph tensor array (a list appended to in a graph loop) whose
+    elements are 0-D; its ``shape`` is the shape of one element."""
+    return isinstance(x, paddle.pir.Value) and x.is_dense_tensor_array_type() and \
+        list(x.shape) == []
