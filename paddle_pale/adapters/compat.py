@@ -1,17 +1,13 @@
 """The one mechanism behind the Paddle 3.x fixes of PaddleSeg (:mod:`.paddleseg_compat`)
-and PaddleDetection (:mod:`.ppdet_compat`).
+and PaddleDetection (:mod:`.ppdet_compat`), installed by importing the adapter module
+(``paddle_pale.adapters.paddleseg`` / ``.ppdet``), never by ``import paddle_pale``.
 
-A :class:`Fix` names one library function (module and qualified name), a ``probe`` that
-calls the unpatched function on a tiny input and says whether the installed library
-shows the bug, and ``make_fixed``, which makes the replacement from the original (a
-wrapper, or the same code reading some of its globals from replacements,
-:func:`rebind_globals`). :func:`install` replaces only the functions whose probe shows
-the bug, so a library version that fixed it upstream runs its own code; no version
-string is read. The original stays reachable under :data:`ORIGINAL` on the fixed
-function; installing twice changes nothing; a module-level function is also replaced
-where other modules of the library imported it by name. Importing an adapter module
-(``paddle_pale.adapters.paddleseg`` / ``.ppdet``) installs its library's fixes; ``import
-paddle_pale`` installs nothing.
+A :class:`Fix` replaces one library function by ``make_fixed(original)`` (a wrapper, or
+the same code reading some globals from replacements, :func:`rebind_globals`) only where
+``probe(original)``, a tiny call, shows the bug: a version fixed upstream runs its own
+code, and no version string is read. The original stays under :data:`ORIGINAL` on the
+fixed function; installing twice changes nothing; a module-level function is replaced
+also where other modules of the library imported it by name.
 """
 import importlib
 import sys
@@ -20,7 +16,7 @@ from typing import Callable, NamedTuple
 
 import paddle
 
-__all__ = ["ORIGINAL", "Fix", "Proxy", "locate", "original", "needed", "install",
+__all__ = ["ORIGINAL", "Fix", "Proxy", "locate", "original", "find", "needed", "install",
            "rebind_globals", "fails", "concat_0d_as_1d"]
 
 # the unpatched function, on the patched one; not ``__wrapped__``, which
@@ -58,16 +54,19 @@ def original(module_name, qualname):
 
 
 class Fix(NamedTuple):
-    """``module.qualname`` is replaced by ``make_fixed(original)`` where
-    ``probe(original)`` is true, i.e. where the installed library shows the bug."""
+    """``module.qualname`` becomes ``make_fixed(original)`` where ``probe(original)``."""
     module: str
     qualname: str
     make_fixed: Callable
     probe: Callable
 
 
-# (module, qualname) -> what the probe said, for each fix :func:`install` has seen
-_NEEDED = {}
+_NEEDED = {}  # (module, qualname) -> what the probe said, once installed
+
+
+def find(fixes, qualname):
+    """``(module, qualname)`` of the fix of ``qualname`` among ``fixes``."""
+    return next((fix.module, fix.qualname) for fix in fixes if fix.qualname == qualname)
 
 
 def fails(error, call, match=""):
@@ -83,12 +82,11 @@ def fails(error, call, match=""):
 
 
 def needed(module_name, qualname):
-    """What the probe of the fix of ``module_name.qualname`` said when :func:`install`
-    ran it: True where the installed library needs the fix (and it is installed)."""
-    key = (module_name, qualname)
-    if key not in _NEEDED:
+    """What the probe of the fix of ``module_name.qualname`` said at :func:`install`:
+    True where the installed library needs it (and it is installed)."""
+    if (module_name, qualname) not in _NEEDED:
         raise KeyError(f"{module_name}.{qualname}: not installed yet (call apply())")
-    return _NEEDED[key]
+    return _NEEDED[module_name, qualname]
 
 
 def install(fixes):
@@ -102,8 +100,8 @@ def install(fixes):
                             f"handled")
         if (module_name, qualname) in _NEEDED:
             continue
-        _NEEDED[module_name, qualname] = bool(fix.probe(function))
-        if not _NEEDED[module_name, qualname]:
+        _NEEDED[module_name, qualname] = needs = bool(fix.probe(function))
+        if not needs:
             continue
         fixed = fix.make_fixed(function)
         fixed.__dict__.pop("__wrapped__", None)  # see ORIGINAL
@@ -143,8 +141,7 @@ def rebind_globals(**replacements):
     return make_fixed
 
 
-# runs as it is inside ``paddle.jit.to_static`` (not converted)
-@paddle.jit.not_to_static
+@paddle.jit.not_to_static  # runs as it is inside ``paddle.jit.to_static``
 def concat_0d_as_1d(x, axis=0, name=None):
     """``paddle.concat`` with Paddle 2.4's reading of 0-D tensors as shape ``[1]``:
     a list of them gives the vector of their values, and so does a static-graph
