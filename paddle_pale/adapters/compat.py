@@ -59,14 +59,19 @@ class Fix(NamedTuple):
     qualname: str
     make_fixed: Callable
     probe: Callable
+    name: str = ""  # tells two fixes of one function apart (default: the qualname)
+
+    @property
+    def key(self):
+        return self.module, self.name or self.qualname
 
 
-_NEEDED = {}  # (module, qualname) -> what the probe said, once installed
+_NEEDED = {}  # Fix.key -> what the probe said, once installed
 
 
-def find(fixes, qualname):
-    """``(module, qualname)`` of the fix of ``qualname`` among ``fixes``."""
-    return next((fix.module, fix.qualname) for fix in fixes if fix.qualname == qualname)
+def find(fixes, name):
+    """The fix among ``fixes`` named (or else of the qualname) ``name``."""
+    return next(fix for fix in fixes if (fix.name or fix.qualname) == name)
 
 
 def fails(error, call, match=""):
@@ -81,12 +86,12 @@ def fails(error, call, match=""):
     return False
 
 
-def needed(module_name, qualname):
-    """What the probe of the fix of ``module_name.qualname`` said at :func:`install`:
-    True where the installed library needs it (and it is installed)."""
-    if (module_name, qualname) not in _NEEDED:
-        raise KeyError(f"{module_name}.{qualname}: not installed yet (call apply())")
-    return _NEEDED[module_name, qualname]
+def needed(module_name, name):
+    """What the probe of the fix ``name`` (its qualname unless named) of ``module_name``
+    said at :func:`install`: True where the installed library needs it (and has it)."""
+    if (module_name, name) not in _NEEDED:
+        raise KeyError(f"{module_name}.{name}: not installed yet (call apply())")
+    return _NEEDED[module_name, name]
 
 
 def install(fixes):
@@ -98,9 +103,9 @@ def install(fixes):
         if isinstance(function, (staticmethod, classmethod)):
             raise TypeError(f"{module_name}.{qualname}: static and class methods are not "
                             f"handled")
-        if (module_name, qualname) in _NEEDED:
+        if fix.key in _NEEDED:
             continue
-        _NEEDED[module_name, qualname] = needs = bool(fix.probe(function))
+        _NEEDED[fix.key] = needs = bool(fix.probe(function))
         if not needs:
             continue
         fixed = fix.make_fixed(function)

@@ -85,12 +85,12 @@ FIXES = (
 
 def original(qualname):
     """The unpatched PaddleSeg function ``qualname`` (as named in :data:`FIXES`)."""
-    return compat.original(*compat.find(FIXES, qualname))
+    return compat.original(compat.find(FIXES, qualname).module, qualname)
 
 
 def needed(qualname):
     """Whether the installed PaddleSeg shows the bug the fix of ``qualname`` fixes."""
-    return compat.needed(*compat.find(FIXES, qualname))
+    return compat.needed(*compat.find(FIXES, qualname).key)
 
 
 def apply():

@@ -15,7 +15,8 @@ everyone else): ``paddle`` by a proxy whose ``concat`` reads 0-D tensors as the
 builds the full graph unless told otherwise (and for ``get_pred`` whose ``to_tensor``
 makes its constant box count 0-D like the counts beside it); ``multiclass_nms``'s mode
 check and op module; or FPN's ``F``. PaddleDetection's develop branch (2024-10-18)
-fixed the first six upstream (named per fix below); there only the FPN fix is installed.
+fixed the first six upstream (named per fix below); there the FPN fix is installed, and
+one its own ``get_pred`` needs under oneDNN (a 0-D ``unsqueeze`` done by a reshape).
 """
 import tempfile
 import types
@@ -28,7 +29,7 @@ from paddle.framework import in_dynamic_or_pir_mode
 from . import compat
 from .compat import ORIGINAL, Fix, Proxy, concat_0d_as_1d, fails, rebind_globals
 
-__all__ = ["FIXES", "ORIGINAL", "apply", "needed", "multiclass_nms3",
+__all__ = ["FIXES", "ORIGINAL", "apply", "needed", "multiclass_nms3", "unsqueeze_0d_by_reshape",
            "interpolate_nearest_x2_by_copies", "to_static_full_graph", "to_tensor_1_as_0d"]
 
 
@@ -147,9 +148,26 @@ def _nms_fails(unpatched):
                  "multiclass_nms3")
 
 
-def _fpn_under_onednn_fails(unpatched):
-    """FPN's x2 upsampling, exported and run by Paddle Inference with oneDNN."""
+def _fails_under_onednn(layer, inputs, match):
+    """``layer`` traced with dynamic shapes, saved, and run by Paddle Inference with
+    oneDNN on ``inputs`` (numpy arrays); True if it fails with ``match``."""
     from paddle import inference
+    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        paddle.jit.save(paddle.jit.to_static(layer, full_graph=True, input_spec=[
+            paddle.static.InputSpec([None] * x.ndim, str(x.dtype), name=f"x{i}")
+            for i, x in enumerate(inputs)]), folder + "/m")
+        config = inference.Config(folder + "/m.json", folder + "/m.pdiparams")
+        config.enable_onednn()
+        config.disable_glog_info()
+        predictor = inference.create_predictor(config)
+        for name, value in zip(predictor.get_input_names(), inputs):
+            predictor.get_input_handle(name).copy_from_cpu(value)
+        return fails((NotImplementedError, ValueError), predictor.run, match)
+
+
+def _fpn_under_onednn_fails(unpatched):
+    """FPN's x2 upsampling under oneDNN: its ``scale`` attribute is not supported."""
     from ppdet.modeling.necks.fpn import FPN
     fpn = FPN(in_channels=[1, 1], out_channel=1, spatial_scales=[0.25, 0.125], extra_stage=0)
     fpn.eval()
@@ -157,17 +175,30 @@ def _fpn_under_onednn_fails(unpatched):
     def forward(c2, c3):
         return unpatched(fpn, [c2, c3])[0]
     fpn.forward = forward
-    with tempfile.TemporaryDirectory() as folder, warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        paddle.jit.save(paddle.jit.to_static(fpn, full_graph=True, input_spec=[
-            paddle.static.InputSpec([None, 1, None, None], name=n) for n in "ab"]), folder + "/m")
-        config = inference.Config(folder + "/m.json", folder + "/m.pdiparams")
-        config.enable_onednn()
-        config.disable_glog_info()
-        predictor = inference.create_predictor(config)
-        for name, size in zip(predictor.get_input_names(), (4, 2)):
-            predictor.get_input_handle(name).copy_from_cpu(np.zeros([1, 1, size, size], "f"))
-        return fails(NotImplementedError, predictor.run, "ArrayAttribute")
+    return _fails_under_onednn(fpn, [np.zeros([1, 1, 4, 4], "f"), np.zeros([1, 1, 2, 2], "f")],
+                               "ArrayAttribute")
+
+
+@paddle.jit.not_to_static
+def unsqueeze_0d_by_reshape(x, axis, name=None):
+    """``paddle.unsqueeze``, a 0-D ``x`` made ``[1]`` by a reshape, which gives ``[1]``
+    also where Paddle 3.3.1's oneDNN left the slice it came from 1-D (its unsqueeze
+    then gives ``[1, 1]``, and ``get_pred``'s ``scale`` ``[4, 1]`` instead of ``[4]``)."""
+    if axis in (0, [0]) and x.ndim == 0:
+        return x.reshape([1], name=name)
+    return paddle.unsqueeze(x, axis, name=name)
+
+
+def _get_pred_under_onednn_fails(unpatched):
+    """``get_pred`` of one image with one box, run under oneDNN."""
+    from ppdet.modeling.post_process import BBoxPostProcess
+    get_pred = types.MethodType(unpatched, BBoxPostProcess(num_classes=1))  # converted so
+
+    def predict(bboxes, bbox_num, im_shape, scale_factor):
+        return get_pred(bboxes, bbox_num, im_shape, scale_factor)[1]
+    return _fails_under_onednn(predict, [
+        np.array([[0, 0.9, 0, 0, 8, 8]], "f"), np.array([1], "int32"),
+        np.array([[8, 8]], "f"), np.ones([1, 2], "f")], "non-singleton dimension")
 
 
 FIXES = (
@@ -181,6 +212,10 @@ FIXES = (
     # upstream: a rewritten get_pred
     Fix("ppdet.modeling.post_process", "BBoxPostProcess.get_pred", rebind_globals(
         paddle=lambda p: _paddle_3(p, to_tensor=to_tensor_1_as_0d)), _get_pred_fails),
+    # ppdet's develop get_pred, under Paddle 3.3.1's oneDNN (exported detectors)
+    Fix("ppdet.modeling.post_process", "BBoxPostProcess.get_pred", rebind_globals(
+        paddle=lambda p: Proxy(p, unsqueeze=unsqueeze_0d_by_reshape)),
+        _get_pred_under_onednn_fails, name="BBoxPostProcess.get_pred under oneDNN"),
     # upstream: `paddle.jit.to_static(..., full_graph=True)`
     Fix("ppdet.engine.trainer", "Trainer._get_infer_cfg_and_input_spec",
         rebind_globals(paddle=_paddle_3), _export_trace_fails),
@@ -195,9 +230,10 @@ FIXES = (
 )
 
 
-def needed(qualname):
-    """Whether the installed ppdet shows the bug the fix of ``qualname`` fixes."""
-    return compat.needed(*compat.find(FIXES, qualname))
+def needed(name):
+    """Whether the installed ppdet shows the bug the fix ``name`` (its qualname unless
+    named) fixes."""
+    return compat.needed(*compat.find(FIXES, name).key)
 
 
 def apply():
