@@ -1,5 +1,6 @@
 """PaddleDetection integration: the backbone, the shipped Mask R-CNN configs, training
 and COCO evaluation through ppdet's own Trainer."""
+import glob
 import json
 import os
 import subprocess
@@ -224,6 +225,18 @@ def _tiny_overrides(data, save_dir, pretrained):
     }
 
 
+def _final_weights(save_dir, cfg=None):
+    """The prefix of the one ``model_final.pdparams`` training wrote under ``save_dir``
+    (paddledet 2.6.0: in ``save_dir/<config name>/``, ppdet's develop branch: in
+    ``save_dir``), and where ``ppdet_engine.checkpoint_prefix(cfg)`` says it is."""
+    found = glob.glob(os.path.join(save_dir, "**", "model_final.pdparams"), recursive=True)
+    assert len(found) == 1, found
+    prefix = found[0][:-len(".pdparams")]
+    if cfg is not None:
+        assert ppdet_engine.checkpoint_prefix(cfg) == prefix
+    return prefix
+
+
 def _coco_stats(anno_file, results_file, iou_type):
     """AP/AR of ``results_file`` computed by pycocotools directly."""
     from pycocotools.coco import COCO
@@ -261,8 +274,7 @@ def test_train_and_evaluate_mask_rcnn_end_to_end(tmp_path, monkeypatch):
     # LayerNorm weights have no weight decay: they move only by their gradient
     for key in ("stages.2.0.norm1.weight", "stage_norms.3.weight"):
         assert np.abs(after[key].numpy() - before[key]).max() > 0, key
-    weights = tmp_path / "output" / "mask_rcnn_pale_t_fpn_1x_coco" / "model_final"
-    assert os.path.isfile(f"{weights}.pdparams")
+    weights = _final_weights(tmp_path / "output", cfg)
 
     os.remove("bbox.json")
     os.remove("mask.json")
@@ -279,8 +291,9 @@ def test_train_and_evaluate_mask_rcnn_end_to_end(tmp_path, monkeypatch):
     assert all(m["segmentation"]["size"] == [96, 128] for m in masks)
 
 
-def test_evaluate_without_weights_is_refused():
-    cfg = ppdet_engine.load_config(CONFIG.format("t"), {"weights": None})
+def test_evaluate_without_weights_is_refused(tmp_path):
+    cfg = ppdet_engine.load_config(CONFIG.format("t"), {"weights": None,
+                                                        "save_dir": str(tmp_path)})
     with pytest.raises(ValueError, match="weights"):
         ppdet_engine.evaluate(cfg)
 
@@ -311,13 +324,13 @@ def test_command_line_tools_train_and_evaluate(tmp_path, monkeypatch):
     overrides = _tiny_overrides(data, tmp_path / "output", None)
     overrides.update(epoch=1, snapshot_epoch=1)
     train_det.main(["-c", CONFIG.format("t"), "--eval", "-o", *_as_options(overrides)])
-    weights = tmp_path / "output" / "mask_rcnn_pale_t_fpn_1x_coco" / "model_final"
+    weights = _final_weights(tmp_path / "output")
     trained = paddle.load(f"{weights}.pdparams")
     assert any(key.startswith("backbone.stages.") for key in trained)
     for name in ("bbox.json", "mask.json"):  # --eval ran COCO evaluation
         os.remove(name)
-    eval_det.main(["-c", CONFIG.format("t"), "-o", *_as_options(overrides),
-                   f"weights={weights}"])
+    # no weights=: the final checkpoint of training the config, where ppdet wrote it
+    eval_det.main(["-c", CONFIG.format("t"), "-o", *_as_options(overrides)])
     with open("bbox.json") as f:
         assert all(d["image_id"] in (1, 2) for d in json.load(f))
     assert os.path.isfile("mask.json")
@@ -338,8 +351,7 @@ def test_two_process_training_with_paddle_distributed_launch(tmp_path):
     # 4 images, batch 2 per process: the data is split, one step per epoch
     # (a single process would log [0/2]; ppdet logs from rank 0 only)
     assert "Epoch: [0] [0/1]" in logs[0]
-    assert (tmp_path / "output" / "mask_rcnn_pale_t_fpn_1x_coco" /
-            "model_final.pdparams").is_file()
+    _final_weights(tmp_path / "output")
 
 
 def test_eval_refuses_weights_that_do_not_fit_unless_told(tmp_path, monkeypatch):
@@ -398,8 +410,9 @@ def exported_detector(tmp_path_factory):
     root = tmp_path_factory.mktemp("det_export")
     data = write_tiny_coco(root / "coco", num_images=4, size=(96, 128))
     overrides = _tiny_overrides(data, root / "output", None)
-    ppdet_engine.train(ppdet_engine.load_config(CONFIG.format("t"), overrides))
-    weights = root / "output" / "mask_rcnn_pale_t_fpn_1x_coco" / "model_final"
+    cfg = ppdet_engine.load_config(CONFIG.format("t"), overrides)
+    ppdet_engine.train(cfg)
+    weights = _final_weights(root / "output", cfg)
     exported = _export_overrides(overrides)
     paths = _tool("export_det").main(["-c", CONFIG.format("t"), "-o", *_as_options(exported),
                                       f"weights={weights}", "--output_dir",
@@ -522,7 +535,8 @@ def test_export_refuses_weights_that_do_not_fit(exported_detector, tmp_path, cap
         ppdet_engine.export(cfg, str(tmp_path / "out"), str(tmp_path / "backbone.pdparams"))
     assert not (tmp_path / "out").exists()  # nothing written
     with pytest.raises(ValueError, match="weights=PATH"):
-        ppdet_engine.export(ppdet_engine.load_config(CONFIG.format("t"), {"weights": None}))
+        ppdet_engine.export(ppdet_engine.load_config(
+            CONFIG.format("t"), {"weights": None, "save_dir": str(tmp_path / "none")}))
     # the tool: a missing config or weights file is one line on stderr, exit status 2
     from paddle_pale.utils.tool import call_tool
     export_det = _tool("export_det")

@@ -1,7 +1,9 @@
 """COCO bbox + segm evaluation of a PaddleDetection model with a Pale backbone.
 
-    python tools/eval_det.py -c configs/det/mask_rcnn_pale_t_fpn_1x_coco.yml \\
-        -o weights=output/mask_rcnn_pale_t_fpn_1x_coco/model_final
+    python tools/eval_det.py -c configs/det/mask_rcnn_pale_t_fpn_1x_coco.yml
+
+evaluates the final checkpoint of training that config, where the installed ppdet wrote
+it; -o weights=PATH picks another.
 """
 
 from paddle_pale.utils.tool import run_tool

@@ -2,8 +2,10 @@
 size), as PaddleDetection's tools/export_model.py does.
 
     python tools/export_det.py -c configs/det/mask_rcnn_pale_t_fpn_1x_coco.yml \\
-        -o weights=output/mask_rcnn_pale_t_fpn_1x_coco/model_final \\
         --output_dir output_inference
+
+exports the final checkpoint of training that config (or -o weights=PATH) into
+output_inference/mask_rcnn_pale_t_fpn_1x_coco/.
 """
 from paddle_pale.utils.tool import run_tool
 

@@ -1,18 +1,23 @@
 """The one mechanism behind the Paddle 3.x fixes of PaddleSeg (:mod:`.paddleseg_compat`)
-and PaddleDetection (:mod:`.ppdet_compat`).
+and PaddleDetection (:mod:`.ppdet_compat`), installed by importing the adapter module
+(``paddle_pale.adapters.paddleseg`` / ``.ppdet``), never by ``import paddle_pale``.
 
-A fix replaces exactly one library function, named by its module and qualified name,
-with a function made from the original (a wrapper, or the same code reading some of its
-globals from replacements, :func:`rebind_globals`). The original stays reachable under
-:data:`ORIGINAL` on the fixed function; installing twice changes nothing; a module-level
-function is also replaced where other modules of the library imported it by name. Only
-our seg/det integration installs fixes, never ``import paddle_pale``.
+A :class:`Fix` replaces one library function by ``make_fixed(original)`` (a wrapper, or
+the same code reading some globals from replacements, :func:`rebind_globals`) only where
+``probe(original)``, a tiny call, shows the bug: a version fixed upstream runs its own
+code, and no version string is read. The original stays under :data:`ORIGINAL` on the
+fixed function; installing twice changes nothing; a module-level function is replaced
+also where other modules of the library imported it by name.
 """
 import importlib
 import sys
 import types
+from typing import Callable, NamedTuple
 
-__all__ = ["ORIGINAL", "Proxy", "locate", "original", "install", "rebind_globals"]
+import paddle
+
+__all__ = ["ORIGINAL", "Fix", "Proxy", "locate", "original", "find", "needed", "install",
+           "rebind_globals", "fails", "concat_0d_as_1d"]
 
 # the unpatched function, on the patched one; not ``__wrapped__``, which
 # ``paddle.jit.to_static`` unwraps (``inspect.unwrap``) before converting a function,
@@ -48,18 +53,62 @@ def original(module_name, qualname):
     return getattr(function, ORIGINAL, function)
 
 
+class Fix(NamedTuple):
+    """``module.qualname`` becomes ``make_fixed(original)`` where ``probe(original)``."""
+    module: str
+    qualname: str
+    make_fixed: Callable
+    probe: Callable
+    name: str = ""  # tells two fixes of one function apart (default: the qualname)
+
+    @property
+    def key(self):
+        return self.module, self.name or self.qualname
+
+
+_NEEDED = {}  # Fix.key -> what the probe said, once installed
+
+
+def find(fixes, name):
+    """The fix among ``fixes`` named (or else of the qualname) ``name``."""
+    return next(fix for fix in fixes if (fix.name or fix.qualname) == name)
+
+
+def fails(error, call, match=""):
+    """True if ``call()`` raises ``error`` with ``match`` in its message, False if it
+    returns; any other exception propagates (a change the fix does not know)."""
+    try:
+        call()
+    except error as raised:
+        if match in str(raised):
+            return True
+        raise
+    return False
+
+
+def needed(module_name, name):
+    """What the probe of the fix ``name`` (its qualname unless named) of ``module_name``
+    said at :func:`install`: True where the installed library needs it (and has it)."""
+    if (module_name, name) not in _NEEDED:
+        raise KeyError(f"{module_name}.{name}: not installed yet (call apply())")
+    return _NEEDED[module_name, name]
+
+
 def install(fixes):
-    """Install each ``(module, "Class.method" or "function", make_fixed)`` of ``fixes``:
-    ``make_fixed(original) -> fixed function`` (idempotent)."""
-    for module_name, qualname, make_fixed in fixes:
+    """Install each :class:`Fix` of ``fixes`` whose probe shows the bug (idempotent)."""
+    for fix in fixes:
+        module_name, qualname = fix.module, fix.qualname
         owner, name = locate(module_name, qualname)
         function = owner.__dict__[name]
         if isinstance(function, (staticmethod, classmethod)):
             raise TypeError(f"{module_name}.{qualname}: static and class methods are not "
                             f"handled")
-        if hasattr(function, ORIGINAL):
+        if fix.key in _NEEDED:
             continue
-        fixed = make_fixed(function)
+        _NEEDED[fix.key] = needs = bool(fix.probe(function))
+        if not needs:
+            continue
+        fixed = fix.make_fixed(function)
         fixed.__dict__.pop("__wrapped__", None)  # see ORIGINAL
         setattr(fixed, ORIGINAL, function)
         setattr(owner, name, fixed)
@@ -95,3 +144,23 @@ def rebind_globals(**replacements):
             scope[function.__name__] = fixed
         return fixed
     return make_fixed
+
+
+@paddle.jit.not_to_static  # runs as it is inside ``paddle.jit.to_static``
+def concat_0d_as_1d(x, axis=0, name=None):
+    """``paddle.concat`` with Paddle 2.4's reading of 0-D tensors as shape ``[1]``:
+    a list of them gives the vector of their values, and so does a static-graph
+    tensor array of them (where ``paddle.concat`` would give a 0-D value)."""
+    if isinstance(x, (list, tuple)):
+        x = [t.reshape([1]) if isinstance(t, (paddle.Tensor, paddle.pir.Value)) and
+             t.ndim == 0 else t for t in x]
+    elif _is_array_of_0d(x) and axis == 0:
+        return paddle.stack(x, axis=0, name=name)  # [len(x)]
+    return paddle.concat(x, axis=axis, name=name)
+
+
+def _is_array_of_0d(x):
+    """A static-graph tensor array (a list appended to in a graph loop) whose
+    elements are 0-D; its ``shape`` is the shape of one element."""
+    return isinstance(x, paddle.pir.Value) and x.is_dense_tensor_array_type() and \
+        list(x.shape) == []

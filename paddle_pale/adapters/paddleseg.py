@@ -7,15 +7,15 @@ Importing this module registers ``PaleTransformer`` with
       type: UPerNet
       backbone: {type: PaleTransformer, arch: pale_t, pretrained: best.pdparams}
 
-It also applies the Paddle 3.x compatibility fixes of :mod:`.paddleseg_compat`, which
-PaddleSeg 2.8.0 needs to train and evaluate: registering and fixing are what importing
-this module is for.
+It also installs the Paddle 3.x fixes of :mod:`.paddleseg_compat` that the installed
+PaddleSeg needs (paddleseg 2.8.0 all three, PaddleSeg's ``develop`` none): registering
+and fixing are what importing this module is for.
 """
 try:
     from paddleseg.cvlibs import manager
 except ImportError as error:
-    raise ImportError("paddle_pale.adapters.paddleseg needs paddleseg==2.8.0: "
-                      "pip install 'paddle-pale[seg]'") from error
+    raise ImportError("paddle_pale.adapters.paddleseg needs paddleseg (2.8.0 or a "
+                      "develop checkout): pip install 'paddle-pale[seg]'") from error
 
 from . import paddleseg_compat
 from .backbone import DenseBackbone

@@ -1,93 +1,98 @@
-"""Fixes that let PaddleSeg 2.8.0 train and evaluate on Paddle 3.x.
-
-PaddleSeg 2.8.0 predates Paddle's 0-D tensors (reductions return shape ``[]``) and the
-end of implicit int/float promotion. Three functions break on Paddle 3.3.1; each fix
-below replaces exactly that one function, keeping its contract:
-
-* ``CrossEntropyLoss._post_process_loss``: ``mask * coef`` multiplies float32 by the
-  int64 ``ones_like(label)`` (TypeError) -> the unweighted coefficient is made float;
-* ``paddleseg.core.train.loss_computation``: ``train`` logs ``loss[0]`` of each loss,
-  an IndexError on 0-D losses -> each loss is returned with shape ``[1]``;
-* ``paddleseg.utils.metrics.calculate_area``: ``paddle.concat`` of 0-D per-class sums
-  fails -> the areas are counted with ``bincount``.
-
-:func:`apply` is called by ``paddle_pale.adapters.paddleseg`` (our seg integration)
-only; importing ``paddle_pale`` patches nothing.
+"""Fixes for PaddleSeg versions that predate Paddle 3's 0-D tensors and the end of
+implicit int/float promotion, installed on import of ``paddle_pale.adapters.paddleseg``
+where their probe shows the bug (:mod:`.compat`). paddleseg 2.8.0 needs all three;
+PaddleSeg's develop branch (2024-10-18) fixed each upstream (named per fix below) and
+runs its own code.
 """
 import functools
+import importlib
+import inspect
+import tempfile
+import types
+import warnings
 
+import numpy as np
 import paddle
 
 from . import compat
 
-__all__ = ["FIXES", "apply", "original", "calculate_area"]
+__all__ = ["FIXES", "apply", "original", "needed"]
 
 
-def original(qualname):
-    """The unpatched PaddleSeg function ``qualname`` (as named in :data:`FIXES`)."""
-    module_name = next(module for module, name, _ in FIXES if name == qualname)
-    return compat.original(module_name, qualname)
-
-
-def _float_coefficient_post_process(unpatched):
+def _post_process_with_float_label(unpatched):
     @functools.wraps(unpatched)
-    def post_process_loss(self, logit, label, semantic_weights, loss):
-        if self.weight is None:
-            # without class weights the per-pixel coefficient is ones_like(label); a
-            # float label makes it float, which Paddle 3 needs to multiply the mask
-            label = label.astype(loss.dtype)
-        return unpatched(self, logit, label, semantic_weights, loss)
+    def post_process_loss(self, logit, label, *args, **kwargs):
+        # without class weights the coefficient is ones_like(label): float, not int64
+        label = label.astype("float32") if self.weight is None else label
+        return unpatched(self, logit, label, *args, **kwargs)
     return post_process_loss
+
+
+def _post_process_fails(unpatched):  # float32 mask * int64 coef -> TypeError
+    from paddleseg.models.losses import CrossEntropyLoss
+    return compat.fails(TypeError, lambda: unpatched(
+        CrossEntropyLoss(), paddle.zeros([1, 1, 2, 2]), paddle.zeros([1, 1, 2], "int64"),
+        None, paddle.zeros([1, 1, 2])), "int64")
 
 
 def _one_element_losses(unpatched):
     @functools.wraps(unpatched)
     def loss_computation(*args, **kwargs):
-        # paddleseg.core.train logs `loss[0]`, which needs a 1-element loss, not 0-D
         return [loss.reshape([1]) for loss in unpatched(*args, **kwargs)]
     return loss_computation
 
 
-def _count(values, num_classes):
-    """How often each of 0..num_classes-1 occurs in ``values`` (others not counted)."""
-    values = values.flatten()
-    in_range = paddle.logical_and(values >= 0, values < num_classes)
-    values = paddle.masked_select(values, in_range)
-    if values.shape[0] == 0:
-        return paddle.zeros([num_classes], dtype="int64")
-    return paddle.bincount(values, minlength=num_classes).astype("int64")
+def _training_log_fails(_unpatched):
+    """One silent, single-process iteration of ``paddleseg.core.train.train`` that
+    logs: 2.8.0 logs ``loss.numpy()[0]``, an IndexError on 0-D losses."""
+    def quiet(*args, **kwargs):
+        pass
+    silent = types.SimpleNamespace(info=quiet, warning=quiet, debug=quiet)
+    train = compat.rebind_globals(
+        paddle=lambda p: compat.Proxy(p, flops=quiet, distributed=compat.Proxy(
+            p.distributed, ParallelEnv=lambda: types.SimpleNamespace(nranks=1, local_rank=0))),
+        logger=lambda _: silent)(importlib.import_module("paddleseg.core.train").train)
+    # later versions take the logger as an argument
+    logger = {"logger": silent} if "logger" in inspect.signature(train).parameters else {}
+    model = paddle.nn.Conv2D(3, 2, 1)
+    data = [{"img": np.zeros([3, 2, 2], "float32"), "label": np.zeros([2, 2], "int64")}]
+    with tempfile.TemporaryDirectory() as save_dir, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return compat.fails(IndexError, lambda: train(
+            model, data, optimizer=paddle.optimizer.SGD(0.0, model.parameters()),
+            save_dir=save_dir, iters=1, batch_size=1, log_iters=1,
+            losses={"types": [lambda logit, label: logit.mean()], "coef": [1.0]}, **logger))
 
 
-def calculate_area(pred, label, num_classes, ignore_index=255):
-    """Per-class intersection, prediction and label pixel counts, each ``[num_classes]``
-    int64, with the contract of ``paddleseg.utils.metrics.calculate_area``: predictions
-    on ``ignore_index`` pixels are not counted.
-    """
-    if len(pred.shape) == 4:
-        pred = pred.squeeze(axis=1)
-    if len(label.shape) == 4:
-        label = label.squeeze(axis=1)
-    if pred.shape != label.shape:
-        raise ValueError(f"prediction and label shapes differ: {pred.shape} vs {label.shape}")
-    pred = pred.astype("int64")
-    label = label.astype("int64")
-    labelled = label != ignore_index
-    pred_area = _count(paddle.masked_select(pred, labelled), num_classes)
-    label_area = _count(paddle.masked_select(label, labelled), num_classes)
-    agree = paddle.logical_and(labelled, pred == label)
-    intersect_area = _count(paddle.masked_select(label, agree), num_classes)
-    return intersect_area, pred_area, label_area
+def _area_fails(unpatched):  # paddle.concat of 0-D per-class sums -> ValueError
+    zeros = paddle.zeros([1, 2, 2], "int64")
+    return compat.fails(ValueError, lambda: unpatched(zeros, zeros, 2), "axis is expected")
 
 
-# (module, "Class.method" or "function", make_fixed(unpatched)) for compat.install
 FIXES = (
-    ("paddleseg.models.losses.cross_entropy_loss", "CrossEntropyLoss._post_process_loss",
-     _float_coefficient_post_process),
-    ("paddleseg.core.train", "loss_computation", _one_element_losses),
-    ("paddleseg.utils.metrics", "calculate_area", lambda unpatched: calculate_area),
+    # upstream: `mask * coef.astype(mask.dtype)`
+    compat.Fix("paddleseg.models.losses.cross_entropy_loss",
+               "CrossEntropyLoss._post_process_loss", _post_process_with_float_label,
+               _post_process_fails),
+    # the losses come out with shape [1]; upstream: train() logs `float(loss)`
+    compat.Fix("paddleseg.core.train", "loss_computation", _one_element_losses,
+               _training_log_fails),
+    # its code reads a concat taking 0-D sums as [1]; upstream: `paddle.stack`
+    compat.Fix("paddleseg.utils.metrics", "calculate_area", compat.rebind_globals(
+        paddle=lambda p: compat.Proxy(p, concat=compat.concat_0d_as_1d)), _area_fails),
 )
 
 
+def original(qualname):
+    """The unpatched PaddleSeg function ``qualname`` (as named in :data:`FIXES`)."""
+    return compat.original(compat.find(FIXES, qualname).module, qualname)
+
+
+def needed(qualname):
+    """Whether the installed PaddleSeg shows the bug the fix of ``qualname`` fixes."""
+    return compat.needed(*compat.find(FIXES, qualname).key)
+
+
 def apply():
-    """Install every fix in :data:`FIXES` (idempotent)."""
+    """Install the fixes of :data:`FIXES` the installed PaddleSeg needs (idempotent)."""
     compat.install(FIXES)

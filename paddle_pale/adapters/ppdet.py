@@ -2,14 +2,19 @@
 
 Importing this module registers :class:`PaleTransformer` in ppdet's workspace, so it
 must be imported before ``ppdet.core.workspace.load_config`` reads a config that names
-it (``tools/train_det.py`` and ``tools/eval_det.py`` do so).
+it (``tools/train_det.py`` and ``tools/eval_det.py`` do so). It also installs the Paddle
+3.x fixes of :mod:`.ppdet_compat` that the installed ppdet needs: registering and fixing
+are what importing this module is for.
 """
 from ppdet.core.workspace import register, serializable
 from ppdet.modeling.shape_spec import ShapeSpec
 
+from . import ppdet_compat
 from .backbone import DenseBackbone
 
 __all__ = ["PaleTransformer"]
+
+ppdet_compat.apply()
 
 
 @register

@@ -1,33 +1,33 @@
 """Train, evaluate and export PaddleDetection configs that use the Pale backbone.
 
 Everything here hands off to ``ppdet.engine.Trainer``; this module only makes sure
-that the backbone is registered before the config is read, that the Paddle 3.x
-compatibility fixes are in place, and that bad settings fail with a clear message
+that the backbone is registered (and the Paddle 3.x fixes the installed ppdet needs are
+in place) before the config is read, that checkpoints are looked for where the
+installed ppdet writes them, and that bad settings fail with a clear message
 before a long run starts.
 """
 import argparse
 import logging
 import os
+import types
 
 import paddle
 import yaml
 from ppdet.core import workspace
 from ppdet.core.config.schema import SchemaDict
 from ppdet.engine import Trainer, init_parallel_env
-from ppdet.engine.callbacks import Callback
+from ppdet.engine.callbacks import Callback, Checkpointer
 from ppdet.utils.checkpoint import is_url
 from ppdet.utils.download import get_weights_path
 
 from ..utils.config import ConfigError, parse_override
 from ..utils import safe_pickle
 from ..utils.io import add_mismatch_flag, load_weights, resolve_weights_path, strip_suffix
-from . import ppdet as _registers_backbone  # noqa: F401  (ppdet must know the name)
-from . import ppdet_compat
+from . import ppdet as _registers_backbone  # noqa: F401  (registers, installs fixes)
 
 __all__ = ["parse_overrides", "load_config", "check_datasets", "load_detector_weights",
-           "build_trainer",
-           "train", "evaluate", "export", "EXPORTED_FILES", "train_main", "eval_main",
-           "export_main"]
+           "build_trainer", "checkpoint_prefix", "train", "evaluate", "export",
+           "EXPORTED_FILES", "train_main", "eval_main", "export_main"]
 
 # what ``Trainer.export`` writes into ``output_dir/<config name>/``
 EXPORTED_FILES = ("model.json", "model.pdiparams", "infer_cfg.yml")
@@ -97,7 +97,6 @@ def load_config(path, overrides=None):
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no detection config at {path!r}")
-    ppdet_compat.apply()
     _reset_workspace()
     cfg = workspace.load_config(path)
     if isinstance(overrides, (list, tuple)):
@@ -146,6 +145,31 @@ def build_trainer(cfg, mode):
                        "the backbone starts from random weights")
     init_parallel_env()
     return Trainer(cfg, mode=mode)
+
+
+def checkpoint_prefix(cfg, name="model_final"):
+    """Where the installed ppdet writes checkpoint ``name`` (``NAME.pdparams`` /
+    ``.pdopt``) of a training run of ``cfg``, as its ``Checkpointer`` places it:
+    paddledet 2.6.0 ``save_dir/<config name>/NAME``, PaddleDetection's develop branch
+    ``save_dir/NAME`` (``save_dir/NAME/NAME`` with ``uniform_output_enabled``)."""
+    saver = Checkpointer(types.SimpleNamespace(cfg=cfg, model=types.SimpleNamespace()))
+    folder = saver.save_dir
+    if getattr(saver, "uniform_output_enabled", False):
+        folder = os.path.join(folder, name)
+    return os.path.join(folder, name)
+
+
+def _weights(cfg, weights, what):
+    """``weights``, else the config's, else the final checkpoint of training ``cfg``
+    where it exists."""
+    weights = weights or cfg.get("weights")
+    if weights:
+        return weights
+    trained = checkpoint_prefix(cfg)
+    if os.path.isfile(trained + ".pdparams"):
+        return trained
+    raise ValueError(f"no weights to {what}: pass -o weights=PATH (training this config "
+                     f"writes {trained}.pdparams, which is not there)")
 
 
 def train(cfg, validate=False, resume=None):
@@ -203,14 +227,13 @@ def load_detector_weights(model, weights, strict=True):
 
 def evaluate(cfg, weights=None, allow_mismatched_weights=False):
     """COCO bbox + segm evaluation of ``weights`` (default: the config's
-    ``weights``). Returns ``{"bbox": stats, "mask": stats}``, the 12 COCO
-    AP/AR numbers of each, as pycocotools' ``COCOeval.stats``.
+    ``weights``, else :func:`checkpoint_prefix`, the final weights of training it).
+    Returns ``{"bbox": stats, "mask": stats}``, the 12 COCO AP/AR numbers of each, as
+    pycocotools' ``COCOeval.stats``.
 
     Weights that do not fit the model are refused (ValueError) unless
     ``allow_mismatched_weights``."""
-    weights = weights or cfg.get("weights")
-    if not weights:
-        raise ValueError("no weights to evaluate: pass -o weights=PATH")
+    weights = _weights(cfg, weights, "evaluate")
     if is_url(weights):  # fetched as ppdet's loader would, then checked like a file
         weights = get_weights_path(weights)
     trainer = build_trainer(cfg, "eval")
@@ -229,12 +252,10 @@ def export(cfg, output_dir="output_inference", weights=None):
     and ``scale_factor`` [N, 2]), its weights, and ppdet's ``infer_cfg.yml``
     (preprocessing, label list).
 
-    ``weights`` (default: the config's ``weights``) must fit the model exactly (see
+    ``weights`` (default: as :func:`evaluate`) must fit the model exactly (see
     :func:`load_detector_weights`). Returns the paths written.
     """
-    weights = weights or cfg.get("weights")
-    if not weights:
-        raise ValueError("no weights to export: pass -o weights=PATH")
+    weights = _weights(cfg, weights, "export")
     paddle.set_device("cpu")  # as tools/export_model.py: tracing needs no GPU
     trainer = Trainer(cfg, mode="test")
     load_detector_weights(trainer.model, weights)
@@ -283,9 +304,11 @@ def train_main(argv=None, description=None):
 
 
 def eval_main(argv=None, description=None):
-    """``tools/eval_det.py``: ``-c CONFIG [-o weights=PATH ...]``; returns the metrics."""
+    """``tools/eval_det.py``: ``-c CONFIG [-o weights=PATH ...]``; returns the metrics.
+    Without ``weights`` it evaluates the final checkpoint of training the config."""
     parser = _config_args(description,
-                          "config overrides; weights=PATH picks the checkpoint")
+                          "config overrides; weights=PATH picks the checkpoint "
+                          "(default: the final one of training this config)")
     add_mismatch_flag(parser, "weights=PATH")
     args = parser.parse_args(argv)
     return evaluate(load_config(args.config, parse_overrides(args.opt)),
