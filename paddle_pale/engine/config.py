@@ -215,6 +215,7 @@ RULES = {
     ("Arch", "attention_mode"): choice(MODES),
     ("Arch", "stripe_width"): Rule(_is_pale_size, "a positive integer, a pair [w_r, w_c], or "
                                                   "one of those per stage", nullable=True),
+    ("Arch", "grad_checkpointing"): boolean(),
 }
 for _mode in ("Train", "Eval"):
     for _key, _rule in _LOADER_RULES.items():
