@@ -162,6 +162,7 @@ BAD_VALUES = {
     "Optimizer.name": "SGD", "Optimizer.beta1": 1.0, "Optimizer.beta2": -0.1,
     "Optimizer.epsilon": 0, "Optimizer.weight_decay": -0.05,
     "Optimizer.no_decay_norm_and_bias": "true", "Optimizer.grad_clip": -1,
+    "Optimizer.layer_decay": 1.5,
     "Optimizer.lr.name": "Step", "Optimizer.lr.base_lr": 0,
     "Optimizer.lr.reference_batch": 0, "Optimizer.lr.warmup_epochs": -1,
     "Optimizer.lr.warmup_start_lr": -1e-6, "Optimizer.lr.min_lr": -1e-5,

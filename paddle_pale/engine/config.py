@@ -175,6 +175,7 @@ RULES = {
     ("Optimizer", "weight_decay"): number(0.0),
     ("Optimizer", "no_decay_norm_and_bias"): boolean(),
     ("Optimizer", "grad_clip"): number(0.0, None, low_open=True, nullable=True),
+    ("Optimizer", "layer_decay"): number(0.0, 1.0, low_open=True, nullable=True),
     ("Optimizer", "lr", "name"): choice(("Cosine", "Constant")),
     ("Optimizer", "lr", "base_lr"): number(0.0, None, low_open=True),
     ("Optimizer", "lr", "reference_batch"): integer(1),

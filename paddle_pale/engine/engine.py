@@ -125,7 +125,7 @@ class Engine:
             if mode == "eval":
                 self._load_eval_weights(global_cfg["pretrained"], allow_mismatched_weights)
             else:
-                load_pretrained(self.model, global_cfg["pretrained"])
+                self._load_pretrained(global_cfg["pretrained"])
         if mode == "train":
             if self.rank == 0:
                 remove_stale_files(self.output_dir)
@@ -149,6 +149,18 @@ class Engine:
                 f"AMP.enable=True ({amp['dtype']}, {amp['level']}) needs a GPU: Paddle's "
                 f"autocast does nothing on CPU, which has no half-precision matmul "
                 f"kernels; set AMP.enable=False to train in float32 here")
+
+    def _load_pretrained(self, path):
+        """Start training from the weights at ``path`` (fine-tuning). A classifier of
+        another ``num_classes`` is left out: the head keeps its initialisation (drawn from
+        ``Global.seed``) and trains from scratch, and the log says so."""
+        missing, _ = load_pretrained(self.model, path)
+        head = [key for key in missing if key.startswith("head.")]
+        if head:
+            logger.warning("Global.pretrained %s has no classifier for Arch.num_classes=%d "
+                           "(another number of classes): %s re-initialised, trained from "
+                           "scratch; the rest is fine-tuned", path, self.arch["num_classes"],
+                           ", ".join(head))
 
     def _load_eval_weights(self, path, allow_mismatched_weights):
         """Weights to evaluate, and the class map of their checkpoint."""
