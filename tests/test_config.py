@@ -155,7 +155,7 @@ BAD_VALUES = {
     "Global.epochs": 0, "Global.output_dir": "", "Global.seed": -1, "Global.device": "tpu",
     "Global.eval_interval": 0, "Global.save_interval": -2, "Global.print_interval": 0,
     "Global.accum_steps": 0, "Global.resume": 5, "Global.pretrained": "",
-    "Global.use_visualdl": "yes",
+    "Global.use_visualdl": "yes", "Global.to_static": "no",
     "AMP.enable": 1, "AMP.dtype": "fp16", "AMP.level": "O3", "AMP.init_loss_scaling": 0,
     "EMA.enable": "on", "EMA.decay": 1.0,
     "Loss.label_smoothing": 2,

@@ -161,6 +161,7 @@ RULES = {
     ("Global", "resume"): path(),
     ("Global", "pretrained"): path(),
     ("Global", "use_visualdl"): boolean(),
+    ("Global", "to_static"): boolean(),
     ("AMP", "enable"): boolean(),
     ("AMP", "dtype"): choice(("float16", "bfloat16")),
     ("AMP", "level"): choice(("O1", "O2")),
