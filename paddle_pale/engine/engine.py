@@ -307,7 +307,7 @@ class Engine:
         (any size) and the state dict stay those of the eager model."""
         spec = [paddle.static.InputSpec([None, 3, size, size], "float32", name="images")]
         logger.info("Global.to_static: the training forward runs as a static graph, input "
-                    "%s", spec[0].shape)
+                    "[None, 3, %d, %d] float32", size, size)
         return paddle.jit.to_static(_TrainForward(self.model), input_spec=spec)
 
     # -------------------------------------------------------------- checkpoints
