@@ -5,10 +5,11 @@ import re
 
 import numpy as np
 import paddle
+import pytest
 
 from engine_helpers import tiny_config, write_image_folder
 from paddle_pale.engine import Engine
-from paddle_pale.engine.config import load_config
+from paddle_pale.engine.config import ConfigError, load_config
 
 # mixup and random erasing on (random draws between graph calls); a constant lr, so a
 # run's schedule does not depend on its number of epochs. Stochastic depth is off: the
@@ -64,3 +65,11 @@ def test_static_training_matches_eager_and_checkpoints_interchange(tmp_path):
     np.testing.assert_allclose(_epoch_losses(out_2)[2], expected[2], rtol=RTOL, atol=ATOL)
     np.testing.assert_allclose(_epoch_losses(out_3)[3], expected[3], rtol=RTOL, atol=ATOL)
     _assert_same_weights(straight_out / "latest.pdparams", out_3 / "latest.pdparams")
+
+
+def test_to_static_with_gradient_checkpointing_is_refused(tmp_path):
+    # Paddle 3.3.1: recompute inside a to_static graph fails in backward (IndexError)
+    path = tiny_config(tmp_path, tmp_path / "data")
+    with pytest.raises(ConfigError, match="Global.to_static=True and "
+                                          "Arch.grad_checkpointing=True do not go together"):
+        load_config(path, ["Global.to_static=True", "Arch.grad_checkpointing=True"])

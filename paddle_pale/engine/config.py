@@ -311,6 +311,10 @@ def validate_config(config):
         raise ConfigError(f"Metric.topk must be a list of integers in [1, Arch.num_classes = "
                           f"{num_classes}], got {topk!r}: a top-{max(topk)} accuracy over "
                           f"{num_classes} classes is always 1")
+    if config["Global"]["to_static"] and config["Arch"].get("grad_checkpointing"):
+        raise ConfigError("Global.to_static=True and Arch.grad_checkpointing=True do not go "
+                          "together: Paddle 3.3.1's recompute fails in the backward pass of a "
+                          "to_static graph (IndexError); switch one off")
     train = config["DataLoader"]["Train"]
     mixup = train["mixup"]
     if mixup:
