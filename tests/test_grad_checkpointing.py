@@ -110,3 +110,25 @@ def test_arch_grad_checkpointing_trains_and_its_checkpoints_resume_without_it(tm
                                         f"Global.resume={tmp_path / 'out' / 'latest'}"]))
     assert not resumed.model.grad_checkpointing and resumed.start_epoch == 1
     resumed.train()
+
+
+@pytest.mark.parametrize("value", [False, True])
+def test_paddleseg_and_paddledetection_configs_reach_the_backbone(value):
+    # the shipped configs' backbone sections carry grad_checkpointing (False); -o flips it
+    import os
+    pytest.importorskip("paddleseg")
+    pytest.importorskip("ppdet")
+    from paddleseg.cvlibs import SegBuilder
+    from ppdet.core import workspace
+    from paddle_pale.adapters import paddleseg_engine, ppdet_engine
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    seg = paddleseg_engine.load_config(
+        os.path.join(root, "configs", "seg", "upernet_pale_t_ade20k_512x512_160k.yml"),
+        opts=["model.backbone.depths=[1,1,1,1]", "model.channels=16",
+              f"model.backbone.grad_checkpointing={value}"])
+    assert SegBuilder(seg).model.backbone.grad_checkpointing is value
+    ppdet_engine.load_config(
+        os.path.join(root, "configs", "det", "mask_rcnn_pale_t_fpn_1x_coco.yml"),
+        ppdet_engine.parse_overrides(["PaleTransformer.depths=[1, 1, 1, 1]",
+                                      f"PaleTransformer.grad_checkpointing={value}"]))
+    assert workspace.create("PaleTransformer").grad_checkpointing is value
