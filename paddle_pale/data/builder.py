@@ -14,8 +14,8 @@ from .demo import DIGITS_SPLITS, write_digits_folder
 from .train_transforms import build_train_transform
 from .transforms import build_eval_transform
 
-__all__ = ["build_dataset", "build_dataloader", "make_loader", "shared_memory_status",
-           "prepare_generated_data", "worker_init_fn", "SHM_DIR"]
+__all__ = ["build_dataset", "build_dataloader", "make_loader", "batch_bytes",
+           "shared_memory_status", "prepare_generated_data", "worker_init_fn", "SHM_DIR"]
 
 logger = logging.getLogger("paddle_pale")
 
