@@ -300,11 +300,11 @@ class PaleTransformer(nn.Layer):
         """Stage ``index``: patch merging then its blocks; NCHW in (the image, or the
         previous stage's output transposed), ``[B, H_i, W_i, C_i]`` out."""
         x = self.patch_embeds[index](x)
+        if not (self.grad_checkpointing and self.training):
+            return self.stages[index](x)
+        # block by block (as timm's checkpoint_seq): hooks on stages.{index} do not run
         for block in self.stages[index]:
-            if self.grad_checkpointing and self.training:
-                x = recompute(block, x, use_reentrant=False, preserve_rng_state=True)
-            else:
-                x = block(x)
+            x = recompute(block, x, use_reentrant=False, preserve_rng_state=True)
         return x
 
     def forward_pyramid(self, x, out_indices=(0, 1, 2, 3)):
