@@ -156,14 +156,14 @@ BAD_VALUES = {
     "Global.epochs": 0, "Global.output_dir": "", "Global.seed": -1, "Global.device": "tpu",
     "Global.eval_interval": 0, "Global.save_interval": -2, "Global.print_interval": 0,
     "Global.accum_steps": 0, "Global.resume": 5, "Global.pretrained": "",
-    "Global.use_visualdl": "yes",
-    "Global.overwrite": 1,
+    "Global.use_visualdl": "yes", "Global.overwrite": 1, "Global.to_static": "no",
     "AMP.enable": 1, "AMP.dtype": "fp16", "AMP.level": "O3", "AMP.init_loss_scaling": 0,
     "EMA.enable": "on", "EMA.decay": 1.0,
     "Loss.label_smoothing": 2,
     "Optimizer.name": "SGD", "Optimizer.beta1": 1.0, "Optimizer.beta2": -0.1,
     "Optimizer.epsilon": 0, "Optimizer.weight_decay": -0.05,
     "Optimizer.no_decay_norm_and_bias": "true", "Optimizer.grad_clip": -1,
+    "Optimizer.layer_decay": 1.5,
     "Optimizer.lr.name": "Step", "Optimizer.lr.base_lr": 0,
     "Optimizer.lr.reference_batch": 0, "Optimizer.lr.warmup_epochs": -1,
     "Optimizer.lr.warmup_start_lr": -1e-6, "Optimizer.lr.min_lr": -1e-5,
@@ -183,6 +183,7 @@ BAD_VALUES = {
     "Arch.mlp_ratio": 0, "Arch.qkv_bias": "yes", "Arch.drop_rate": 1.0,
     "Arch.drop_path_rate": -0.1, "Arch.with_classifier": False,
     "Arch.attention_mode": "swin", "Arch.stripe_width": 0,
+    "Arch.grad_checkpointing": "yes",
 }
 for _mode in ("Train", "Eval"):
     BAD_VALUES.update({

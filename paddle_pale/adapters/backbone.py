@@ -25,6 +25,10 @@ class DenseBackbone(pale.PaleTransformer):
             the shipped seg/det configs set each variant's).
         frozen_stages: leading stages (patch merging and blocks) kept frozen, as in
             PaddleDetection's SwinTransformer; -1 or 0 trains everything.
+        grad_checkpointing: recompute each block's activations in the backward pass
+            (:meth:`~paddle_pale.models.pale.PaleTransformer.set_grad_checkpointing`):
+            less memory for the same gradients, at more step time (1.4x measured
+            for UPerNet-Pale-T on CPU).
         pretrained: classification checkpoint (``.pdparams`` or prefix) or exported
             backbone weights (``.pdparams``, ``.safetensors``); the classifier is left
             out, any other missing, unexpected or differently shaped tensor raises.
@@ -35,15 +39,15 @@ class DenseBackbone(pale.PaleTransformer):
     """
 
     def __init__(self, arch="pale_t", in_channels=3, out_indices=(0, 1, 2, 3),
-                 drop_path_rate=0.2, frozen_stages=-1, pretrained=None, strict=True,
-                 **overrides):
+                 drop_path_rate=0.2, frozen_stages=-1, grad_checkpointing=False,
+                 pretrained=None, strict=True, **overrides):
         reserved = sorted(set(overrides) & set(_RESERVED))
         if reserved:
             raise ValueError(f"a PaleTransformer backbone builds no classifier; remove "
                              f"{', '.join(reserved)} from the backbone config")
         super().__init__(**dict(model_defaults(arch), in_channels=in_channels,
                                 drop_path_rate=drop_path_rate, with_classifier=False,
-                                **overrides))
+                                grad_checkpointing=grad_checkpointing, **overrides))
         num_stages = len(self.stages)
         self.out_indices = tuple(self.check_out_indices(out_indices))
         if not -1 <= frozen_stages <= num_stages:

@@ -1,6 +1,7 @@
 """Data sets and loaders from the ``DataLoader.Train`` / ``DataLoader.Eval`` config."""
 import ctypes
 import functools
+import logging
 import os
 import signal
 import sys
@@ -13,7 +14,14 @@ from .demo import DIGITS_SPLITS, write_digits_folder
 from .train_transforms import build_train_transform
 from .transforms import build_eval_transform
 
-__all__ = ["build_dataset", "build_dataloader", "prepare_generated_data", "worker_init_fn"]
+__all__ = ["build_dataset", "build_dataloader", "make_loader", "batch_bytes",
+           "shared_memory_status", "prepare_generated_data", "worker_init_fn", "SHM_DIR"]
+
+logger = logging.getLogger("paddle_pale")
+
+SHM_DIR = "/dev/shm"
+# batches in flight per worker (paddle.io.DataLoader's prefetch_factor default)
+PREFETCH_FACTOR = 2
 
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -57,7 +65,10 @@ def prepare_generated_data(dataset_cfg):
 
 
 def build_dataset(loader_cfg, mode, classes=None):
-    """``mode`` is ``"Train"`` or ``"Eval"``; returns a ClassificationDataset.
+    """``mode`` is ``"Train"`` or ``"Eval"``; returns a ClassificationDataset. Training
+    images come out augmented as uint8, to be normalized and erased per batch on the
+    device (:class:`~paddle_pale.data.train_transforms.BatchNormalize`); evaluation
+    images come out normalized float32.
 
     ``classes``: the class names of the trained model (index = label), through which an
     image folder's class folders are mapped; None numbers the split's own folders."""
@@ -68,7 +79,7 @@ def build_dataset(loader_cfg, mode, classes=None):
                          f"{'train' if mode == 'Train' else 'val'})")
     prepare_generated_data(dataset_cfg)
     if mode == "Train":
-        transform = build_train_transform(**loader_cfg["transforms"])
+        transform = build_train_transform(**loader_cfg["transforms"], on_device=True)
         on_error = "replace"
     else:
         transform = build_eval_transform(**loader_cfg["transforms"])
@@ -79,6 +90,47 @@ def build_dataset(loader_cfg, mode, classes=None):
                             classes=classes)
 
 
+def shared_memory_status(batch_bytes, num_workers, shm_dir=SHM_DIR):
+    """Whether loader workers may hand batches over through shared memory:
+    -> ``(ok, reason)``. It needs ``shm_dir`` (a tmpfs) with room for the batches in
+    flight, ``num_workers * PREFETCH_FACTOR + 2`` of ``batch_bytes``; a container's
+    default 64 MB ``/dev/shm`` is too small for ImageNet batches, and running out of it
+    kills the workers with a bus error."""
+    if num_workers == 0:
+        return False, "no worker processes (num_workers: 0)"
+    needed = (num_workers * PREFETCH_FACTOR + 2) * batch_bytes
+    try:
+        stat = os.statvfs(shm_dir)
+    except OSError as error:
+        return False, f"{shm_dir} is not usable ({error.strerror})"
+    free = stat.f_bavail * stat.f_frsize
+    if free < needed:
+        return False, (f"{shm_dir} has {free / 2**20:.0f} MiB free, {num_workers} worker(s) "
+                       f"need about {needed / 2**20:.0f} MiB for their batches in flight")
+    return True, f"{shm_dir}: {free / 2**20:.0f} MiB free, about {needed / 2**20:.0f} needed"
+
+
+def make_loader(dataset, mode, num_workers, batch_bytes, **kwargs):
+    """``paddle.io.DataLoader`` with workers that end with this process and shared
+    memory on where :func:`shared_memory_status` allows it; when it does not, a warning
+    says why and how to give it room (batches then travel through pipes, slower)."""
+    shared, reason = shared_memory_status(batch_bytes, num_workers)
+    if not shared and num_workers > 0:
+        logger.warning("DataLoader.%s: shared memory off (%s); batches go through pipes, "
+                       "slower. Give %s more room (docker run --shm-size=8g) or lower "
+                       "num_workers / batch_size", mode, reason, SHM_DIR)
+    return DataLoader(dataset, num_workers=num_workers, use_shared_memory=shared,
+                      worker_init_fn=worker_init_fn(), **kwargs)
+
+
+def batch_bytes(loader_cfg, mode, batch_size=None):
+    """Bytes of one batch of images as the workers ship it (uint8 for training,
+    float32 for evaluation)."""
+    size = loader_cfg["transforms"]["input_size"]
+    per_image = 3 * size * size * (1 if mode == "Train" else 4)
+    return per_image * (batch_size or loader_cfg["batch_size"])
+
+
 def build_dataloader(loader_cfg, mode, dataset=None):
     """Loader over this rank's shard; ``DistributedBatchSampler`` also for one process,
     so shuffling depends only on the epoch (``batch_sampler.set_epoch``)."""
@@ -86,5 +138,5 @@ def build_dataloader(loader_cfg, mode, dataset=None):
     training = mode == "Train"
     sampler = DistributedBatchSampler(dataset, batch_size=loader_cfg["batch_size"],
                                       shuffle=training, drop_last=training)
-    return DataLoader(dataset, batch_sampler=sampler, num_workers=loader_cfg["num_workers"],
-                      use_shared_memory=False, worker_init_fn=worker_init_fn())
+    return make_loader(dataset, mode, loader_cfg["num_workers"],
+                       batch_bytes(loader_cfg, mode), batch_sampler=sampler)

@@ -34,7 +34,8 @@ class ClassificationDataset(Dataset):
 
     Args:
         samples: ``(path, label)`` pairs.
-        transform: PIL image -> ``[3, H, W]`` float32 array.
+        transform: PIL image -> ``[3, H, W]`` float32 array, or uint8 (the training
+            loader's, normalized per batch on the device).
         on_error: ``"replace"`` or ``"mask"`` (see the module docstring).
         classes: class names, index = label (optional).
     """
@@ -60,7 +61,10 @@ class ClassificationDataset(Dataset):
         except Exception as error:  # a preprocessing bug or setting, not a bad file
             raise RuntimeError(f"preprocessing failed on {path!r} ({type(error).__name__}: "
                                f"{error}); check the DataLoader transforms settings") from error
-        return np.asarray(image, dtype="float32"), np.int64(label)
+        image = np.asarray(image)
+        if image.dtype != np.uint8:
+            image = image.astype("float32", copy=False)
+        return image, np.int64(label)
 
     def __getitem__(self, index):
         skipped = 0

@@ -8,7 +8,7 @@ import paddle.nn.functional as F
 from ..models.registry import create_model
 
 __all__ = ["build_model", "arch_record", "scaled_learning_rate", "build_lr_scheduler",
-           "build_optimizer", "soft_target_cross_entropy"]
+           "build_optimizer", "layer_ids", "layer_decay_scales", "soft_target_cross_entropy"]
 
 logger = logging.getLogger("paddle_pale")
 
@@ -19,9 +19,15 @@ def build_model(arch):
     return create_model(arch["name"], **kwargs)
 
 
+# Arch keys that change how a model trains, not what it is: left out of the record, so
+# a run may resume, evaluate or export with them switched
+TRAINING_ONLY_ARCH_KEYS = ("grad_checkpointing",)
+
+
 def arch_record(arch, model):
-    """The Arch dict written into checkpoints: name, kwargs, and the real num_classes."""
-    record = dict(arch)
+    """The Arch dict written into checkpoints: name, kwargs, and the real num_classes;
+    training-only switches (:data:`TRAINING_ONLY_ARCH_KEYS`) left out."""
+    record = {k: v for k, v in arch.items() if k not in TRAINING_ONLY_ARCH_KEYS}
     record.setdefault("num_classes", model.num_classes)
     return record
 
@@ -46,12 +52,53 @@ def build_lr_scheduler(lr_cfg, peak_lr, steps_per_epoch, epochs):
                                             start_lr=lr_cfg["warmup_start_lr"], end_lr=peak_lr)
 
 
+def layer_ids(model):
+    """Depth of every parameter for layer-wise lr decay, as timm's
+    ``param_groups_layer_decay`` (BEiT, ConvNeXt): ``{name: id}`` with the stem
+    (``patch_embeds.0``) 0, block ``i`` of all blocks in order ``i + 1``, a stage's patch
+    merging with the first block it feeds, a stage's norm with its last block, and the
+    classifier (``norm``, ``head``) ``num_blocks + 1``. -> ``(ids, num_blocks + 1)``."""
+    depths = [len(stage) for stage in model.stages]
+    first = [1 + sum(depths[:s]) for s in range(len(depths))]  # id of each stage's 1st block
+    top = sum(depths) + 1
+    ids = {}
+    for name, _ in model.named_parameters():
+        parts = name.split(".")
+        if parts[0] == "patch_embeds":
+            ids[name] = 0 if parts[1] == "0" else first[int(parts[1])]
+        elif parts[0] == "stages":
+            ids[name] = first[int(parts[1])] + int(parts[2])
+        elif parts[0] == "stage_norms":
+            stage = int(parts[1])
+            ids[name] = first[stage] + depths[stage] - 1
+        else:  # norm, head: the classifier
+            ids[name] = top
+    return ids, top
+
+
+def layer_decay_scales(model, decay):
+    """``{name: decay ** (top - id)}`` (see :func:`layer_ids`): the classifier trains at
+    the full lr, each block below it at ``decay`` times the lr of the one above."""
+    ids, top = layer_ids(model)
+    return {name: decay ** (top - layer) for name, layer in ids.items()}
+
+
 def build_optimizer(opt_cfg, model, lr_scheduler):
     """AdamW over the trainable parameters; no weight decay on norm scales and biases
     when ``no_decay_norm_and_bias``, as in Swin/DeiT. Biases are told by name, not by
-    shape: the fused Q/K/V bias is ``[3, 1, C]``; norm scales are the other 1-D ones."""
+    shape: the fused Q/K/V bias is ``[3, 1, C]``; norm scales are the other 1-D ones.
+    ``layer_decay`` (fine-tuning, timm/BEiT): one parameter group per depth, whose
+    ``learning_rate`` (Paddle's per-parameter multiplier of the schedule's lr) is
+    :func:`layer_decay_scales`."""
     named = [(n, p) for n, p in model.named_parameters() if not p.stop_gradient]
     params = [p for _, p in named]
+    if opt_cfg.get("layer_decay") is not None:
+        scales = layer_decay_scales(model, opt_cfg["layer_decay"])
+        groups = {}
+        for name, param in named:
+            groups.setdefault(scales[name], []).append(param)
+        params = [{"params": group, "learning_rate": scale}
+                  for scale, group in sorted(groups.items())]
     if opt_cfg["no_decay_norm_and_bias"]:
         decayed = {p.name for n, p in named
                    if len(p.shape) > 1 and not n.endswith(".bias")}

@@ -162,6 +162,7 @@ RULES = {
     ("Global", "pretrained"): path(),
     ("Global", "use_visualdl"): boolean(),
     ("Global", "overwrite"): boolean(),
+    ("Global", "to_static"): boolean(),
     ("AMP", "enable"): boolean(),
     ("AMP", "dtype"): choice(("float16", "bfloat16")),
     ("AMP", "level"): choice(("O1", "O2")),
@@ -176,6 +177,7 @@ RULES = {
     ("Optimizer", "weight_decay"): number(0.0),
     ("Optimizer", "no_decay_norm_and_bias"): boolean(),
     ("Optimizer", "grad_clip"): number(0.0, None, low_open=True, nullable=True),
+    ("Optimizer", "layer_decay"): number(0.0, 1.0, low_open=True, nullable=True),
     ("Optimizer", "lr", "name"): choice(("Cosine", "Constant")),
     ("Optimizer", "lr", "base_lr"): number(0.0, None, low_open=True),
     ("Optimizer", "lr", "reference_batch"): integer(1),
@@ -216,6 +218,7 @@ RULES = {
     ("Arch", "attention_mode"): choice(MODES),
     ("Arch", "stripe_width"): Rule(_is_pale_size, "a positive integer, a pair [w_r, w_c], or "
                                                   "one of those per stage", nullable=True),
+    ("Arch", "grad_checkpointing"): boolean(),
 }
 for _mode in ("Train", "Eval"):
     for _key, _rule in _LOADER_RULES.items():
@@ -309,6 +312,10 @@ def validate_config(config):
         raise ConfigError(f"Metric.topk must be a list of integers in [1, Arch.num_classes = "
                           f"{num_classes}], got {topk!r}: a top-{max(topk)} accuracy over "
                           f"{num_classes} classes is always 1")
+    if config["Global"]["to_static"] and config["Arch"].get("grad_checkpointing"):
+        raise ConfigError("Global.to_static=True and Arch.grad_checkpointing=True do not go "
+                          "together: Paddle 3.3.1's recompute fails in the backward pass of a "
+                          "to_static graph (IndexError); switch one off")
     train = config["DataLoader"]["Train"]
     mixup = train["mixup"]
     if mixup:

@@ -17,9 +17,10 @@ import paddle.distributed as dist
 import paddle.nn.functional as F
 from paddle.distributed import fleet
 
-from ..data.builder import build_dataloader, build_dataset, worker_init_fn
+from ..data.builder import batch_bytes, build_dataloader, build_dataset, make_loader
 from ..data.datasets import IGNORE_LABEL
 from ..data.mixup import Mixup, one_hot_smoothed
+from ..data.train_transforms import BatchNormalize
 from ..kernels import use_cpu_kernels
 from ..utils.config import dump_config
 from ..utils.io import (load_checkpoint, load_weights, read_states,
@@ -129,6 +130,17 @@ def topk_correct(logits, labels, topk):
             for k in topk], count
 
 
+class _TrainForward(paddle.nn.Layer):
+    """The model's forward, as ``Global.to_static`` converts it (see Engine._to_static)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images):
+        return self.model(images)
+
+
 class Engine:
     """Train or evaluate one model from a validated config (see engine.config).
 
@@ -179,6 +191,7 @@ class Engine:
             if mode == "eval":
                 self._load_eval_weights(global_cfg["pretrained"], allow_mismatched_weights)
             else:
+                # a classifier of another num_classes is left out, and the log says so
                 load_weights(self.model, global_cfg["pretrained"],
                              strict=not allow_mismatched_weights,
                              what=f"the configured model {self.arch}")
@@ -314,9 +327,9 @@ class Engine:
         self._check_labels(dataset, "Eval")
         # every rank takes a disjoint slice (no padding), so no image is counted twice
         shard = paddle.io.Subset(dataset, list(range(self.rank, len(dataset), self.world_size)))
-        return paddle.io.DataLoader(shard, batch_size=loader_cfg["batch_size"], shuffle=False,
-                                    num_workers=loader_cfg["num_workers"],
-                                    use_shared_memory=False, worker_init_fn=worker_init_fn())
+        return make_loader(shard, "Eval", loader_cfg["num_workers"],
+                           batch_bytes(loader_cfg, "Eval"),
+                           batch_size=loader_cfg["batch_size"], shuffle=False)
 
     def _check_labels(self, dataset, mode):
         num_classes = self.arch["num_classes"]
@@ -331,6 +344,9 @@ class Engine:
         global_cfg, train_cfg = config["Global"], config["DataLoader"]["Train"]
         train_set = self.train_set
         self.train_loader = build_dataloader(train_cfg, "Train", dataset=train_set)
+        # uint8 batches from the workers, normalized and erased here, on the device
+        self.batch_normalize = BatchNormalize.from_config(train_cfg["transforms"],
+                                                          global_cfg["seed"] + self.rank)
         self.accum_steps = global_cfg["accum_steps"]
         self.steps_per_epoch = len(self.train_loader) // self.accum_steps
         if self.steps_per_epoch == 0:
@@ -367,6 +383,8 @@ class Engine:
                             seed=global_cfg["seed"] + self.rank, **mixup_cfg)
                       if mixup_cfg else None)
         self.train_model = self.model
+        if global_cfg["to_static"]:
+            self.train_model = self._to_static(train_cfg["transforms"]["input_size"])
         if self.world_size > 1:
             self.train_model = fleet.distributed_model(self.model)
             self.optimizer = fleet.distributed_optimizer(self.optimizer)
@@ -374,6 +392,16 @@ class Engine:
             self._resume(global_cfg["resume"])
         self.vdl = VisualDLWriter(os.path.join(self.output_dir, "vdl"),
                                   enabled=global_cfg["use_visualdl"] and self.rank == 0)
+
+    def _to_static(self, size):
+        """``Global.to_static`` (PaddleClas's): the training forward as a static graph
+        (``paddle.jit.to_static``, SOT capture, input spec ``[None, 3, size, size]``); the
+        backward runs on that graph. A wrapper is converted, not the model, so evaluation
+        (any size) and the state dict stay those of the eager model."""
+        spec = [paddle.static.InputSpec([None, 3, size, size], "float32", name="images")]
+        logger.info("Global.to_static: the training forward runs as a static graph, input "
+                    "[None, 3, %d, %d] float32", size, size)
+        return paddle.jit.to_static(_TrainForward(self.model), input_spec=spec)
 
     # -------------------------------------------------------------- checkpoints
     def _states(self, epoch, rng_states):
@@ -428,7 +456,10 @@ class Engine:
                 f"{self.last_saved[1]}); resume with -o Global.resume={self.last_saved[0]}")
 
     def _generators(self):
-        return {"mixup": self.mixup.rng} if self.mixup is not None else {}
+        generators = {"erasing": self.batch_normalize.rng}
+        if self.mixup is not None:
+            generators["mixup"] = self.mixup.rng
+        return generators
 
     def _resume(self, prefix):
         prefix = strip_suffix(prefix)  # output/latest.pdparams names the same checkpoint
@@ -522,11 +553,17 @@ class Engine:
         self.train_loader.batch_sampler.set_epoch(epoch)
         iters = self.steps_per_epoch * self.accum_steps
         loss_sum, loss_count, skipped_total, images_seen = 0.0, 0, 0, 0
-        tic = time.time()
+        # PaddleClas's reader_cost (waiting for the loader) and batch_cost (the whole
+        # iteration), averaged since the last log line: reader_cost near batch_cost
+        # means the loader starves the device
+        reader_cost, batch_cost, timed = 0.0, 0.0, 0
+        tic = last = time.time()
         for it, (images, labels, skipped) in enumerate(self.train_loader):
             if it >= iters:
                 break  # a trailing partial accumulation would not reach the optimizer
+            reader_cost += time.time() - last
             skipped_total += int(skipped.sum())
+            images = self.batch_normalize(images)
             if self.mixup is not None:
                 images, targets = self.mixup(images, labels)
             else:
@@ -552,17 +589,25 @@ class Engine:
             loss_sum += loss_value
             loss_count += 1
             images_seen += images.shape[0] * self.world_size
+            now = time.time()
+            batch_cost += now - last
+            timed += 1
+            last = now
             if (it + 1) % print_interval == 0 or it + 1 == iters:
-                elapsed = time.time() - tic
+                elapsed = now - tic
                 step = epoch * iters + it + 1
                 remaining = (self.epochs - epoch) * iters - (it + 1)
                 lr = self.optimizer.get_lr()
                 logger.info("epoch %d/%d iter %d/%d loss %.4f (avg %.4f) lr %.3e "
-                            "%.1f images/s eta %s", epoch + 1, self.epochs, it + 1, iters,
-                            loss_value, loss_sum / loss_count, lr, images_seen / elapsed,
-                            format_eta(elapsed / (it + 1) * remaining))
+                            "reader_cost %.4f s batch_cost %.4f s %.1f images/s eta %s",
+                            epoch + 1, self.epochs, it + 1, iters, loss_value,
+                            loss_sum / loss_count, lr, reader_cost / timed, batch_cost / timed,
+                            images_seen / elapsed, format_eta(elapsed / (it + 1) * remaining))
                 self.vdl.add_scalar("train/loss", loss_value, step)
                 self.vdl.add_scalar("train/lr", lr, step)
+                self.vdl.add_scalar("train/reader_cost", reader_cost / timed, step)
+                self.vdl.add_scalar("train/batch_cost", batch_cost / timed, step)
+                reader_cost, batch_cost, timed = 0.0, 0.0, 0
         if self.world_size > 1:
             count = paddle.to_tensor([skipped_total], dtype="int64")
             dist.all_reduce(count)

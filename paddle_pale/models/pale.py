@@ -12,6 +12,7 @@ import numbers
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
+from paddle.distributed.fleet.utils import recompute
 
 from .attention import to_pale_size
 from .modes import (DEFAULT_MODE, check_heads, check_mode, mode_attention, mode_attention_macs,
@@ -187,6 +188,9 @@ class PaleTransformer(nn.Layer):
             columns in the odd ones), ``pale_vanilla``, ``cross_shaped``, ``axial``.
         stripe_width: the stripe width of ``cross_shaped``, an int or one per stage;
             None: CSWin-T's 1, 2, 7, 7 (four stages). Other modes ignore it.
+        grad_checkpointing: recompute each block's activations in the backward pass
+            instead of keeping them (see :meth:`set_grad_checkpointing`); not part of
+            the architecture, the weights are the same.
     """
 
     # state-dict keys a checkpoint of another num_classes (or a dense backbone) may lack:
@@ -196,7 +200,7 @@ class PaleTransformer(nn.Layer):
     def __init__(self, in_channels=3, num_classes=1000, embed_dims=(64, 128, 256, 512),
                  depths=(2, 2, 16, 2), num_heads=(2, 4, 8, 16), pale_size=7, mlp_ratio=4.0,
                  qkv_bias=True, drop_rate=0.0, drop_path_rate=0.0, with_classifier=True,
-                 attention_mode=DEFAULT_MODE, stripe_width=None):
+                 attention_mode=DEFAULT_MODE, stripe_width=None, grad_checkpointing=False):
         super().__init__()
         num_stages = len(depths)
         check_mode(attention_mode)
@@ -257,6 +261,15 @@ class PaleTransformer(nn.Layer):
             for param in self.stage_norms.parameters():
                 param.stop_gradient = True
         self.apply(init_weights)
+        self.set_grad_checkpointing(grad_checkpointing)
+
+    def set_grad_checkpointing(self, enable=True):
+        """Activation recomputation per block (timm's name): in training, each block
+        keeps only its input and recomputes its activations in the backward pass, through
+        Paddle's ``recompute`` (non-reentrant, so data parallel needs no ``no_sync``; the
+        RNG state is replayed, so stochastic depth and dropout drop the same paths). Same
+        loss and gradients, less memory, about one more forward pass of time."""
+        self.grad_checkpointing = bool(enable)
 
     @property
     def feat_channels(self):
@@ -286,7 +299,13 @@ class PaleTransformer(nn.Layer):
     def _run_stage(self, index, x):
         """Stage ``index``: patch merging then its blocks; NCHW in (the image, or the
         previous stage's output transposed), ``[B, H_i, W_i, C_i]`` out."""
-        return self.stages[index](self.patch_embeds[index](x))
+        x = self.patch_embeds[index](x)
+        if not (self.grad_checkpointing and self.training):
+            return self.stages[index](x)
+        # block by block (as timm's checkpoint_seq): hooks on stages.{index} do not run
+        for block in self.stages[index]:
+            x = recompute(block, x, use_reentrant=False, preserve_rng_state=True)
+        return x
 
     def forward_pyramid(self, x, out_indices=(0, 1, 2, 3)):
         """NCHW feature maps of the stages in ``out_indices`` (strides 4/8/16/32),

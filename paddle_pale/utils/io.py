@@ -197,6 +197,11 @@ def load_weights(model, path, strict=True, exact=False, what="the model", hint="
     log.info("loaded %d/%d tensors from %s", len(loadable), len(own), path)
     if left_out:
         log.info("left out classifier weights: %s", describe_keys(left_out))
+    reinitialised = [key for key in left_out if key in own]
+    if reinitialised:  # fine-tuning to other classes: say that the head starts afresh
+        log.warning("%s re-initialised: %s has no classifier of this shape (another "
+                    "num_classes?), so it trains from its initial values",
+                    describe_keys(reinitialised), path)
     return missing + misshapen, unexpected
 
 
