@@ -8,18 +8,7 @@ import random
 import numpy as np
 import paddle
 
-__all__ = ["RandomErasing", "SeededRandom"]
-
-
-class SeededRandom(random.Random):
-    """A private Python generator, with numpy's ``get_state`` / ``set_state`` names so
-    the trainer's checkpoints capture it as they capture its numpy generators."""
-
-    def get_state(self):
-        return self.getstate()
-
-    def set_state(self, state):
-        self.setstate(state)
+__all__ = ["RandomErasing"]
 
 
 class RandomErasing:

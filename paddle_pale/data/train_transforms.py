@@ -7,6 +7,8 @@ through shared memory); :class:`BatchNormalize` then normalizes and erases a who
 on the training device. ``build_train_transform(..., on_device=False)`` keeps the whole
 recipe on one image, for use outside the trainer.
 """
+import random
+
 import numpy as np
 import paddle
 import paddle.nn.functional as F
@@ -14,7 +16,7 @@ from paddle.vision import transforms as T
 
 from ..utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from .randaugment import RandAugment
-from .random_erasing import RandomErasing, SeededRandom
+from .random_erasing import RandomErasing
 from .transforms import normalize_ops, to_float_hwc
 
 __all__ = ["build_train_transform", "BatchNormalize", "to_uint8_chw"]
@@ -73,7 +75,7 @@ class BatchNormalize:
     def __init__(self, mean=IMAGENET_MEAN, std=IMAGENET_STD, random_erasing=0.0, seed=0):
         self.mean = [255.0 * m for m in mean]
         self.std = [255.0 * s for s in std]
-        self.rng = SeededRandom(seed)
+        self.rng = random.Random(seed)
         self.erasing = (RandomErasing(random_erasing, mode="pixel", rng=self.rng)
                         if random_erasing > 0 else None)
 

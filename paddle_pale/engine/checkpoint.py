@@ -43,15 +43,38 @@ def _set_paddle_states(states):
     paddle.set_rng_state(restored)
 
 
+def _python_state(state):
+    version, words, gauss_next = state
+    return {"version": version, "words": list(words), "gauss_next": gauss_next}
+
+
+def _python_tuple(state):
+    return state["version"], tuple(state["words"]), state["gauss_next"]
+
+
+def _generator_state(generator):
+    """A private generator's state: Python's ``random.Random`` or numpy's RandomState."""
+    if isinstance(generator, random.Random):
+        return {"python": _python_state(generator.getstate())}
+    return _numpy_state(generator.get_state())
+
+
+def _set_generator_state(generator, state):
+    if isinstance(generator, random.Random):
+        generator.setstate(_python_tuple(state["python"]))
+    else:
+        generator.set_state(_numpy_tuple(state))
+
+
 def capture_rng_state(generators=None):
     """Python, numpy and paddle RNG states, plus those of ``generators`` (name ->
-    numpy RandomState), as numbers, strings and lists: ``paddle.save`` writes them
-    without any global, so reading them runs no code (no pickled objects)."""
-    version, words, gauss_next = random.getstate()
-    return {"python": {"version": version, "words": list(words), "gauss_next": gauss_next},
+    numpy RandomState or ``random.Random``), as numbers, strings and lists:
+    ``paddle.save`` writes them without any global, so reading them runs no code (no
+    pickled objects)."""
+    return {"python": _python_state(random.getstate()),
             "numpy": _numpy_state(np.random.get_state()), "paddle": _paddle_states(),
-            "generators": {name: _numpy_state(g.get_state())
-                           for name, g in (generators or {}).items()}}
+            "generators": {name: _generator_state(generator)
+                           for name, generator in (generators or {}).items()}}
 
 
 def restore_rng_state(state, generators=None):
@@ -59,13 +82,12 @@ def restore_rng_state(state, generators=None):
     the old format (a base64 pickle, which is never unpickled)."""
     if not isinstance(state, dict):
         return False
-    python = state["python"]
-    random.setstate((python["version"], tuple(python["words"]), python["gauss_next"]))
+    random.setstate(_python_tuple(state["python"]))
     np.random.set_state(_numpy_tuple(state["numpy"]))
     _set_paddle_states(state["paddle"])
     for name, generator in (generators or {}).items():
         if name in state["generators"]:
-            generator.set_state(_numpy_tuple(state["generators"][name]))
+            _set_generator_state(generator, state["generators"][name])
     return True
 
 
