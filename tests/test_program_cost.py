@@ -96,3 +96,16 @@ def test_cost_estimate_report_of_tiny_models():
     assert forward["speedup"] == {"A": 1.0, "B": 1.0}  # its own reference
     text = bench.format_cost_estimate(report)
     assert text.startswith("ESTIMATE") and "forward+flash" in text
+
+
+class SplitConcat(nn.Layer):
+    def forward(self, x):  # [2, 6]
+        a, b = paddle.split(x, 2, axis=-1)
+        return paddle.concat([b, a], axis=-1)
+
+
+def test_split_and_concat_count_every_tensor_of_their_vectors():
+    table = _by_type(pc.op_costs(pc.forward_program(SplitConcat(), [2, 6])))
+    # both read their axis as a one-element int32 tensor (4 bytes)
+    assert table["split_with_num"] == [(12, 2 * (12 + 12) + 4)]
+    assert table["concat"] == [(12, 2 * (12 + 12) + 4)]

@@ -85,8 +85,23 @@ def _bytes(values, element_bytes):
 
 
 def _live(values):
-    """The dense tensors of ``values`` (null results and vectors of tensors left out)."""
-    return [v for v in values if v.initialized() and v.is_dense_tensor_type()]
+    """The dense tensors of ``values``, null results left out; a vector of tensors (what
+    ``concat`` reads, ``split`` writes) stands for its tensors."""
+    tensors = []
+    for value in values:
+        if not value.initialized():
+            continue
+        if value.is_dense_tensor_type():
+            tensors.append(value)
+            continue
+        producer = value.get_defining_op()
+        if producer is not None and producer.name() == "builtin.combine":
+            tensors += _live(producer.operands_source())
+        else:  # a vector result: builtin.split ops unpack it
+            for user in value.all_used_ops():
+                if user.name() == "builtin.split":
+                    tensors += _live(user.results())
+    return tensors
 
 
 def _product_flops(op):
