@@ -541,8 +541,11 @@ def cost_estimate(models=ESTIMATE_MODELS, batch=64, size=(224, 224), training=Tr
     :data:`~paddle_pale.utils.program_cost.GPU_PRESETS`) at the given efficiencies.
 
     Programs are the plain models (what GPUs and exporters run) at ``batch`` (weights
-    read once per batch), 16-bit elements; the forward is also priced with every
-    attention fused as flash attention does. Returns a JSON-ready dict; times in ms
+    read once per batch), 16-bit elements. ``export/cpu``: the forward program as a CPU
+    build of Paddle writes it; ``forward`` and ``train`` (forward + backward): as a CUDA
+    build runs them, every ``nn.Linear`` one GEMM with its bias
+    (:func:`~paddle_pale.utils.program_cost.fuse_linear_bias`); ``+flash``: with
+    every attention (and its backward) fused as flash attention does. Returns a JSON-ready dict; times in ms
     per image, ``speedup`` over the first model of ``models`` that is Swin-T, else the
     first one.
     """
@@ -554,12 +557,15 @@ def cost_estimate(models=ESTIMATE_MODELS, batch=64, size=(224, 224), training=Tr
         except ImportError as error:
             print(f"skipping {name}: paddleseg is not importable ({error})")
             continue
-        variants = [("forward", program_cost.op_costs(programs["forward"], element_bytes))]
-        variants.append(("forward+flash",
-                         program_cost.fuse_attention(variants[0][1], element_bytes)))
+        exported = program_cost.op_costs(programs["forward"], element_bytes)
+        forward = program_cost.fuse_linear_bias(exported, element_bytes)
+        variants = [("export/cpu", exported), ("forward", forward),
+                    ("forward+flash", program_cost.fuse_attention(forward, element_bytes))]
         if "train" in programs:
-            variants.append(("train", program_cost.op_costs(programs["train"],
-                                                            element_bytes)))
+            train = program_cost.fuse_linear_bias(
+                program_cost.op_costs(programs["train"], element_bytes), element_bytes)
+            variants += [("train", train),
+                         ("train+flash", program_cost.fuse_attention(train, element_bytes))]
         for program, costs in variants:
             flops, moved = program_cost.program_totals(costs)
             row = OrderedDict(name=name, program=program, gflops_per_image=flops / batch / 1e9,
@@ -597,8 +603,9 @@ def format_cost_estimate(report, top=8):
              f"{report['batch']}, input {report['size'][0]}x{report['size'][1]}, "
              f"{8 * report['element_bytes']}-bit elements, each op at max(FLOPs / "
              f"{report['compute_efficiency']:.0%} of peak, bytes / "
-             f"{report['memory_efficiency']:.0%} of HBM bandwidth), no fusion; "
-             f"+flash: attentions fused",
+             f"{report['memory_efficiency']:.0%} of HBM bandwidth), no fusion but "
+             f"nn.Linear's bias (CUDA builds: linear_v2); export/cpu: the CPU build's "
+             f"program as is; +flash: attentions fused",
              "",
              f"{'model':<10}{'program':<15}{'GFLOP/img':>10}{'MB/img':>9}{'bytes x':>8}"
              + "".join(f"{d + ' est ms':>13}{'x':>6}" for d in devices)
@@ -615,7 +622,7 @@ def format_cost_estimate(report, top=8):
                   f"the estimated {devices[-1]} time in memory-bound ops", "",
               f"MB per image by op type (top {top}; estimate inputs)"]
     for row in report["rows"]:
-        if row["program"] == "forward+flash":
+        if row["program"] in ("forward+flash", "train+flash", "export/cpu"):
             continue
         parts = [f"{op} {mb:.1f}" for op, mb in list(row["mb_by_op_type"].items())[:top]]
         lines.append(f"{row['name']:<10}{row['program']:<9}" + ", ".join(parts))

@@ -64,6 +64,18 @@ def test_flash_attention_prices_one_kernel_reading_qkv_and_writing_the_output():
     assert fused["split_with_num"] == unfused["split_with_num"]
 
 
+def test_flash_attention_backward_reads_qkv_output_and_its_gradient():
+    costs = pc.fuse_attention(pc.op_costs(pc.training_program(Attention(), [1, 2, 3, 12])))
+    table = _by_type(costs)
+    assert "softmax_grad" not in table and "matmul_grad" not in table
+    (forward,) = table["attention (flash)"]
+    assert forward == (144 + 18 + 18 + 144, 2 * 4 * 24)
+    # reads q, k, v, out, d(out) (24 each), writes d(q), d(k), d(v); FLOPs: the four
+    # gradient products (2 x 144 each pair), Q K^T recomputed (144), softmax_grad and
+    # scale (18 each)
+    assert table["attention_grad (flash)"] == [(4 * 144 + 144 + 18 + 18, 2 * 8 * 24)]
+
+
 def test_training_program_counts_one_product_per_gradient():
     program = pc.training_program(nn.Linear(4, 6, bias_attr=False), [2, 4])
     table = _by_type(pc.op_costs(program))
@@ -85,7 +97,8 @@ def test_cost_estimate_report_of_tiny_models():
     report = bench.cost_estimate(("pale_t",), batch=2, size=(56, 56), devices=devices,
                                  model_overrides=TINY)
     rows = {row["program"]: row for row in report["rows"]}
-    assert set(rows) == {"forward", "forward+flash", "train"}
+    assert set(rows) == {"export/cpu", "forward", "forward+flash", "train", "train+flash"}
+    assert rows["forward"]["mb_per_image"] < rows["export/cpu"]["mb_per_image"]
     forward, flash = rows["forward"], rows["forward+flash"]
     assert flash["mb_per_image"] < forward["mb_per_image"]
     assert flash["gflops_per_image"] == pytest.approx(forward["gflops_per_image"])
@@ -109,3 +122,16 @@ def test_split_and_concat_count_every_tensor_of_their_vectors():
     # both read their axis as a one-element int32 tensor (4 bytes)
     assert table["split_with_num"] == [(12, 2 * (12 + 12) + 4)]
     assert table["concat"] == [(12, 2 * (12 + 12) + 4)]
+
+
+def test_linear_bias_rides_in_the_gemm_as_cuda_builds_run_it():
+    costs = pc.op_costs(pc.forward_program(ConvLinearSoftmax(), [2, 4, 5, 5]))
+    table = _by_type(pc.fuse_linear_bias(costs))
+    # one GEMM reads x, weight and bias, writes the output: no product written and reread
+    assert table["linear"] == [(2 * 300 * 4 + 300, 2 * (200 + 24 + 6 + 300))]
+    assert table["add"] == [(200, 2 * (200 + 4 + 200))]  # the conv's bias stays an add
+    assert "matmul" not in table
+    train = _by_type(pc.fuse_linear_bias(pc.op_costs(pc.training_program(
+        nn.Linear(4, 6), [2, 4]))))
+    # one FLOP per gradient element (d(x) 12, d(bias) 6); writes d(bias) only
+    assert train["linear_grad (bias)"] == [(12 + 6, 2 * 6)]

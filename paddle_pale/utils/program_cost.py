@@ -19,7 +19,7 @@ peak at a fraction of the device's dense 16-bit tensor-core figure and the bandw
 at a fraction of its HBM figure. ``flash_attention=True`` prices every attention
 (a ``matmul`` of scores, optional ``scale`` / ``add`` on them, ``softmax``, ``matmul``
 with the values) as one fused kernel that reads q, k, v and any score bias and writes
-the output, which is what flash attention moves; forward programs only.
+the output, which is what flash attention moves, and its backward likewise.
 
 It is an estimate: real kernels fuse (cuDNN epilogues, Paddle's fused passes),
 overlap, and miss their peak by op-dependent amounts; launch overheads are left out.
@@ -28,7 +28,8 @@ from collections import OrderedDict
 
 import paddle
 
-__all__ = ["GPU_PRESETS", "OpCost", "op_costs", "fuse_attention", "by_op_type",
+__all__ = ["GPU_PRESETS", "OpCost", "op_costs", "fuse_attention", "fuse_linear_bias",
+           "by_op_type",
            "roofline", "program_totals", "forward_program", "training_program"]
 
 # name -> (dense fp16/bf16 tensor FLOP/s, HBM bytes/s), vendor data sheets (SXM parts)
@@ -155,41 +156,97 @@ def _users(value):
     return list(value.all_used_ops())
 
 
+def _forward_users(value):
+    """The ops reading ``value`` but the backward's (a training program keeps the
+    attention's probabilities for its gradient; flash attention recomputes them)."""
+    return [op for op in _users(value) if not op.name().endswith("_grad")]
+
+
+def _forward_attention(softmax, by_op, element_bytes):
+    """The fused cost of the attention around ``softmax``, or None."""
+    chain, extra_inputs = [softmax], []
+    producer = softmax.operands_source()[0].get_defining_op()
+    while producer is not None and producer.name() in SCORE_OPS:
+        chain.append(producer)
+        operands = producer.operands_source()
+        if producer.name() == "pd_op.scale":  # its factor is a one-element tensor
+            operands = operands[:1]
+        # follow the score tensor (the larger operand); the other one is a bias
+        operands = sorted(operands, key=_numel, reverse=True)
+        extra_inputs += operands[1:]
+        producer = operands[0].get_defining_op()
+    users = _forward_users(softmax.results()[0])
+    if (producer is None or producer.name() != "pd_op.matmul" or len(users) != 1
+            or users[0].name() != "pd_op.matmul"):
+        return None
+    scores, out = producer, users[0]
+    chain += [scores, out]
+    if any(len(_forward_users(op.results()[0])) != 1 for op in chain if op is not out):
+        return None  # an intermediate is read elsewhere
+    reads = list(scores.operands_source()) + [out.operands_source()[1]] + extra_inputs
+    moved = _bytes(_live(reads), element_bytes) + _bytes(_live(out.results()), element_bytes)
+    flops = sum(by_op[id(op)].flops for op in chain if id(op) in by_op)
+    return OpCost("attention (flash)", flops, moved, chain)
+
+
+def _backward_attention(softmax_grad, by_op, element_bytes):
+    """The fused backward of an attention: ``matmul_grad`` (of P V) -> ``softmax_grad``
+    -> [``scale`` / ``add_grad`` ...] -> ``matmul_grad`` (of Q K^T), priced as flash
+    attention's backward: reads q, k, v, the output, its gradient and any score bias,
+    writes d(q), d(k), d(v) and the bias gradient; FLOPs of the chain plus the
+    recomputed Q K^T."""
+    value_grad = softmax_grad.operands_source()[1].get_defining_op()
+    if value_grad is None or value_grad.name() != "pd_op.matmul_grad":
+        return None
+    chain, extra_reads, extra_writes = [value_grad, softmax_grad], [], []
+    grad = softmax_grad.results()[0]
+    while True:
+        users = _users(grad)
+        if len(users) != 1:
+            return None
+        user = users[0]
+        if user.name() == "pd_op.matmul_grad":
+            break
+        if user.name() == "pd_op.scale":
+            grad = user.results()[0]
+        elif user.name() in ("pd_op.add_grad", "pd_op.multiply_grad"):
+            extra_reads.append(user.operands_source()[1])
+            extra_writes += _live(user.results()[1:])
+            grad = user.results()[0]
+        else:
+            return None
+        chain.append(user)
+    score_grad = user
+    chain.append(score_grad)
+    dout = value_grad.operands_source()[2]
+    reads = (list(score_grad.operands_source()[:2]) + [value_grad.operands_source()[1], dout,
+                                                        dout] + extra_reads)
+    writes = _live(score_grad.results()) + _live(value_grad.results()[1:]) + extra_writes
+    moved = _bytes(_live(reads), element_bytes) + _bytes(writes, element_bytes)
+    recompute = _product_flops(score_grad)
+    flops = recompute + sum(by_op[id(op)].flops for op in chain if id(op) in by_op)
+    return OpCost("attention_grad (flash)", flops, moved, chain)
+
+
 def fuse_attention(costs, element_bytes=2):
     """``costs`` with every attention (score matmul -> [scale/add ...] -> softmax ->
     matmul) replaced by one ``attention (flash)`` cost: the FLOPs of its ops, the bytes
-    of q, k, v, the score biases it adds and its output."""
+    of q, k, v, the score biases it adds and its output; in a training program, also
+    its backward by one ``attention_grad (flash)`` (see :func:`_backward_attention`)."""
     by_op = {id(cost.ops[0]): cost for cost in costs}
     fused_ids, fused = set(), {}
     for cost in costs:
-        softmax = cost.ops[0]
-        if softmax.name() != "pd_op.softmax":
+        op = cost.ops[0]
+        if op.name() == "pd_op.softmax":
+            group = _forward_attention(op, by_op, element_bytes)
+        elif op.name() == "pd_op.softmax_grad":
+            group = _backward_attention(op, by_op, element_bytes)
+        else:
             continue
-        chain, extra_inputs = [softmax], []
-        producer = softmax.operands_source()[0].get_defining_op()
-        while producer is not None and producer.name() in SCORE_OPS:
-            chain.append(producer)
-            operands = producer.operands_source()
-            if producer.name() == "pd_op.scale":  # its factor is an attribute-like scalar
-                operands = operands[:1]
-            # follow the score tensor (the larger operand); the other one is a bias
-            operands = sorted(operands, key=_numel, reverse=True)
-            extra_inputs += operands[1:]
-            producer = operands[0].get_defining_op()
-        users = _users(softmax.results()[0])
-        if (producer is None or producer.name() != "pd_op.matmul" or len(users) != 1
-                or users[0].name() != "pd_op.matmul"):
+        if group is None:
             continue
-        scores, out = producer, users[0]
-        chain += [scores, out]
-        if any(len(_users(op.results()[0])) != 1 for op in chain if op is not out):
-            continue  # an intermediate is read elsewhere (training keeps them)
-        reads = list(scores.operands_source()) + [out.operands_source()[1]] + extra_inputs
-        moved = _bytes(_live(reads), element_bytes) + _bytes(_live(out.results()),
-                                                             element_bytes)
-        flops = sum(by_op[id(op)].flops for op in chain if id(op) in by_op)
-        fused[id(out)] = OpCost("attention (flash)", flops, moved, chain)
-        fused_ids.update(id(op) for op in chain)
+        fused[id(group.ops[-1])] = group
+        fused_ids.update(id(member) for member in group.ops)
     result = []
     for cost in costs:
         key = id(cost.ops[0])
@@ -197,6 +254,63 @@ def fuse_attention(costs, element_bytes=2):
             result.append(fused[key])
         elif key not in fused_ids:
             result.append(cost)
+    return result
+
+
+def _is_parameter(value, rank):
+    producer = value.get_defining_op()
+    return (producer is not None and producer.name() == "builtin.parameter"
+            and len(value.shape) == rank)
+
+
+def _linear_bias_add(op):
+    """The matmul of ``op`` when ``op`` adds a 1-D parameter (a bias) to the product of a
+    matmul by a 2-D parameter (a weight) that nothing else reads, else None."""
+    if op.name() not in ("pd_op.add", "pd_op.add_grad"):
+        return None
+    operands = op.operands_source()
+    if not _is_parameter(operands[1], 1):
+        return None
+    product = operands[0].get_defining_op()
+    if (product is None or product.name() != "pd_op.matmul"
+            or not _is_parameter(product.operands_source()[1], 2)):
+        return None
+    forward_users = [u for u in _users(operands[0]) if u.name() == "pd_op.add"]
+    return product if len(forward_users) == 1 else None
+
+
+def fuse_linear_bias(costs, element_bytes=2):
+    """``costs`` as Paddle's CUDA builds run ``nn.Linear``: ``F.linear`` calls
+    ``linear_v2``, one GEMM with the bias added in its epilogue, instead of a matmul
+    and an add (the CPU build's program). In a training program the bias gradient is
+    summed from the output gradient the GEMM's backward reads anyway: its ``add_grad``
+    writes only d(bias)."""
+    by_op = {id(cost.ops[0]): cost for cost in costs}
+    merged, result = {}, []
+    for cost in costs:
+        op = cost.ops[0]
+        product = _linear_bias_add(op)
+        if product is None or id(product) not in by_op:
+            continue
+        if op.name() == "pd_op.add":
+            gemm = by_op[id(product)]
+            bias, out = op.operands_source()[1], op.results()[0]
+            merged[id(product)] = OpCost(
+                "linear", gemm.flops + cost.flops,
+                gemm.bytes + _bytes([bias, out], element_bytes)
+                - _bytes([product.results()[0]], element_bytes), [product, op])
+            merged[id(op)] = None
+        else:  # add_grad: d(x) is d(out) itself, d(bias) a column sum the GEMM does
+            grads = _live(op.results())
+            merged[id(op)] = OpCost("linear_grad (bias)", cost.flops,
+                                    _bytes([g for g in grads if len(g.shape) == 1],
+                                           element_bytes), [op])
+    for cost in costs:
+        key = id(cost.ops[0])
+        if key not in merged:
+            result.append(cost)
+        elif merged[key] is not None:
+            result.append(merged[key])
     return result
 
 
