@@ -4,7 +4,8 @@ Every case is timed in interleaved rounds (round r runs case 1, case 2, ..., the
 r + 1 starts again), so a noisy neighbour on the machine slows all cases alike; the
 figure reported is the median over rounds. Cases:
 
-* ``pale_t`` (eager, with :func:`paddle_pale.kernels.use_cpu_kernels` on CPU) and
+* ``pale_t`` (eager, with :func:`paddle_pale.kernels.use_cpu_kernels` on CPU),
+  ``pale_t/plain`` (eager, the model as built) and
   ``pale_t/predictor`` (the plain model exported with ``paddle.jit.save`` and run by a
   Paddle Inference predictor): the backbone, ``forward_pyramid`` (4 normed NCHW maps),
 * ``swin_t``: PaddleSeg's ``SwinTransformer_tiny_patch4_window7_224`` backbone, which
@@ -187,14 +188,17 @@ def _swin_macs(model, size):
     return total
 
 
-MODEL_CASES = ("pale_t", "swin_t", "pale_t/predictor", "swin_t/predictor",
+MODEL_CASES = ("pale_t", "pale_t/plain", "swin_t", "pale_t/predictor", "swin_t/predictor",
                "pale_t/predictor+onednn", "swin_t/predictor+onednn",
                "pale_t/predictor-any-size+onednn")
 
 
 def parse_case(name):
-    """``"MODEL[/predictor[-any-size]][+onednn]"`` -> ``(model, predictor, any_size,
-    onednn)``; ValueError for anything else."""
+    """``"MODEL[/predictor[-any-size]][+onednn]"`` or ``"pale_t/plain"`` (eager, as built:
+    no CPU kernels) -> ``(model, predictor, any_size, onednn)``; ValueError for anything
+    else."""
+    if name == "pale_t/plain":
+        return "pale_t", False, False, False
     model, _, rest = name.partition("/")
     predictor = rest.split("+")[0]
     onednn = rest.endswith("+onednn")
@@ -246,7 +250,7 @@ def model_cases(batch, size, names=MODEL_CASES, train=True, workdir=None,
                                     onednn=onednn)
             cases.append(Case(name, macs, _predictor_infer(built, images)))
             continue
-        if model_name == "pale_t" and not on_gpu:
+        if model_name == "pale_t" and not on_gpu and name != "pale_t/plain":
             use_cpu_kernels(model)
         cases.append(Case(name, macs, _infer(model, forward, images),
                           _train_step(model, forward, images) if train else None))
@@ -518,13 +522,19 @@ def save_json(report, path):
 
 
 # ----------------------------------------------------------------------------- estimate
-ESTIMATE_MODELS = ("pale_t", "swin_t")
+# pale_t/channels-last: Pale-T with channels-last convolutions (set_channels_last), as a
+# GPU trains it; exports are NCHW, as pale_t
+ESTIMATE_MODELS = ("pale_t", "pale_t/channels-last", "swin_t")
 
 
 def _estimate_programs(model_name, batch, size, training, model_overrides):
     """``{"forward": Program[, "train": Program]}`` of a model's plain form."""
-    model = _build_model(model_name, model_overrides)
-    forward = (lambda m, x: m.forward_pyramid(x)) if model_name == "pale_t" else None
+    if model_name == "pale_t/channels-last":
+        model = _build_model("pale_t", dict(model_overrides or {}, channels_last=True))
+    else:
+        model = _build_model(model_name, model_overrides)
+    forward = (lambda m, x: m.forward_pyramid(x)) if model_name.startswith("pale_t") \
+        else None
     shape = [batch, 3, *size]
     programs = {"forward": program_cost.forward_program(copy.deepcopy(model), shape, forward)}
     if training:
@@ -607,12 +617,12 @@ def format_cost_estimate(report, top=8):
              f"nn.Linear's bias (CUDA builds: linear_v2); export/cpu: the CPU build's "
              f"program as is; +flash: attentions fused",
              "",
-             f"{'model':<10}{'program':<15}{'GFLOP/img':>10}{'MB/img':>9}{'bytes x':>8}"
+             f"{'model':<22}{'program':<15}{'GFLOP/img':>10}{'MB/img':>9}{'bytes x':>8}"
              + "".join(f"{d + ' est ms':>13}{'x':>6}" for d in devices)
              + f"{'mem-bound':>10}"]
     for row in report["rows"]:
         lines.append(
-            f"{row['name']:<10}{row['program']:<15}{row['gflops_per_image']:>10.2f}"
+            f"{row['name']:<22}{row['program']:<15}{row['gflops_per_image']:>10.2f}"
             f"{row['mb_per_image']:>9.1f}{row['bytes_ratio']:>8.2f}"
             + "".join(f"{row['estimate_ms'][d]:>13.3f}{row['speedup'][d]:>6.2f}"
                       for d in devices)
@@ -625,5 +635,5 @@ def format_cost_estimate(report, top=8):
         if row["program"] in ("forward+flash", "train+flash", "export/cpu"):
             continue
         parts = [f"{op} {mb:.1f}" for op, mb in list(row["mb_by_op_type"].items())[:top]]
-        lines.append(f"{row['name']:<10}{row['program']:<9}" + ", ".join(parts))
+        lines.append(f"{row['name']:<22}{row['program']:<8}" + ", ".join(parts))
     return "\n".join(lines)
