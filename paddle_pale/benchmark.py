@@ -555,9 +555,10 @@ def cost_estimate(models=ESTIMATE_MODELS, batch=64, size=(224, 224), training=Tr
     build of Paddle writes it; ``forward`` and ``train`` (forward + backward): as a CUDA
     build runs them, every ``nn.Linear`` one GEMM with its bias
     (:func:`~paddle_pale.utils.program_cost.fuse_linear_bias`); ``+flash``: with
-    every attention (and its backward) fused as flash attention does. Returns a JSON-ready dict; times in ms
-    per image, ``speedup`` over the first model of ``models`` that is Swin-T, else the
-    first one.
+    every attention (and its backward) fused as flash attention does. Returns a
+    JSON-ready dict; times in ms per image, ``speedup`` (estimated) and ``bytes_ratio``
+    over Swin-T's same program when ``swin_t`` is among ``models``, else the first
+    model's.
     """
     devices = OrderedDict(program_cost.GPU_PRESETS if devices is None else devices)
     rows = []
