@@ -257,23 +257,19 @@ def fuse_attention(costs, element_bytes=2):
     return result
 
 
-def _is_parameter(value, rank):
-    producer = value.get_defining_op()
-    return (producer is not None and producer.name() == "builtin.parameter"
-            and len(value.shape) == rank)
-
-
 def _linear_bias_add(op):
-    """The matmul of ``op`` when ``op`` adds a 1-D parameter (a bias) to the product of a
-    matmul by a 2-D parameter (a weight) that nothing else reads, else None."""
+    """The matmul of ``op`` when ``op`` adds a 1-D tensor (a bias) to the product of a
+    matmul by a 2-D one (a weight) that nothing else reads, else None: what ``F.linear``
+    writes on a CPU build (weight and bias may be parameters or computed from them)."""
     if op.name() not in ("pd_op.add", "pd_op.add_grad"):
         return None
     operands = op.operands_source()
-    if not _is_parameter(operands[1], 1):
+    if not operands[1].is_dense_tensor_type() or len(operands[1].shape) != 1:
         return None
     product = operands[0].get_defining_op()
     if (product is None or product.name() != "pd_op.matmul"
-            or not _is_parameter(product.operands_source()[1], 2)):
+            or product.attrs().get("transpose_y")
+            or len(product.operands_source()[1].shape) != 2):
         return None
     forward_users = [u for u in _users(operands[0]) if u.name() == "pd_op.add"]
     return product if len(forward_users) == 1 else None
