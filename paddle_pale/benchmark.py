@@ -4,7 +4,8 @@ Every case is timed in interleaved rounds (round r runs case 1, case 2, ..., the
 r + 1 starts again), so a noisy neighbour on the machine slows all cases alike; the
 figure reported is the median over rounds. Cases:
 
-* ``pale_t`` (eager, with :func:`paddle_pale.kernels.use_cpu_kernels` on CPU) and
+* ``pale_t`` (eager, with :func:`paddle_pale.kernels.use_cpu_kernels` on CPU),
+  ``pale_t/plain`` (eager, the model as built) and
   ``pale_t/predictor`` (the plain model exported with ``paddle.jit.save`` and run by a
   Paddle Inference predictor): the backbone, ``forward_pyramid`` (4 normed NCHW maps),
 * ``swin_t``: PaddleSeg's ``SwinTransformer_tiny_patch4_window7_224`` backbone, which
@@ -16,7 +17,13 @@ figure reported is the median over rounds. Cases:
 
 FLOP figures are multiply-accumulates (the paper's convention) for FLOPs columns and
 2 x MACs for GFLOP/s, the convention of the matmul figure beside them.
+
+:func:`cost_estimate` is the device-independent side: FLOPs and bytes moved per image of
+each model's static program (the exported forward, and the training step's forward +
+backward), per op type, and a roofline **estimate** of GPU time on named devices
+(:mod:`paddle_pale.utils.program_cost`), with and without flash attention.
 """
+import copy
 import json
 import os
 import statistics
@@ -36,11 +43,13 @@ from .models.attention import (pale_attention, pale_attention_halves, pale_atten
 from .models.attention_reference import naive_pale_attention
 from .models.pale import PaleAttention
 from .models.registry import create_model
+from .utils import program_cost
 from .utils.flops import count_flops
 
 __all__ = ["Case", "MODEL_CASES", "parse_case", "model_cases", "attention_cases",
            "run_benchmark", "matmul_gflops", "best_predictors", "format_report",
-           "attention_score_elements", "resolution_sweep", "MemoryMeter"]
+           "attention_score_elements", "resolution_sweep", "MemoryMeter", "cost_estimate",
+           "format_cost_estimate", "ESTIMATE_MODELS"]
 
 
 # ----------------------------------------------------------------------------- memory
@@ -179,14 +188,17 @@ def _swin_macs(model, size):
     return total
 
 
-MODEL_CASES = ("pale_t", "swin_t", "pale_t/predictor", "swin_t/predictor",
+MODEL_CASES = ("pale_t", "pale_t/plain", "swin_t", "pale_t/predictor", "swin_t/predictor",
                "pale_t/predictor+onednn", "swin_t/predictor+onednn",
                "pale_t/predictor-any-size+onednn")
 
 
 def parse_case(name):
-    """``"MODEL[/predictor[-any-size]][+onednn]"`` -> ``(model, predictor, any_size,
-    onednn)``; ValueError for anything else."""
+    """``"MODEL[/predictor[-any-size]][+onednn]"`` or ``"pale_t/plain"`` (eager, as built:
+    no CPU kernels) -> ``(model, predictor, any_size, onednn)``; ValueError for anything
+    else."""
+    if name == "pale_t/plain":
+        return "pale_t", False, False, False
     model, _, rest = name.partition("/")
     predictor = rest.split("+")[0]
     onednn = rest.endswith("+onednn")
@@ -238,7 +250,7 @@ def model_cases(batch, size, names=MODEL_CASES, train=True, workdir=None,
                                     onednn=onednn)
             cases.append(Case(name, macs, _predictor_infer(built, images)))
             continue
-        if model_name == "pale_t" and not on_gpu:
+        if model_name == "pale_t" and not on_gpu and name != "pale_t/plain":
             use_cpu_kernels(model)
         cases.append(Case(name, macs, _infer(model, forward, images),
                           _train_step(model, forward, images) if train else None))
@@ -507,3 +519,122 @@ def save_json(report, path):
     with open(path, "w") as handle:
         json.dump(report, handle, indent=1, default=lambda o: o.item() if isinstance(
             o, np.generic) else str(o))
+
+
+# ----------------------------------------------------------------------------- estimate
+# pale_t/channels-last: Pale-T with channels-last convolutions (set_channels_last), as a
+# GPU trains it; exports are NCHW, as pale_t
+ESTIMATE_MODELS = ("pale_t", "pale_t/channels-last", "swin_t")
+
+
+def _estimate_programs(model_name, batch, size, training, model_overrides):
+    """``{"forward": Program[, "train": Program]}`` of a model's plain form."""
+    if model_name == "pale_t/channels-last":
+        model = _build_model("pale_t", dict(model_overrides or {}, channels_last=True))
+    else:
+        model = _build_model(model_name, model_overrides)
+    forward = (lambda m, x: m.forward_pyramid(x)) if model_name.startswith("pale_t") \
+        else None
+    shape = [batch, 3, *size]
+    programs = {"forward": program_cost.forward_program(copy.deepcopy(model), shape, forward)}
+    if training:
+        programs["train"] = program_cost.training_program(copy.deepcopy(model), shape,
+                                                          forward)
+    return programs
+
+
+def cost_estimate(models=ESTIMATE_MODELS, batch=64, size=(224, 224), training=True,
+                  devices=None, compute_efficiency=0.6, memory_efficiency=0.8,
+                  element_bytes=2, model_overrides=None):
+    """Per image FLOPs and bytes of each model's static program, by op type, and the
+    roofline estimate on ``devices`` (name -> ``(peak FLOP/s, bytes/s)``, default
+    :data:`~paddle_pale.utils.program_cost.GPU_PRESETS`) at the given efficiencies.
+
+    Programs are the plain models (what GPUs and exporters run) at ``batch`` (weights
+    read once per batch), 16-bit elements. ``export/cpu``: the forward program as a CPU
+    build of Paddle writes it; ``forward`` and ``train`` (forward + backward): as a CUDA
+    build runs them, every ``nn.Linear`` one GEMM with its bias
+    (:func:`~paddle_pale.utils.program_cost.fuse_linear_bias`); ``+flash``: with
+    every attention (and its backward) fused as flash attention does. Returns a
+    JSON-ready dict; times in ms per image, ``speedup`` (estimated) and ``bytes_ratio``
+    over Swin-T's same program when ``swin_t`` is among ``models``, else the first
+    model's.
+    """
+    devices = OrderedDict(program_cost.GPU_PRESETS if devices is None else devices)
+    rows = []
+    for name in models:
+        try:
+            programs = _estimate_programs(name, batch, size, training, model_overrides)
+        except ImportError as error:
+            print(f"skipping {name}: paddleseg is not importable ({error})")
+            continue
+        exported = program_cost.op_costs(programs["forward"], element_bytes)
+        forward = program_cost.fuse_linear_bias(exported, element_bytes)
+        variants = [("export/cpu", exported), ("forward", forward),
+                    ("forward+flash", program_cost.fuse_attention(forward, element_bytes))]
+        if "train" in programs:
+            train = program_cost.fuse_linear_bias(
+                program_cost.op_costs(programs["train"], element_bytes), element_bytes)
+            variants += [("train", train),
+                         ("train+flash", program_cost.fuse_attention(train, element_bytes))]
+        for program, costs in variants:
+            flops, moved = program_cost.program_totals(costs)
+            row = OrderedDict(name=name, program=program, gflops_per_image=flops / batch / 1e9,
+                              mb_per_image=moved / batch / 1e6, ops=len(costs),
+                              mb_by_op_type=OrderedDict(
+                                  (op_type, entry["bytes"] / batch / 1e6) for op_type, entry
+                                  in program_cost.by_op_type(costs).items()),
+                              estimate_ms=OrderedDict(), memory_bound_share=OrderedDict())
+            for device, (peak, bandwidth) in devices.items():
+                seconds, share = program_cost.roofline(
+                    costs, peak * compute_efficiency, bandwidth * memory_efficiency)
+                row["estimate_ms"][device] = seconds / batch * 1e3
+                row["memory_bound_share"][device] = share
+            rows.append(row)
+    names = [row["name"] for row in rows]
+    reference = "swin_t" if "swin_t" in names else (names[0] if names else None)
+    for row in rows:
+        base = next(r for r in rows if r["name"] == reference
+                    and r["program"] == row["program"])
+        row["speedup_vs"] = reference
+        row["speedup"] = OrderedDict((device, base["estimate_ms"][device] / ms)
+                                     for device, ms in row["estimate_ms"].items())
+        row["bytes_ratio"] = row["mb_per_image"] / base["mb_per_image"]
+    return OrderedDict(batch=batch, size=list(size), element_bytes=element_bytes,
+                       compute_efficiency=compute_efficiency,
+                       memory_efficiency=memory_efficiency,
+                       devices=OrderedDict((d, list(v)) for d, v in devices.items()),
+                       rows=rows)
+
+
+def format_cost_estimate(report, top=8):
+    """Plain-text tables of a :func:`cost_estimate` report, labelled as an estimate."""
+    devices = list(report["devices"])
+    lines = [f"ESTIMATE (roofline from the static program, not a measurement): batch "
+             f"{report['batch']}, input {report['size'][0]}x{report['size'][1]}, "
+             f"{8 * report['element_bytes']}-bit elements, each op at max(FLOPs / "
+             f"{report['compute_efficiency']:.0%} of peak, bytes / "
+             f"{report['memory_efficiency']:.0%} of HBM bandwidth), no fusion but "
+             f"nn.Linear's bias (CUDA builds: linear_v2); export/cpu: the CPU build's "
+             f"program as is; +flash: attentions fused",
+             "",
+             f"{'model':<22}{'program':<15}{'GFLOP/img':>10}{'MB/img':>9}{'bytes x':>8}"
+             + "".join(f"{d + ' est ms':>13}{'x':>6}" for d in devices)
+             + f"{'mem-bound':>10}"]
+    for row in report["rows"]:
+        lines.append(
+            f"{row['name']:<22}{row['program']:<15}{row['gflops_per_image']:>10.2f}"
+            f"{row['mb_per_image']:>9.1f}{row['bytes_ratio']:>8.2f}"
+            + "".join(f"{row['estimate_ms'][d]:>13.3f}{row['speedup'][d]:>6.2f}"
+                      for d in devices)
+            + f"{row['memory_bound_share'][devices[-1]]:>10.0%}")
+    lines += ["", f"x: over {report['rows'][0]['speedup_vs'] if report['rows'] else '-'} "
+                  f"(bytes: ratio of MB/img; time: estimated speedup); mem-bound: share of "
+                  f"the estimated {devices[-1]} time in memory-bound ops", "",
+              f"MB per image by op type (top {top}; estimate inputs)"]
+    for row in report["rows"]:
+        if row["program"] in ("forward+flash", "train+flash", "export/cpu"):
+            continue
+        parts = [f"{op} {mb:.1f}" for op, mb in list(row["mb_by_op_type"].items())[:top]]
+        lines.append(f"{row['name']:<22}{row['program']:<8}" + ", ".join(parts))
+    return "\n".join(lines)

@@ -207,12 +207,15 @@ def input_shape(fixed_size=None):
 
 def static_model(model, fixed_size=None):
     """A static-graph copy of ``model`` for ``paddle.jit.save``, in its plain form
-    (whatever kernels the eager model uses, the graph holds the stock layers). Batch, H
+    (whatever kernels the eager model uses, the graph holds the stock layers) with NCHW
+    convolutions (Paddle Inference's oneDNN kernels misread channels-last ones). Batch, H
     and W are dynamic, as in PaddleSeg's and PaddleDetection's export tools, unless
     ``fixed_size`` (an int or ``(H, W)``) fixes H and W."""
     shape = [None if size == -1 else size for size in input_shape(fixed_size)]
     spec = paddle.static.InputSpec(shape, "float32", "image")
     model = use_plain_layers(copy.deepcopy(model))  # to_static converts its layer in place
+    if getattr(model, "channels_last", False):
+        model.set_channels_last(False)  # NCHW convolutions: what every backend reads
     model.eval()
     return paddle.jit.to_static(model, input_spec=[spec], full_graph=True)
 

@@ -183,7 +183,7 @@ BAD_VALUES = {
     "Arch.mlp_ratio": 0, "Arch.qkv_bias": "yes", "Arch.drop_rate": 1.0,
     "Arch.drop_path_rate": -0.1, "Arch.with_classifier": False,
     "Arch.attention_mode": "swin", "Arch.stripe_width": 0,
-    "Arch.grad_checkpointing": "yes",
+    "Arch.grad_checkpointing": "yes", "Arch.channels_last": 1,
 }
 for _mode in ("Train", "Eval"):
     BAD_VALUES.update({

@@ -216,14 +216,48 @@ def test_attention_scores_grow_with_lines_not_with_hw_squared(monkeypatch, fast)
 
 
 def test_fused_weights_carry_every_bias():
-    # the bias row of the fused maps is the linear bias plus the conv bias carried
-    # through the map; queries are scaled, keys and values not
+    # the bias row of the fused maps is the linear bias (the depth-wise convolutions
+    # have none); queries are scaled, keys and values not
     layer = use_cpu_kernels(_random_biases(PaleAttention(8, 2, 7)))
     fused = layer._weights_with_bias_row(0.5).numpy()  # [3, C + 1, C]
     for j, projection in enumerate((layer.query, layer.key, layer.value)):
         scale = 0.5 if j == 0 else 1.0
         weight = projection.linear.weight.numpy()
-        bias = projection.linear.bias.numpy() + projection.depthwise.bias.numpy() @ weight
+        assert projection.depthwise.bias is None
+        bias = projection.linear.bias.numpy()
         np.testing.assert_allclose(fused[j, :8], weight * scale, rtol=1e-6)
         np.testing.assert_allclose(fused[j, 8], bias * scale, rtol=1e-5, atol=1e-6)
     assert cpu.CPU_FORMS[PaleAttention] is type(layer)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_channels_last_convolutions_compute_the_same_model(training):
+    # one state dict, two layouts: values and gradients agree, and the CPU kernels serve
+    # the channels-last model too
+    plain = _random_biases(paddle_pale.create_model(
+        "pale_t", num_classes=5, depths=(1, 1, 1, 1), embed_dims=(16, 32, 48, 64)))
+    plain.train() if training else plain.eval()
+    channels_last = copy.deepcopy(plain).set_channels_last(True)
+    formats = {name: layer._data_format for name, layer in channels_last.named_sublayers()
+               if isinstance(layer, paddle.nn.Conv2D)}
+    assert formats.pop("patch_embeds.0.proj") == "NCHW"  # the image stays NCHW
+    assert set(formats.values()) == {"NHWC"} and len(formats) == 4 * 4 + 3
+    assert list(channels_last.state_dict()) == list(plain.state_dict())
+    x = paddle.randn([2, 3, 61, 45])
+    _assert_same_function(plain, channels_last, lambda m, t: m(t), x, atol=2e-5)
+    _assert_same_function(plain, use_cpu_kernels(channels_last), lambda m, t: m(t), x,
+                          atol=2e-5)
+    assert channels_last.set_channels_last(False) is channels_last
+    assert not any(layer._data_format == "NHWC" for layer in channels_last.sublayers()
+                   if isinstance(layer, paddle.nn.Conv2D))
+
+
+def test_position_encoding_is_the_input_plus_its_depthwise_convolution():
+    # Eq. 6, X + DWConv(X), against paddle's NCHW convolution and an add, in both layouts
+    layer = _random_biases(paddle_pale.models.layers.ConditionalPositionEncoding(6))
+    x = paddle.randn([2, 5, 7, 6])
+    expected = x + F.conv2d(x.transpose([0, 3, 1, 2]), layer.weight, layer.bias, padding=1,
+                            groups=6).transpose([0, 2, 3, 1])
+    np.testing.assert_allclose(layer(x).numpy(), expected.numpy(), atol=1e-5)
+    paddle_pale.models.layers.set_channels_last(layer)
+    np.testing.assert_allclose(layer(x).numpy(), expected.numpy(), atol=1e-5)

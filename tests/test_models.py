@@ -166,3 +166,46 @@ def test_pretrained_round_trip_and_errors(tmp_path):
     (tmp_path / "corrupt.pdparams").write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match="cannot read weights file"):
         paddle_pale.create_model("pale_t", pretrained=str(tmp_path / "corrupt.pdparams"))
+
+
+def _pale_t_layout():
+    """Pale-T's state dict, key -> shape, written out from the architecture: the layout
+    checkpoints are published in (frozen; README, "State-dict layout")."""
+    dims, depths, layout = (64, 128, 256, 512), (2, 2, 16, 2), {}
+    for stage, (dim, depth) in enumerate(zip(dims, depths)):
+        previous, kernel = (3, 7) if stage == 0 else (dims[stage - 1], 3)
+        embed = f"patch_embeds.{stage}."
+        layout.update({embed + "proj.weight": [dim, previous, kernel, kernel],
+                       embed + "proj.bias": [dim], embed + "norm.weight": [dim],
+                       embed + "norm.bias": [dim]})
+        for index in range(depth):
+            block = f"stages.{stage}.{index}."
+            layout.update({block + "cpe.weight": [dim, 1, 3, 3], block + "cpe.bias": [dim],
+                           block + "norm1.weight": [dim], block + "norm1.bias": [dim]})
+            for name in ("query", "key", "value"):  # phi: depth-wise conv (no bias), linear
+                layout.update({f"{block}attn.{name}.depthwise.weight": [dim, 1, 3, 3],
+                               f"{block}attn.{name}.linear.weight": [dim, dim],
+                               f"{block}attn.{name}.linear.bias": [dim]})
+            layout.update({block + "attn.proj.weight": [dim, dim],
+                           block + "attn.proj.bias": [dim],
+                           block + "norm2.weight": [dim], block + "norm2.bias": [dim],
+                           block + "mlp.fc1.weight": [dim, 4 * dim],
+                           block + "mlp.fc1.bias": [4 * dim],
+                           block + "mlp.fc2.weight": [4 * dim, dim],
+                           block + "mlp.fc2.bias": [dim]})
+        layout.update({f"stage_norms.{stage}.weight": [dim], f"stage_norms.{stage}.bias": [dim]})
+    layout.update({"norm.weight": [512], "norm.bias": [512], "head.weight": [512, 1000],
+                   "head.bias": [1000]})
+    return layout
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_pale_t_state_dict_layout_is_pinned(channels_last):
+    model = paddle_pale.create_model("pale_t", channels_last=channels_last)
+    got = {key: list(value.shape) for key, value in model.state_dict().items()}
+    expected = _pale_t_layout()
+    assert sorted(got) == sorted(expected)
+    assert got == expected
+    # 21.7M parameters (with the frozen stage norms): the paper's 22M for Pale-T
+    assert sum(int(np.prod(shape)) for shape in expected.values()) / 1e6 == \
+        pytest.approx(21.7, abs=0.05)

@@ -2,6 +2,8 @@
 
     python tools/benchmark.py                       # batch 8, 224x224, sweep 224/448/896
     python tools/benchmark.py --json bench.json --rounds 5 --sweep
+    python tools/benchmark.py --estimate            # GPU roofline ESTIMATE, no timing
+    python tools/benchmark.py --estimate --gpus H200 --peak-tflops 989 --bandwidth-gbs 4800
 
 The CPU environment (threads = physical cores, MKL's AVX2 path on AMD, stride kernels
 off, glibc's allocator keeping freed memory) is set by
@@ -17,10 +19,13 @@ from paddle_pale.utils.tool import positive_int, run_tool
 def main(argv=None, cpu=None):
     """``cpu``: what :func:`configure_cpu` applied, recorded with the figures."""
     # imported here, once run_tool() has set paddle's threads and kernels
-    from paddle_pale.benchmark import (MODEL_CASES, benchmark, format_report,
-                                             save_json)
+    from paddle_pale.benchmark import (ESTIMATE_MODELS, MODEL_CASES, benchmark,
+                                       cost_estimate, format_cost_estimate, format_report,
+                                       save_json)
+    from paddle_pale.utils.program_cost import GPU_PRESETS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=positive_int, default=8)
+    parser.add_argument("--batch", type=positive_int, default=None,
+                        help="images per batch (default 8; --estimate: 64)")
     parser.add_argument("--size", type=positive_int, nargs=2, default=(224, 224),
                         metavar=("H", "W"))
     parser.add_argument("--models", nargs="+", default=list(MODEL_CASES), choices=MODEL_CASES,
@@ -45,10 +50,41 @@ def main(argv=None, cpu=None):
                         help="cpu: process CPU time, stable on a busy machine with "
                              "OMP_NUM_THREADS=1 (before/after comparisons)")
     parser.add_argument("--json", help="also write the results to this JSON file")
+    estimate = parser.add_argument_group(
+        "estimate", "FLOPs and bytes per image of each model's static program and a GPU "
+        "roofline estimate (no timing; --batch, --size and --json apply)")
+    estimate.add_argument("--estimate", action="store_true",
+                          help="print the estimate instead of timing")
+    estimate.add_argument("--estimate-models", nargs="+", default=list(ESTIMATE_MODELS),
+                          choices=ESTIMATE_MODELS)
+    estimate.add_argument("--gpus", nargs="+", default=list(GPU_PRESETS),
+                          choices=list(GPU_PRESETS), help="device presets")
+    estimate.add_argument("--peak-tflops", type=float,
+                          help="with --bandwidth-gbs: a custom device (dense 16-bit peak)")
+    estimate.add_argument("--bandwidth-gbs", type=float, help="HBM bandwidth, GB/s")
+    estimate.add_argument("--compute-efficiency", type=float, default=0.6,
+                          help="fraction of the peak FLOP/s matmuls reach")
+    estimate.add_argument("--memory-efficiency", type=float, default=0.8,
+                          help="fraction of the HBM bandwidth every op reaches")
     args = parser.parse_args(argv)
+    if args.estimate:
+        if (args.peak_tflops is None) != (args.bandwidth_gbs is None):
+            parser.error("--peak-tflops and --bandwidth-gbs go together")
+        devices = {name: GPU_PRESETS[name] for name in args.gpus}
+        if args.peak_tflops is not None:
+            devices = {"custom": (args.peak_tflops * 1e12, args.bandwidth_gbs * 1e9)}
+        report = cost_estimate(args.estimate_models, args.batch or 64, tuple(args.size),
+                               training=not args.no_train, devices=devices,
+                               compute_efficiency=args.compute_efficiency,
+                               memory_efficiency=args.memory_efficiency)
+        print(format_cost_estimate(report))
+        if args.json:
+            save_json(report, args.json)
+            print(f"wrote {args.json}")
+        return
     sweep = () if args.sweep is None else (args.sweep or (224, 448, 896))
     models = [m for m in args.models if not (args.no_onednn and m.endswith("+onednn"))]
-    report = benchmark(batch=args.batch, size=tuple(args.size), models=models,
+    report = benchmark(batch=args.batch or 8, size=tuple(args.size), models=models,
                        attention=not args.no_attention, naive=not args.no_naive,
                        train=not args.no_train, rounds=args.rounds, warmup=args.warmup,
                        iters=args.iters, sweep=sweep, sweep_batch=args.sweep_batch,

@@ -216,6 +216,7 @@ RULES = {
     ("Arch", "with_classifier"): Rule(lambda v: v is True, "true (a classifier is trained; "
                                                            "false builds a backbone only)"),
     ("Arch", "attention_mode"): choice(MODES),
+    ("Arch", "channels_last"): boolean(),
     ("Arch", "stripe_width"): Rule(_is_pale_size, "a positive integer, a pair [w_r, w_c], or "
                                                   "one of those per stage", nullable=True),
     ("Arch", "grad_checkpointing"): boolean(),

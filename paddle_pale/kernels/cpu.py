@@ -4,7 +4,8 @@ Each class below subclasses the plain layer of :mod:`paddle_pale.models` and onl
 replaces ``forward``; :func:`use_cpu_kernels` switches a model's layers to these forms in
 place (and :func:`use_plain_layers` back), so parameters, their names, state-dict keys,
 optimizer state and hooks are untouched. Every trick was kept because it won an A/B
-run of the whole Pale-T in one process on a 2-core CPU (batch 8); figures in README.
+run of the whole Pale-T in one process on a 2-core CPU (batch 8); figures in
+docs/performance.md.
 
 They are for eager execution on CPU: static graphs (export) and GPUs use the plain
 layers, whose stock ops AMP, flash attention, oneDNN, TensorRT and ONNX understand.
@@ -152,9 +153,13 @@ class CpuConvPatchEmbed(ConvPatchEmbed):
 
     def forward(self, x):
         conv = self.proj
+        if self.tokens_in and not self.channels_last:
+            x = x.transpose([0, 3, 1, 2])
         out = F.conv2d(x, conv.weight, None, conv._stride, conv._padding, conv._dilation,
-                       conv._groups)
-        return self.norm(_add_channel_bias(self, to_channels_last(out), conv.bias))
+                       conv._groups, data_format=conv._data_format)
+        if not self.channels_last:
+            out = to_channels_last(out)
+        return self.norm(_add_channel_bias(self, out, conv.bias))
 
 
 class CpuPaleAttention(PaleAttention):
@@ -167,8 +172,7 @@ class CpuPaleAttention(PaleAttention):
     halves that the split modes group (``pale``, ``cross_shaped``, ``axial``), or all
     channels at once for the modes that attend with every head. A constant-one input
     channel rides through the convolution and meets a bias row of the weights, so the
-    matmul adds every bias itself (the linear ones, and the convolution's carried
-    through the map).
+    matmul adds the linear biases itself.
     The attention scale is folded into the query weights; the softmax runs in place (a
     fresh score-sized buffer, 39 MB at stage 1, costs more in page faults than the
     softmax itself).
@@ -189,11 +193,7 @@ class CpuPaleAttention(PaleAttention):
         weight = weight * scales
         if bias is not None:
             bias = bias * scales
-        conv_biases = [p.depthwise.bias for p in projections]
-        if conv_biases[0] is not None:
-            folded = paddle.bmm(paddle.stack(conv_biases).unsqueeze(1), weight)  # [3, 1, C]
-            bias = folded if bias is None else bias + folded
-        if bias is None:
+        else:
             bias = paddle.zeros([3, 1, self.dim], dtype=weight.dtype)
         return paddle.concat([weight, bias], axis=1)
 

@@ -3,14 +3,20 @@
 Tensors inside a stage are channels last, ``[B, H, W, C]``: LayerNorm and the linear
 layers work on the last axis. Convolutions run on Paddle's default NCHW layout, the one
 every backend (cuDNN, oneDNN, TensorRT, ONNX) takes, so the layers that convolve a
-channels-last tensor transpose around the convolution.
+channels-last tensor transpose around the convolution, unless the model is switched to
+channels-last convolutions (``data_format="NHWC"``, :func:`set_channels_last`): no
+transposes, the layout GPUs prefer, the same parameters. Exports stay NCHW: Paddle
+Inference's oneDNN kernels (Paddle 3.3.1) run convolutions on NCHW-ordered shapes and
+misread a channels-last tensor that another oneDNN op wrote.
 """
 import math
 
 import paddle
 import paddle.nn as nn
+import paddle.nn.functional as F
 
 __all__ = ["DropPath", "Mlp", "SeparableProjection", "ConditionalPositionEncoding",
+           "identity_filters", "set_channels_last", "CHANNELS_LAST_LAYERS",
            "to_channels_first", "to_channels_last", "conv_fan_in", "init_weights"]
 
 _trunc_normal = nn.initializer.TruncatedNormal(std=0.02)
@@ -67,22 +73,41 @@ class SeparableProjection(nn.Layer):
     """phi_Q, phi_K or phi_V of Eq. 2: a separable convolution as in CvT (Wu et al.
     2021a), i.e. a 3x3 depth-wise convolution then a C x C linear map.
 
-    The depth-wise convolution carries a bias instead of CvT's BatchNorm: the same
-    function at inference, and free of batch statistics in small-batch dense training.
+    The depth-wise convolution has no bias (nor CvT's BatchNorm): a per-channel offset
+    before a linear map is a bias of the map, ``W (conv(x) + b) = W conv(x) + W b``, so
+    the linear layer's bias already holds it, and the extra add would cost a pass over
+    the activations.
     """
 
     def __init__(self, dim, bias=True):
         super().__init__()
-        self.depthwise = nn.Conv2D(dim, dim, 3, padding=1, groups=dim)
+        self.depthwise = nn.Conv2D(dim, dim, 3, padding=1, groups=dim, bias_attr=False)
         self.linear = nn.Linear(dim, dim, bias_attr=None if bias else False)
 
-    def forward(self, x):  # [B, C, H, W] -> [B, H, W, C]
-        return self.linear(to_channels_last(self.depthwise(x)))
+    def forward(self, x):  # [B, C, H, W] (or [B, H, W, C] channels last) -> [B, H, W, C]
+        taps = self.depthwise(x)
+        if self.depthwise._data_format == "NCHW":
+            taps = to_channels_last(taps)
+        return self.linear(taps)
+
+
+def identity_filters(weight):
+    """``[1, 1, k, k]`` filter (odd ``k``, as ``weight``'s ``[C, 1, k, k]``) that passes a
+    channel through: 1 at the centre tap, which 'same' zero padding never moves."""
+    kernel_h, kernel_w = weight.shape[2], weight.shape[3]
+    taps = paddle.arange(kernel_h * kernel_w, dtype="int64")
+    centre = (taps == (kernel_h // 2) * kernel_w + kernel_w // 2).astype(weight.dtype)
+    return centre.reshape([1, 1, kernel_h, kernel_w])
 
 
 class ConditionalPositionEncoding(nn.Conv2D):
     """``X + CPE(X)`` of Eq. 6 on ``[B, H, W, C]``: CPE is a 3x3 depth-wise convolution
-    (Chu et al. 2021b), so it works at any input size. Parameters as ``nn.Conv2D``."""
+    (Chu et al. 2021b), so it works at any input size. Parameters as ``nn.Conv2D``.
+
+    The sum is computed as one convolution whose filters are CPE's plus the identity
+    (:func:`identity_filters`, broadcast over the channels): the same function and
+    gradients, one pass over the activations instead of a convolution and an add.
+    """
 
     def __init__(self, channels, kernel_size=3):
         if kernel_size % 2 == 0:
@@ -91,7 +116,31 @@ class ConditionalPositionEncoding(nn.Conv2D):
                          groups=channels)
 
     def forward(self, x):  # [B, H, W, C]
-        return x + to_channels_last(super().forward(to_channels_first(x)))
+        channels_last = self._data_format == "NHWC"
+        out = F.conv2d(x if channels_last else to_channels_first(x),
+                       self.weight + identity_filters(self.weight), self.bias, self._stride,
+                       self._padding, groups=self._groups, data_format=self._data_format)
+        return out if channels_last else to_channels_last(out)
+
+
+# layers whose convolutions follow set_channels_last (their own or their sublayers')
+CHANNELS_LAST_LAYERS = (SeparableProjection, ConditionalPositionEncoding)
+
+
+def set_channels_last(layer, channels_last=True, kinds=CHANNELS_LAST_LAYERS):
+    """Switch the convolutions of every layer of ``kinds`` in ``layer`` to channels-last
+    (``data_format="NHWC"``) or back to NCHW, in place; parameters are unchanged (Paddle
+    keeps filters ``[out, in, kh, kw]`` in both layouts)."""
+    data_format = "NHWC" if channels_last else "NCHW"
+    for sublayer in layer.sublayers(include_self=True):
+        if isinstance(sublayer, kinds):
+            for conv in sublayer.sublayers(include_self=True):
+                if isinstance(conv, nn.Conv2D):
+                    # what nn.Conv2D derives from data_format at construction (the integer
+                    # paddings used here read the same in both layouts)
+                    conv._data_format = data_format
+                    conv._channel_dim = 3 if channels_last else 1
+    return layer
 
 
 def conv_fan_in(conv):

@@ -2,7 +2,9 @@
 
 Inside a stage every tensor is channels last, ``[B, H, W, C]``: LayerNorm, the linear
 layers and PS-Attention work on the last axis; the convolutions (CPE, the depth-wise
-half of Q/K/V, patch merging) run in NCHW between two transposes.
+half of Q/K/V, patch merging) run in NCHW between two transposes, or on the tokens as
+they lie once the model is switched to channels-last convolutions
+(``channels_last=True``, :meth:`PaleTransformer.set_channels_last`).
 
 This module is the paper, in stock Paddle layers. Faster CPU forms of the same layers
 (same parameters) are applied by :func:`paddle_pale.kernels.use_cpu_kernels`.
@@ -18,7 +20,7 @@ from .attention import to_pale_size
 from .modes import (DEFAULT_MODE, check_heads, check_mode, mode_attention, mode_attention_macs,
                     region_size)
 from .layers import (ConditionalPositionEncoding, DropPath, Mlp, SeparableProjection,
-                     to_channels_first, to_channels_last, init_weights)
+                     set_channels_last, to_channels_first, to_channels_last, init_weights)
 
 __all__ = ["PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
            "CLASSIFIER_PREFIXES", "CSWIN_T_STRIPE_WIDTHS"]
@@ -82,8 +84,9 @@ class PaleAttention(nn.Layer):
 
     def qkv_projection(self, x):
         """``(q, k, v)``, each ``[B, H, W, C]``, from ``x`` ``[B, H, W, C]``."""
-        image = to_channels_first(x)
-        return self.query(image), self.key(image), self.value(image)
+        if self.query.depthwise._data_format == "NCHW":
+            x = to_channels_first(x)  # once for the three convolutions
+        return self.query(x), self.key(x), self.value(x)
 
     def forward(self, x):  # [B, H, W, C]
         out = mode_attention(*self.qkv_projection(x), self.num_heads, self.attention_mode,
@@ -130,16 +133,26 @@ class PaleBlock(nn.Layer):
 
 class ConvPatchEmbed(nn.Layer):
     """Patch merging: an overlapping convolution (7x7 stride 4 for stage 1, 3x3 stride 2
-    after) + LayerNorm; ``[B, C_in, H, W]`` in, ``[B, H', W', C_out]`` out."""
+    after) + LayerNorm; ``[B, H', W', C_out]`` out, from an NCHW image
+    (``tokens_in=False``) or from the previous stage's ``[B, H, W, C_in]`` tokens, which
+    a channels-last convolution reads as they lie."""
 
-    def __init__(self, in_channels, out_channels, kernel_size, stride):
+    def __init__(self, in_channels, out_channels, kernel_size, stride, tokens_in=False):
         super().__init__()
+        self.tokens_in = tokens_in
         self.proj = nn.Conv2D(in_channels, out_channels, kernel_size, stride,
                               padding=kernel_size // 2)
         self.norm = nn.LayerNorm(out_channels)
 
+    @property
+    def channels_last(self):
+        return self.proj._data_format == "NHWC"
+
     def forward(self, x):
-        return self.norm(to_channels_last(self.proj(x)))
+        if self.tokens_in and not self.channels_last:
+            x = to_channels_first(x)
+        x = self.proj(x)
+        return self.norm(x if self.channels_last else to_channels_last(x))
 
 
 def _per_stage(value, name, num_stages, is_entry):
@@ -191,6 +204,10 @@ class PaleTransformer(nn.Layer):
         grad_checkpointing: recompute each block's activations in the backward pass
             instead of keeping them (see :meth:`set_grad_checkpointing`); not part of
             the architecture, the weights are the same.
+        channels_last: channels-last convolutions (``data_format="NHWC"``) for the
+            blocks and the patch merging of stages 2-4, which read the ``[B, H, W, C]``
+            tokens without transposes (GPUs); see :meth:`set_channels_last`. The same
+            parameters either way.
     """
 
     # state-dict keys a checkpoint of another num_classes (or a dense backbone) may lack:
@@ -200,7 +217,8 @@ class PaleTransformer(nn.Layer):
     def __init__(self, in_channels=3, num_classes=1000, embed_dims=(64, 128, 256, 512),
                  depths=(2, 2, 16, 2), num_heads=(2, 4, 8, 16), pale_size=7, mlp_ratio=4.0,
                  qkv_bias=True, drop_rate=0.0, drop_path_rate=0.0, with_classifier=True,
-                 attention_mode=DEFAULT_MODE, stripe_width=None, grad_checkpointing=False):
+                 attention_mode=DEFAULT_MODE, stripe_width=None, grad_checkpointing=False,
+                 channels_last=False):
         super().__init__()
         num_stages = len(depths)
         check_mode(attention_mode)
@@ -236,7 +254,8 @@ class PaleTransformer(nn.Layer):
         for stage, (dim, depth, heads) in enumerate(zip(embed_dims, depths, num_heads)):
             first = stage == 0
             self.patch_embeds.append(ConvPatchEmbed(
-                previous, dim, kernel_size=7 if first else 3, stride=4 if first else 2))
+                previous, dim, kernel_size=7 if first else 3, stride=4 if first else 2,
+                tokens_in=not first))
             start = sum(depths[:stage])
             # block_index counts within the stage: pale_sequential starts every stage
             # with rows, as Swin starts every stage with unshifted windows
@@ -262,6 +281,7 @@ class PaleTransformer(nn.Layer):
                 param.stop_gradient = True
         self.apply(init_weights)
         self.set_grad_checkpointing(grad_checkpointing)
+        self.set_channels_last(channels_last)
 
     def set_grad_checkpointing(self, enable=True):
         """Activation recomputation per block (timm's name): in training, each block
@@ -270,6 +290,18 @@ class PaleTransformer(nn.Layer):
         RNG state is replayed, so stochastic depth and dropout drop the same paths). Same
         loss and gradients, less memory, about one more forward pass of time."""
         self.grad_checkpointing = bool(enable)
+
+    def set_channels_last(self, channels_last=True):
+        """Switch, in place, the convolutions that read the tokens (CPE, phi_Q/K/V's
+        depth-wise ones, the patch merging of stages 2-4) to channels-last
+        (``data_format="NHWC"``: no transpose pair around them, the layout cuDNN's fp16
+        and bf16 kernels prefer) or back to NCHW; returns the model. Parameters and
+        results are the same. Exports are NCHW (:func:`paddle_pale.export.static_model`
+        switches its copy back), the layout every deployment backend reads."""
+        self.channels_last = bool(channels_last)
+        set_channels_last(self, channels_last)
+        set_channels_last(self.patch_embeds[1:], channels_last, kinds=(ConvPatchEmbed,))
+        return self
 
     @property
     def feat_channels(self):
@@ -297,8 +329,8 @@ class PaleTransformer(nn.Layer):
         return out_indices
 
     def _run_stage(self, index, x):
-        """Stage ``index``: patch merging then its blocks; NCHW in (the image, or the
-        previous stage's output transposed), ``[B, H_i, W_i, C_i]`` out."""
+        """Stage ``index``: patch merging then its blocks; the NCHW image (stage 0) or the
+        previous stage's ``[B, H, W, C]`` in, ``[B, H_i, W_i, C_i]`` out."""
         x = self.patch_embeds[index](x)
         if not (self.grad_checkpointing and self.training):
             return self.stages[index](x)
@@ -317,7 +349,7 @@ class PaleTransformer(nn.Layer):
             tokens = self._run_stage(index, x)
             if index in out_indices:
                 features.append(to_channels_first(self.stage_norms[index](tokens)))
-            x = to_channels_first(tokens)
+            x = tokens
         return features
 
     def forward_features(self, x):
@@ -325,7 +357,7 @@ class PaleTransformer(nn.Layer):
         self._check_input(x)
         tokens = self._run_stage(0, x)
         for index in range(1, len(self.stages)):
-            tokens = self._run_stage(index, to_channels_first(tokens))
+            tokens = self._run_stage(index, tokens)
         return tokens
 
     def forward_head(self, x, pre_logits=False):
