@@ -22,6 +22,24 @@ def _numpy_tuple(state):
             state["has_gauss"], state["cached_gaussian"])
 
 
+def _generator_state(generator):
+    """A private generator's state as numbers: a numpy ``RandomState`` or a Python
+    ``random.Random`` with numpy's method names (data.random_erasing.SeededRandom)."""
+    state = generator.get_state()
+    if len(state) == 3:  # random.Random.getstate(): (version, words, gauss_next)
+        version, words, gauss_next = state
+        return {"kind": "python", "version": version, "words": list(words),
+                "gauss_next": gauss_next}
+    return _numpy_state(state)
+
+
+def _set_generator_state(generator, state):
+    if state["kind"] == "python":
+        generator.set_state((state["version"], tuple(state["words"]), state["gauss_next"]))
+    else:
+        generator.set_state(_numpy_tuple(state))
+
+
 def _paddle_states():
     """Each paddle generator state as numbers and its engine's text."""
     states = []
@@ -45,12 +63,12 @@ def _set_paddle_states(states):
 
 def capture_rng_state(generators=None):
     """Python, numpy and paddle RNG states, plus those of ``generators`` (name ->
-    numpy RandomState), as numbers, strings and lists: ``paddle.save`` writes them
+    numpy RandomState or Python Random), as numbers, strings and lists: ``paddle.save`` writes them
     without any global, so reading them runs no code (no pickled objects)."""
     version, words, gauss_next = random.getstate()
     return {"python": {"version": version, "words": list(words), "gauss_next": gauss_next},
             "numpy": _numpy_state(np.random.get_state()), "paddle": _paddle_states(),
-            "generators": {name: _numpy_state(g.get_state())
+            "generators": {name: _generator_state(g)
                            for name, g in (generators or {}).items()}}
 
 
@@ -65,7 +83,7 @@ def restore_rng_state(state, generators=None):
     _set_paddle_states(state["paddle"])
     for name, generator in (generators or {}).items():
         if name in state["generators"]:
-            generator.set_state(_numpy_tuple(state["generators"][name]))
+            _set_generator_state(generator, state["generators"][name])
     return True
 
 
