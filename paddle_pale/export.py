@@ -27,7 +27,6 @@ import tempfile
 import paddle
 
 from .kernels import use_plain_layers
-from .models.pale import CLASSIFIER_PREFIXES
 from .models.registry import create_model, list_models, pretrained_cfg
 from .utils.io import (META_SUFFIX, PREPROCESS_KEYS, SAFETENSORS_SUFFIX, check_writable,
                        checkpoint_prefix, load_state_dict, load_weights, read_states,
@@ -164,7 +163,8 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
 
 
 def export_backbone(model, meta, output, weights_format=None):
-    """Write the weights without the classifier (``norm.*``, ``head.*``) to
+    """Write the weights without the classifier (``norm.*``, ``head.*``, and the
+    token-labeling ``aux_head.*``) to
     ``output.pdparams`` or ``output.safetensors`` (``weights_format``; default: the
     suffix of ``output``, else pdparams) and the sidecar to ``output.meta.json``.
 
@@ -184,7 +184,7 @@ def export_backbone(model, meta, output, weights_format=None):
     paths = [f"{base}.{weights_format}", base + META_SUFFIX]
     check_writable(paths, meta.get("source_checkpoint"))
     state = {key: value for key, value in model.state_dict().items()
-             if not key.startswith(CLASSIFIER_PREFIXES)}
+             if not key.startswith(model.classifier_prefixes)}
     meta = dict(meta, format="backbone", num_tensors=len(state),
                 attention_mode=model.attention_mode)
     if weights_format == "safetensors":
