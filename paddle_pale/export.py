@@ -40,6 +40,10 @@ EXPORT_FORMATS = ("backbone", "inference", "onnx")
 WEIGHTS_FORMATS = ("pdparams", "safetensors")
 
 
+# Arch keys of the token-labeling head (Pale-T*): not part of a backbone
+TOKEN_HEAD_ARCH_KEYS = ("token_head", "token_inference")
+
+
 def _requested_arch(arch):
     if arch is None:
         return {}
@@ -143,6 +147,8 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
         weights_path = prefix + ".pdparams"
     arch = _resolve_arch(prefix, states, _requested_arch(arch), weights_path)
     name, kwargs = arch["name"], {k: v for k, v in arch.items() if k != "name"}
+    if not with_classifier:  # a backbone: the token-labeling head goes with the classifier
+        kwargs = {k: v for k, v in kwargs.items() if k not in TOKEN_HEAD_ARCH_KEYS}
     try:
         model = create_model(name, **dict(kwargs, with_classifier=with_classifier))
     except TypeError as error:  # an argument PaleTransformer does not take
