@@ -6,7 +6,6 @@ import random
 
 import numpy as np
 import paddle
-import paddle.nn.functional as F
 import pytest
 from PIL import Image
 
