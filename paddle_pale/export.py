@@ -27,7 +27,6 @@ import tempfile
 import paddle
 
 from .kernels import use_plain_layers
-from .models.pale import CLASSIFIER_PREFIXES
 from .models.registry import create_model, list_models, pretrained_cfg
 from .utils.io import (META_SUFFIX, PREPROCESS_KEYS, SAFETENSORS_SUFFIX, check_writable,
                        checkpoint_prefix, load_state_dict, load_weights, read_states,
@@ -39,6 +38,10 @@ __all__ = ["load_checkpoint", "export_backbone", "export_inference", "export_onn
 
 EXPORT_FORMATS = ("backbone", "inference", "onnx")
 WEIGHTS_FORMATS = ("pdparams", "safetensors")
+
+
+# Arch keys of the token-labeling head (Pale-T*): not part of a backbone
+TOKEN_HEAD_ARCH_KEYS = ("token_head", "token_inference")
 
 
 def _requested_arch(arch):
@@ -144,6 +147,8 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
         weights_path = prefix + ".pdparams"
     arch = _resolve_arch(prefix, states, _requested_arch(arch), weights_path)
     name, kwargs = arch["name"], {k: v for k, v in arch.items() if k != "name"}
+    if not with_classifier:  # a backbone: the token-labeling head goes with the classifier
+        kwargs = {k: v for k, v in kwargs.items() if k not in TOKEN_HEAD_ARCH_KEYS}
     try:
         model = create_model(name, **dict(kwargs, with_classifier=with_classifier))
     except TypeError as error:  # an argument PaleTransformer does not take
@@ -164,7 +169,8 @@ def load_checkpoint(checkpoint, arch=None, use_ema=True, with_classifier=True,
 
 
 def export_backbone(model, meta, output, weights_format=None):
-    """Write the weights without the classifier (``norm.*``, ``head.*``) to
+    """Write the weights without the classifier (``norm.*``, ``head.*``, and the
+    token-labeling ``aux_head.*``) to
     ``output.pdparams`` or ``output.safetensors`` (``weights_format``; default: the
     suffix of ``output``, else pdparams) and the sidecar to ``output.meta.json``.
 
@@ -184,7 +190,7 @@ def export_backbone(model, meta, output, weights_format=None):
     paths = [f"{base}.{weights_format}", base + META_SUFFIX]
     check_writable(paths, meta.get("source_checkpoint"))
     state = {key: value for key, value in model.state_dict().items()
-             if not key.startswith(CLASSIFIER_PREFIXES)}
+             if not key.startswith(model.classifier_prefixes)}
     meta = dict(meta, format="backbone", num_tensors=len(state),
                 attention_mode=model.attention_mode)
     if weights_format == "safetensors":

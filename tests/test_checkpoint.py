@@ -146,3 +146,18 @@ def test_checkpoint_files_are_the_plain_names_users_know(tmp_path):
     # a checkpoint file's name is accepted as its prefix
     assert ckpt.load_checkpoint(prefix + ".pdparams")["states"]["epoch"] == 2
     assert ckpt.read_states(prefix + ".pdstates") == {"epoch": 2}
+
+
+def test_private_generators_of_both_kinds_round_trip_through_the_rng_record():
+    """The trainer's own generators (Mixup's numpy RandomState, the batch erasing's
+    Python Random) are recorded as numbers and restored to the same streams."""
+    import random
+
+    from paddle_pale.engine.checkpoint import capture_rng_state, restore_rng_state
+    generators = {"erasing": random.Random(3), "mixup": np.random.RandomState(4)}
+    state = capture_rng_state(generators)
+    first = ([generators["erasing"].random() for _ in range(3)],
+             generators["mixup"].rand(3).tolist())
+    assert restore_rng_state(state, generators)
+    assert ([generators["erasing"].random() for _ in range(3)],
+            generators["mixup"].rand(3).tolist()) == first

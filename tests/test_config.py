@@ -183,7 +183,11 @@ BAD_VALUES = {
     "Arch.mlp_ratio": 0, "Arch.qkv_bias": "yes", "Arch.drop_rate": 1.0,
     "Arch.drop_path_rate": -0.1, "Arch.with_classifier": False,
     "Arch.attention_mode": "swin", "Arch.stripe_width": 0,
-    "Arch.grad_checkpointing": "yes", "Arch.channels_last": 1,
+    "Arch.grad_checkpointing": "yes", "Arch.channels_last": 1, "Arch.token_head": "yes",
+    "Arch.token_inference": 1,
+    "Loss.token_beta": -0.5, "DataLoader.Train.dataset.label_maps": "",
+    "DataLoader.Train.mix_token.enable": "on", "DataLoader.Train.mix_token.alpha": 0.0,
+    "DataLoader.Train.mix_token.prob": 1.5,
 }
 for _mode in ("Train", "Eval"):
     BAD_VALUES.update({

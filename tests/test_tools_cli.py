@@ -160,6 +160,7 @@ MISTAKES = {
     "visualize": ["attention", "--checkpoint", "missing/best"],
     "ablate": ["-c", "missing.yaml", "--modes", "pale"],
     "benchmark": ["--batch", "0"],
+    "token_labels": ["--checkpoint", "missing/best", "--root", "missing", "--output", "x"],
     "train_seg": ["--config", "missing.yml"],
     "val_seg": ["--config", "missing.yml", "--model_path", "m.pdparams"],
     "export_seg": ["--config", "missing.yml"],

@@ -6,5 +6,6 @@ model.
 from .builder import build_dataloader, build_dataset
 from .datasets import IGNORE_LABEL, ImageFolderDataset, ImageListDataset
 from .mixup import Mixup
+from .token_labels import LabelMaps, MixToken, TokenLabelDataset, TokenLabelTransform
 from .train_transforms import BatchNormalize, build_train_transform
 from .transforms import build_eval_transform, load_image

@@ -11,6 +11,7 @@ from paddle.io import DataLoader, DistributedBatchSampler
 
 from .datasets import ImageFolderDataset, ImageListDataset
 from .demo import DIGITS_SPLITS, write_digits_folder
+from .token_labels import LabelMaps, TokenLabelDataset, TokenLabelTransform, token_grid
 from .train_transforms import build_train_transform
 from .transforms import build_eval_transform
 
@@ -85,9 +86,16 @@ def build_dataset(loader_cfg, mode, classes=None):
         transform = build_eval_transform(**loader_cfg["transforms"])
         on_error = "mask"
     if dataset_cfg["name"] == "ImageFolder":
-        return ImageFolderDataset(dataset_cfg["root"], transform, on_error, classes=classes)
-    return ImageListDataset(dataset_cfg["root"], dataset_cfg["list_file"], transform, on_error,
-                            classes=classes)
+        dataset = ImageFolderDataset(dataset_cfg["root"], transform, on_error, classes=classes)
+    else:
+        dataset = ImageListDataset(dataset_cfg["root"], dataset_cfg["list_file"], transform,
+                                   on_error, classes=classes)
+    if mode == "Train" and dataset_cfg.get("label_maps"):
+        # token labeling: the maps travel with the images through crop and flip
+        label_maps = LabelMaps(dataset_cfg["label_maps"])
+        transform = TokenLabelTransform(label_maps.num_classes, **loader_cfg["transforms"])
+        dataset = TokenLabelDataset(dataset, label_maps, transform, dataset_cfg["root"] or "")
+    return dataset
 
 
 def shared_memory_status(batch_bytes, num_workers, shm_dir=SHM_DIR):
@@ -125,9 +133,12 @@ def make_loader(dataset, mode, num_workers, batch_bytes, **kwargs):
 
 def batch_bytes(loader_cfg, mode, batch_size=None):
     """Bytes of one batch of images as the workers ship it (uint8 for training,
-    float32 for evaluation)."""
+    float32 for evaluation), with the token-labeling targets when there are label maps."""
     size = loader_cfg["transforms"]["input_size"]
     per_image = 3 * size * size * (1 if mode == "Train" else 4)
+    label_maps = loader_cfg["dataset"].get("label_maps")
+    if mode == "Train" and label_maps:  # float32 token targets [K, S/32, S/32]
+        per_image += 4 * LabelMaps(label_maps).num_classes * token_grid(size) ** 2
     return per_image * (batch_size or loader_cfg["batch_size"])
 
 

@@ -70,8 +70,8 @@ class ClassificationDataset(Dataset):
         skipped = 0
         while True:
             try:
-                image, label = self._load((index + skipped) % len(self.samples))
-                return image, label, np.int64(skipped)
+                fields = self._load((index + skipped) % len(self.samples))
+                return (*fields, np.int64(skipped))
             except ImageDecodeError as error:
                 logger.warning("skipping unreadable sample: %s", error)
                 skipped += 1

@@ -61,24 +61,40 @@ class Mixup:
         left, right = np.clip([center_x - cut_w // 2, center_x + cut_w // 2], 0, width)
         return int(top), int(bottom), int(left), int(right)
 
-    def __call__(self, images, labels):
+    def __call__(self, images, labels, token_targets=None):
+        """-> ``(images, targets)``; with ``token_targets`` (``[B, K, h, w]``, the
+        token-labeling targets of the stage-4 grid) ``(images, targets, token_targets)``,
+        the token targets mixed as the pixels under each token: Mixup by ``lam``, CutMix
+        by the fraction of the token's pixels inside the box."""
         if images.shape[0] % 2:
             raise ValueError(f"Mixup mixes each image with its mirror in the batch, so the "
                              f"batch size must be even, got {images.shape[0]}")
         targets = one_hot_smoothed(labels, self.num_classes, self.label_smoothing)
+        dense = token_targets is not None
         lam, use_cutmix = self._choose()
         if lam == 1.0:
-            return images, targets
+            return (images, targets, token_targets) if dense else (images, targets)
         flipped = images.flip(axis=[0])
         if use_cutmix:
             height, width = images.shape[2], images.shape[3]
             top, bottom, left, right = self.cutmix_box(height, width, lam)
             mask = np.zeros([1, 1, height, width], "float32")
             mask[..., top:bottom, left:right] = 1.0
+            if dense:
+                grid_h, grid_w = token_targets.shape[2], token_targets.shape[3]
+                token_mask = mask.reshape(grid_h, height // grid_h, grid_w,
+                                          width // grid_w).mean(axis=(1, 3))
+                token_mask = paddle.to_tensor(token_mask[None, None], dtype=token_targets.dtype)
             mask = paddle.to_tensor(mask, dtype=images.dtype)
             images = images * (1.0 - mask) + flipped * mask
             # the label weight follows the area actually pasted
             lam = 1.0 - (bottom - top) * (right - left) / float(height * width)
         else:
             images = images * lam + flipped * (1.0 - lam)
-        return images, targets * lam + targets.flip(axis=[0]) * (1.0 - lam)
+            token_mask = 1.0 - lam
+        targets = targets * lam + targets.flip(axis=[0]) * (1.0 - lam)
+        if not dense:
+            return images, targets
+        token_targets = (token_targets * (1.0 - token_mask)
+                         + token_targets.flip(axis=[0]) * token_mask)
+        return images, targets, token_targets

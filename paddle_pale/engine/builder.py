@@ -8,7 +8,8 @@ import paddle.nn.functional as F
 from ..models.registry import create_model
 
 __all__ = ["build_model", "arch_record", "scaled_learning_rate", "build_lr_scheduler",
-           "build_optimizer", "layer_ids", "layer_decay_scales", "soft_target_cross_entropy"]
+           "build_optimizer", "layer_ids", "layer_decay_scales", "soft_target_cross_entropy",
+           "token_label_loss"]
 
 logger = logging.getLogger("paddle_pale")
 
@@ -116,3 +117,16 @@ def build_optimizer(opt_cfg, model, lr_scheduler):
 def soft_target_cross_entropy(logits, targets):
     """Mean over the batch of ``-sum(targets * log_softmax(logits))``."""
     return (-targets * F.log_softmax(logits.astype("float32"), axis=-1)).sum(axis=-1).mean()
+
+
+def token_label_loss(logits, token_logits, targets, token_targets, beta=0.5):
+    """Token-labeling loss (LV-ViT's ``TokenLabelCrossEntropy``): the image-level soft
+    cross-entropy of ``logits [B, K]`` against ``targets [B, K]``, plus ``beta`` times the
+    mean over every token of the batch of the soft cross-entropy of ``token_logits
+    [B, h, w, K]`` against ``token_targets [B, K, h, w]`` (channels first, as the loader
+    ships them)."""
+    num_classes = logits.shape[-1]
+    dense_logits = token_logits.reshape([-1, num_classes])
+    dense_targets = token_targets.transpose([0, 2, 3, 1]).reshape([-1, num_classes])
+    return (soft_target_cross_entropy(logits, targets)
+            + beta * soft_target_cross_entropy(dense_logits, dense_targets))

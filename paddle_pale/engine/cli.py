@@ -91,6 +91,11 @@ def _same(a, b):
     return plain(a) == plain(b)
 
 
+# Arch keys that change how the same weights predict, not which weights there are: an
+# evaluation may switch them (token_inference: LV-ViT's rule on a token-labeling model)
+INFERENCE_ARCH_KEYS = ("token_inference",)
+
+
 def checkpoint_arch(config, overrides, allow_mismatched_weights=False):
     """The Arch to evaluate ``Global.pretrained`` with: the one recorded in its
     ``.pdstates`` (the model it was trained as), whatever the config file says. An
@@ -115,6 +120,9 @@ def checkpoint_arch(config, overrides, allow_mismatched_weights=False):
     arch = dict(recorded)
     conflicts = []
     for key, value in requested.items():
+        if key in INFERENCE_ARCH_KEYS:  # how the same weights predict: free to switch
+            arch[key] = value
+            continue
         stored = (recorded[key] if key in recorded
                   else _model_default(recorded["name"], key))
         if not _same(stored, value):

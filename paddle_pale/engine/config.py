@@ -170,6 +170,11 @@ RULES = {
     ("EMA", "enable"): boolean(),
     ("EMA", "decay"): number(0.0, 1.0, low_open=True, high_open=True),
     ("Loss", "label_smoothing"): number(0.0, 1.0, high_open=True),
+    ("Loss", "token_beta"): number(0.0),
+    ("DataLoader", "Train", "dataset", "label_maps"): path(),
+    ("DataLoader", "Train", "mix_token", "enable"): boolean(),
+    ("DataLoader", "Train", "mix_token", "alpha"): number(0.0, None, low_open=True),
+    ("DataLoader", "Train", "mix_token", "prob"): number(0.0, 1.0),
     ("Optimizer", "name"): choice(("AdamW",)),
     ("Optimizer", "beta1"): number(0.0, 1.0, high_open=True),
     ("Optimizer", "beta2"): number(0.0, 1.0, high_open=True),
@@ -220,6 +225,8 @@ RULES = {
     ("Arch", "stripe_width"): Rule(_is_pale_size, "a positive integer, a pair [w_r, w_c], or "
                                                   "one of those per stage", nullable=True),
     ("Arch", "grad_checkpointing"): boolean(),
+    ("Arch", "token_head"): boolean(),
+    ("Arch", "token_inference"): boolean(),
 }
 for _mode in ("Train", "Eval"):
     for _key, _rule in _LOADER_RULES.items():
@@ -327,12 +334,37 @@ def validate_config(config):
             raise ConfigError(f"DataLoader.Train.batch_size must be even while mixup is on "
                               f"(each image is mixed with its mirror in the batch, as timm's "
                               f"Mixup), got {train['batch_size']}")
+    _check_token_labeling(config)
     for mode in ("Train", "Eval"):
         dataset = config["DataLoader"][mode]["dataset"]
         if not dataset.get("root"):
             continue  # a config may leave data to the command line (-o ...root=...)
         if dataset["name"] == "ImageList" and not dataset.get("list_file"):
             raise ConfigError(f"DataLoader.{mode}.dataset: ImageList needs list_file")
+
+
+def _check_token_labeling(config):
+    """Label maps, the auxiliary token head and MixToken go together (LV-ViT)."""
+    train = config["DataLoader"]["Train"]
+    arch = config["Arch"]
+    label_maps = train["dataset"].get("label_maps")
+    if arch.get("token_inference") and not arch.get("token_head"):
+        raise ConfigError("Arch.token_inference=True needs Arch.token_head=True")
+    if label_maps and not arch.get("token_head"):
+        raise ConfigError("DataLoader.Train.dataset.label_maps is set but Arch.token_head is "
+                          "not: token labeling trains the auxiliary token head; set "
+                          "-o Arch.token_head=True")
+    if train["mix_token"]["enable"] and not label_maps:
+        raise ConfigError("DataLoader.Train.mix_token.enable=True needs "
+                          "DataLoader.Train.dataset.label_maps (MixToken mixes token targets)")
+    size = train["transforms"]["input_size"]
+    if label_maps and size % 32:
+        raise ConfigError(f"token labeling needs DataLoader.Train.transforms.input_size to be a "
+                          f"multiple of 32 (the stage-4 token stride), got {size}")
+    if train["mix_token"]["enable"] and train["batch_size"] % 2:
+        raise ConfigError(f"DataLoader.Train.batch_size must be even while mix_token is on "
+                          f"(each image is mixed with its mirror in the batch), got "
+                          f"{train['batch_size']}")
 
 
 def apply_overrides(config, overrides):

@@ -20,6 +20,7 @@ from paddle.distributed import fleet
 from ..data.builder import batch_bytes, build_dataloader, build_dataset, make_loader
 from ..data.datasets import IGNORE_LABEL
 from ..data.mixup import Mixup, one_hot_smoothed
+from ..data.token_labels import MixToken
 from ..data.train_transforms import BatchNormalize
 from ..kernels import use_cpu_kernels
 from ..utils.config import dump_config
@@ -27,7 +28,7 @@ from ..utils.io import (load_checkpoint, load_weights, read_states,
                         remove_stale_files, save_checkpoint, strip_suffix)
 from ..utils.log import VisualDLWriter, format_eta, setup_logging
 from .builder import (arch_record, build_lr_scheduler, build_model, build_optimizer,
-                      scaled_learning_rate, soft_target_cross_entropy)
+                      scaled_learning_rate, soft_target_cross_entropy, token_label_loss)
 from .checkpoint import (capture_rng_state, optimizer_state_by_param_name,
                          optimizer_state_by_structured_name, restore_rng_state)
 from .config import ConfigError
@@ -131,14 +132,17 @@ def topk_correct(logits, labels, topk):
 
 
 class _TrainForward(paddle.nn.Layer):
-    """The model's forward, as ``Global.to_static`` converts it (see Engine._to_static)."""
+    """The model's training forward: what ``Global.to_static`` converts (see
+    Engine._to_static) and, for token labeling, ``forward_tokens`` (class and token
+    logits) as a layer's forward, so data parallelism and to_static wrap it alike."""
 
-    def __init__(self, model):
+    def __init__(self, model, tokens=False):
         super().__init__()
         self.model = model
+        self.tokens = tokens
 
     def forward(self, images):
-        return self.model(images)
+        return self.model.forward_tokens(images) if self.tokens else self.model(images)
 
 
 class Engine:
@@ -187,6 +191,7 @@ class Engine:
         # "list_file" (which names no classes); None when unknown
         self.classes, self.label_source = None, None
         self.last_saved = None  # (prefix, epoch) of this run's latest checkpoint
+        self.token_labeling = False  # training on label maps (see _check_token_labeling)
         if global_cfg["pretrained"]:
             if mode == "eval":
                 self._load_eval_weights(global_cfg["pretrained"], allow_mismatched_weights)
@@ -307,6 +312,21 @@ class Engine:
                                "outputs %d..%d are never trained", num_classes,
                                len(self.classes), len(self.classes), num_classes - 1)
         self._check_labels(self.train_set, "Train")
+        self._check_token_labeling()
+
+    def _check_token_labeling(self):
+        """Token labeling (``dataset.label_maps``) needs the token head, and maps of the
+        model's classes; a token head without maps would never be trained."""
+        label_maps = getattr(self.train_set, "label_maps", None)
+        self.token_labeling = label_maps is not None
+        if self.arch.get("token_head") and not self.token_labeling:
+            raise ConfigError("Arch.token_head=True trains the auxiliary token head on label "
+                              "maps: set -o DataLoader.Train.dataset.label_maps=FOLDER (made by "
+                              "tools/token_labels.py), or train without the head")
+        if self.token_labeling and label_maps.num_classes != self.arch["num_classes"]:
+            raise ConfigError(f"label maps {label_maps.folder!r} score {label_maps.num_classes} "
+                              f"classes, the model has Arch.num_classes="
+                              f"{self.arch['num_classes']}")
 
     def _build_eval_loader(self):
         loader_cfg = self.config["DataLoader"]["Eval"]
@@ -382,11 +402,17 @@ class Engine:
         self.mixup = (Mixup(self.arch["num_classes"], label_smoothing=smoothing,
                             seed=global_cfg["seed"] + self.rank, **mixup_cfg)
                       if mixup_cfg else None)
-        self.train_model = self.model
+        mix_token_cfg = train_cfg["mix_token"]
+        self.mix_token = (MixToken(mix_token_cfg["alpha"], mix_token_cfg["prob"],
+                                   seed=global_cfg["seed"] + self.rank + 7919)
+                          if mix_token_cfg["enable"] else None)
+        self.train_model = (_TrainForward(self.model, tokens=True) if self.token_labeling
+                            else self.model)
         if global_cfg["to_static"]:
             self.train_model = self._to_static(train_cfg["transforms"]["input_size"])
         if self.world_size > 1:
-            self.train_model = fleet.distributed_model(self.model)
+            self.train_model = fleet.distributed_model(
+                _TrainForward(self.model, tokens=True) if self.token_labeling else self.model)
             self.optimizer = fleet.distributed_optimizer(self.optimizer)
         if global_cfg["resume"]:
             self._resume(global_cfg["resume"])
@@ -401,7 +427,8 @@ class Engine:
         spec = [paddle.static.InputSpec([None, 3, size, size], "float32", name="images")]
         logger.info("Global.to_static: the training forward runs as a static graph, input "
                     "[None, 3, %d, %d] float32", size, size)
-        return paddle.jit.to_static(_TrainForward(self.model), input_spec=spec)
+        return paddle.jit.to_static(_TrainForward(self.model, self.token_labeling),
+                                    input_spec=spec)
 
     # -------------------------------------------------------------- checkpoints
     def _states(self, epoch, rng_states):
@@ -459,6 +486,8 @@ class Engine:
         generators = {"erasing": self.batch_normalize.rng}
         if self.mixup is not None:
             generators["mixup"] = self.mixup.rng
+        if self.mix_token is not None:
+            generators["mix_token"] = self.mix_token.rng
         return generators
 
     def _resume(self, prefix):
@@ -558,19 +587,32 @@ class Engine:
         # means the loader starves the device
         reader_cost, batch_cost, timed = 0.0, 0.0, 0
         tic = last = time.time()
-        for it, (images, labels, skipped) in enumerate(self.train_loader):
+        for it, batch in enumerate(self.train_loader):
             if it >= iters:
                 break  # a trailing partial accumulation would not reach the optimizer
             reader_cost += time.time() - last
+            if self.token_labeling:  # token targets [B, K, h, w] of the label maps
+                images, token_targets, labels, skipped = batch
+            else:
+                (images, labels, skipped), token_targets = batch, None
             skipped_total += int(skipped.sum())
             images = self.batch_normalize(images)
             if self.mixup is not None:
-                images, targets = self.mixup(images, labels)
+                mixed = self.mixup(images, labels, token_targets)
+                images, targets = mixed[:2]
+                token_targets = mixed[2] if self.token_labeling else None
             else:
                 targets = one_hot_smoothed(labels, num_classes, smoothing)
+            if self.mix_token is not None:
+                images, targets, token_targets, _ = self.mix_token(images, targets,
+                                                                   token_targets)
             with self._autocast():
-                logits = self.train_model(images)
-            loss = soft_target_cross_entropy(logits, targets)
+                outputs = self.train_model(images)
+            if self.token_labeling:
+                loss = token_label_loss(outputs[0], outputs[1].astype("float32"), targets,
+                                        token_targets, config["Loss"]["token_beta"])
+            else:
+                loss = soft_target_cross_entropy(outputs, targets)
             loss_value = self._mean_across_ranks(loss)
             if not math.isfinite(loss_value):
                 kept = self._kept()

@@ -23,10 +23,15 @@ from .layers import (ConditionalPositionEncoding, DropPath, Mlp, SeparableProjec
                      set_channels_last, to_channels_first, to_channels_last, init_weights)
 
 __all__ = ["PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
-           "CLASSIFIER_PREFIXES", "CSWIN_T_STRIPE_WIDTHS"]
+           "CLASSIFIER_PREFIXES", "TOKEN_HEAD_PREFIXES", "CSWIN_T_STRIPE_WIDTHS"]
 
 # state-dict key prefixes of the classifier (pooled norm + linear head)
 CLASSIFIER_PREFIXES = ("norm.", "head.")
+# the auxiliary per-token head of token-labeling training (``token_head=True``): an extra
+# that the plain classifier, export and the dense backbones leave out
+TOKEN_HEAD_PREFIXES = ("aux_head.",)
+# LV-ViT's inference rule (token_inference=True): class output + this x max over tokens
+TOKEN_INFERENCE_WEIGHT = 0.5
 # what the convolutions and linear layers compute in: float32, or half under AMP
 IMAGE_DTYPES = (paddle.float32, paddle.float16, paddle.bfloat16)
 # stripe widths per stage of CSWin-T (Dong et al. 2021), the cross_shaped mode's default
@@ -208,18 +213,36 @@ class PaleTransformer(nn.Layer):
             blocks and the patch merging of stages 2-4, which read the ``[B, H, W, C]``
             tokens without transposes (GPUs); see :meth:`set_channels_last`. The same
             parameters either way.
+        token_head: add the auxiliary per-token classifier ``aux_head`` of token-labeling
+            training (LV-ViT, Jiang et al. 2021; Pale-T*/S*/B* of Table 2). It scores
+            every stage-4 token (stride 32: 7x7 at 224) after the classifier's ``norm``;
+            :meth:`forward_tokens` returns both outputs. ``forward`` stays the plain
+            classifier, so export and the dense backbones never see it (see the
+            README's "Token labeling" for why stage 4).
+        token_inference: LV-ViT's inference rule, ``forward`` = class output +
+            0.5 x the max over the token outputs (needs ``token_head``); default off:
+            the plain head.
     """
 
     # state-dict keys a checkpoint of another num_classes (or a dense backbone) may lack:
-    # what utils.io.load_weights leaves out
-    classifier_prefixes = CLASSIFIER_PREFIXES
+    # what utils.io.load_weights leaves out (a starred checkpoint's aux_head included)
+    classifier_prefixes = CLASSIFIER_PREFIXES + TOKEN_HEAD_PREFIXES
+    # what utils.io.load_weights drops from a file even for an exact fit, when this model
+    # has no such keys: the plain classifier evaluates a starred checkpoint as it is
+    auxiliary_prefixes = TOKEN_HEAD_PREFIXES
 
     def __init__(self, in_channels=3, num_classes=1000, embed_dims=(64, 128, 256, 512),
                  depths=(2, 2, 16, 2), num_heads=(2, 4, 8, 16), pale_size=7, mlp_ratio=4.0,
                  qkv_bias=True, drop_rate=0.0, drop_path_rate=0.0, with_classifier=True,
                  attention_mode=DEFAULT_MODE, stripe_width=None, grad_checkpointing=False,
-                 channels_last=False):
+                 channels_last=False, token_head=False, token_inference=False):
         super().__init__()
+        if (token_head or token_inference) and not (with_classifier and num_classes > 0):
+            raise ValueError("token_head / token_inference need the classifier "
+                             "(with_classifier=True, num_classes > 0)")
+        if token_inference and not token_head:
+            raise ValueError("token_inference=True needs token_head=True (it adds the "
+                             "auxiliary head's outputs)")
         num_stages = len(depths)
         check_mode(attention_mode)
         if len(embed_dims) != num_stages or len(num_heads) != num_stages:
@@ -279,6 +302,9 @@ class PaleTransformer(nn.Layer):
             # parallel training from waiting for gradients that never come
             for param in self.stage_norms.parameters():
                 param.stop_gradient = True
+        self.token_inference = bool(token_inference)
+        if token_head:
+            self.aux_head = nn.Linear(embed_dims[-1], num_classes)
         self.apply(init_weights)
         self.set_grad_checkpointing(grad_checkpointing)
         self.set_channels_last(channels_last)
@@ -368,5 +394,26 @@ class PaleTransformer(nn.Layer):
         x = self.norm(F.adaptive_avg_pool2d(to_channels_first(x), 1).flatten(1))
         return x if pre_logits else self.head(self.head_drop(x))
 
+    @property
+    def token_head(self):
+        return hasattr(self, "aux_head")
+
+    def _token_logits(self, tokens):
+        """``[B, h, w, C_4]`` stage-4 tokens -> ``[B, h, w, num_classes]``."""
+        return self.aux_head(self.norm(tokens))
+
+    def forward_tokens(self, x):
+        """Token-labeling training: ``(class logits [B, K], token logits [B, h, w, K])``
+        with ``h, w = H/32, W/32`` (needs ``token_head``)."""
+        if not self.token_head:
+            raise ValueError("forward_tokens needs a model built with token_head=True")
+        tokens = self.forward_features(x)
+        return self.forward_head(tokens), self._token_logits(tokens)
+
     def forward(self, x):
-        return self.forward_head(self.forward_features(x))
+        tokens = self.forward_features(x)
+        logits = self.forward_head(tokens)
+        if self.token_inference:
+            token_max = self._token_logits(tokens).flatten(1, 2).max(axis=1)
+            logits = logits + TOKEN_INFERENCE_WEIGHT * token_max
+        return logits

@@ -151,7 +151,9 @@ def load_weights(model, path, strict=True, exact=False, what="the model", hint="
       ``model.classifier_prefixes``, ``norm.*`` and ``head.*`` for the Pale Transformer)
       is left out when the model or the file lacks it, or its shapes differ (another
       ``num_classes``); every other tensor must be there on both sides, same shape.
-    * ``exact=True`` (evaluation, export): every tensor, classifier included.
+    * ``exact=True`` (evaluation, export): every tensor, classifier included; only keys
+      starting with ``model.auxiliary_prefixes`` (the ``aux_head.*`` of a token-labeling
+      checkpoint) are left out of the file when the model has none of them.
 
     Otherwise ValueError listing the missing, unexpected and differently shaped tensors
     (the first 20 of each and how many more), unless ``strict=False``: then what fits is
@@ -167,6 +169,11 @@ def load_weights(model, path, strict=True, exact=False, what="the model", hint="
     source = load_state_dict(path)
     own = model.state_dict()
     prefixes = () if exact else tuple(getattr(model, "classifier_prefixes", ()))
+    # extras the model may lack even for an exact fit (``model.auxiliary_prefixes``:
+    # the token-labeling head of a starred checkpoint, which the plain forward never uses)
+    extras = tuple(getattr(model, "auxiliary_prefixes", ()))
+    if extras and not any(key.startswith(extras) for key in own):
+        prefixes += extras
     is_classifier = lambda key: bool(prefixes) and key.startswith(prefixes)  # noqa: E731
     loadable = {key: value for key, value in source.items()
                 if key in own and list(value.shape) == list(own[key].shape)}
