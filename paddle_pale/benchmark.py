@@ -638,3 +638,88 @@ def format_cost_estimate(report, top=8):
         parts = [f"{op} {mb:.1f}" for op, mb in list(row["mb_by_op_type"].items())[:top]]
         lines.append(f"{row['name']:<22}{row['program']:<8}" + ", ".join(parts))
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the training loader
+def write_photo_like_jpegs(root, num_classes=4, per_class=64, size=(500, 375), seed=0):
+    """An ImageNet-layout folder of ``size`` (width, height) JPEGs at quality 90 that
+    compress like photographs (a smooth colour field plus noise: 30-60 KB each), for
+    timing the loader where no ImageNet is at hand. Existing files are kept."""
+    from PIL import Image
+    rng = np.random.RandomState(seed)
+    width, height = size
+    for label in range(num_classes):
+        folder = os.path.join(root, f"n{label:08d}")
+        os.makedirs(folder, exist_ok=True)
+        for index in range(per_class):
+            path = os.path.join(folder, f"{index:04d}.JPEG")
+            field = rng.randint(0, 256, (12, 16, 3)).astype("uint8")
+            noise = rng.randint(-12, 12, (height, width, 3))
+            if os.path.exists(path):
+                continue
+            smooth = np.asarray(Image.fromarray(field).resize((width, height),
+                                                              Image.BICUBIC), "int16")
+            Image.fromarray(np.clip(smooth + noise, 0, 255).astype("uint8")).save(
+                path, quality=90)
+    return root
+
+
+def loader_benchmark(root, workers=(1, 2), batch_size=32, overrides=()):
+    """The training loader alone, no model: the recipe's training transforms
+    (``engine/defaults.yaml``, i.e. the paper's) over the ImageNet-layout folder
+    ``root``, for each number of worker processes in ``workers``.
+
+    Per row: images/s the main process receives (the first batch, which waits for the
+    workers to start, left out), bytes per image crossing from the workers (every array
+    of a batch), whether shared memory carried them, and the milliseconds per image of
+    :class:`~paddle_pale.data.train_transforms.BatchNormalize`, the end of the recipe
+    that runs in the main process (on the training device)."""
+    from .data.builder import build_dataloader
+    from .data.train_transforms import BatchNormalize
+    from .engine.config import load_config
+    rows = []
+    with tempfile.TemporaryDirectory() as scratch:
+        config_path = os.path.join(scratch, "loader.yaml")
+        with open(config_path, "w") as handle:
+            handle.write("Arch: {name: pale_t}\n")
+        for count in workers:
+            config = load_config(config_path, [f"DataLoader.Train.dataset.root={root}",
+                                               f"DataLoader.Train.num_workers={count}",
+                                               f"DataLoader.Train.batch_size={batch_size}",
+                                               *overrides])
+            train_cfg = config["DataLoader"]["Train"]
+            loader = build_dataloader(train_cfg, "Train")
+            normalize = BatchNormalize.from_config(train_cfg["transforms"])
+            batches = iter(loader)
+            next(batches)
+            images = nbytes = 0
+            normalize_s = 0.0
+            start = time.perf_counter()
+            for batch in batches:
+                images += batch[0].shape[0]
+                nbytes += sum(part.numpy().nbytes for part in batch)
+                tic = time.perf_counter()
+                normalize(batch[0])
+                normalize_s += time.perf_counter() - tic
+            elapsed = time.perf_counter() - start
+            if not images:
+                raise ValueError(f"{root!r} holds too few images for two batches of "
+                                 f"{batch_size}: nothing was timed")
+            rows.append(OrderedDict(
+                workers=count, images=images, images_per_s=images / elapsed,
+                bytes_per_image=nbytes / images,
+                image_dtype=str(batch[0].dtype).split(".")[-1],
+                shared_memory=bool(getattr(loader, "use_shared_memory", False)),
+                normalize_ms_per_image=1000 * normalize_s / images))
+    return rows
+
+
+def format_loader_report(rows):
+    lines = [f"{'workers':>8}{'images/s':>10}{'bytes/image':>13}{'dtype':>8}{'shm':>6}"
+             f"{'normalize ms/img':>18}"]
+    for row in rows:
+        lines.append(f"{row['workers']:>8}{row['images_per_s']:>10.1f}"
+                     f"{row['bytes_per_image']:>13.0f}{row['image_dtype']:>8}"
+                     f"{'yes' if row['shared_memory'] else 'no':>6}"
+                     f"{row['normalize_ms_per_image']:>18.2f}")
+    return "\n".join(lines)

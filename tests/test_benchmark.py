@@ -225,3 +225,20 @@ def test_benchmark_tool_sets_cpu_env_before_paddle_and_writes_json(tmp_path):
                                         "MALLOC_TRIM_THRESHOLD_": 1 << 30}
     assert [r["name"] for r in data["results"]][:1] == ["pale_t"]
     assert "img/s" in done.stdout
+
+
+def test_loader_benchmark_counts_the_uint8_images_the_workers_ship(tmp_path):
+    from paddle_pale.benchmark import loader_benchmark, write_photo_like_jpegs
+    root = write_photo_like_jpegs(str(tmp_path / "jpegs"), num_classes=2, per_class=6,
+                                  size=(50, 40))
+    assert len(os.listdir(os.path.join(root, "n00000001"))) == 6
+    rows = loader_benchmark(root, workers=(0, 1), batch_size=4,
+                            overrides=["DataLoader.Train.transforms.input_size=32"])
+    for row in rows:
+        assert row["images"] == 8  # 12 images, 3 full batches, the first left out
+        assert row["image_dtype"] == "uint8"
+        # a 32x32 uint8 image, its int64 label and its int64 count of skipped samples
+        assert row["bytes_per_image"] == 3 * 32 * 32 + 8 + 8
+        assert row["images_per_s"] > 0 and row["normalize_ms_per_image"] > 0
+    assert [row["workers"] for row in rows] == [0, 1]
+    assert not rows[0]["shared_memory"]  # no worker processes, nothing to share

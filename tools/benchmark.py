@@ -4,6 +4,8 @@
     python tools/benchmark.py --json bench.json --rounds 5 --sweep
     python tools/benchmark.py --estimate            # GPU roofline ESTIMATE, no timing
     python tools/benchmark.py --estimate --gpus H200 --peak-tflops 989 --bandwidth-gbs 4800
+    python tools/benchmark.py --loader /data/train --loader-workers 1 2 4   # loader alone
+    python tools/benchmark.py --loader /tmp/jpegs --make-jpegs 256          # 500x375 JPEGs
 
 The CPU environment (threads = physical cores, MKL's AVX2 path on AMD, stride kernels
 off, glibc's allocator keeping freed memory) is set by
@@ -66,7 +68,29 @@ def main(argv=None, cpu=None):
                           help="fraction of the peak FLOP/s matmuls reach")
     estimate.add_argument("--memory-efficiency", type=float, default=0.8,
                           help="fraction of the HBM bandwidth every op reaches")
+    loader = parser.add_argument_group(
+        "loader", "the training loader alone (no model): images/s and bytes per image the "
+        "workers ship, with the recipe's training transforms")
+    loader.add_argument("--loader", metavar="ROOT",
+                        help="time the loader over this ImageNet-layout folder instead")
+    loader.add_argument("--loader-workers", type=int, nargs="+", default=[1, 2])
+    loader.add_argument("--loader-batch", type=positive_int, default=32)
+    loader.add_argument("--make-jpegs", type=positive_int, metavar="N",
+                        help="first write N photo-like 500x375 JPEGs (4 classes) into ROOT")
     args = parser.parse_args(argv)
+    if args.loader:
+        from paddle_pale.benchmark import (format_loader_report, loader_benchmark,
+                                           write_photo_like_jpegs)
+        if args.make_jpegs:
+            write_photo_like_jpegs(args.loader, per_class=-(-args.make_jpegs // 4))
+        if any(count < 0 for count in args.loader_workers):
+            parser.error("--loader-workers must be >= 0")
+        rows = loader_benchmark(args.loader, args.loader_workers, args.loader_batch)
+        print(format_loader_report(rows))
+        if args.json:
+            save_json({"loader": rows}, args.json)
+            print(f"wrote {args.json}")
+        return rows
     if args.estimate:
         if (args.peak_tflops is None) != (args.bandwidth_gbs is None):
             parser.error("--peak-tflops and --bandwidth-gbs go together")
