@@ -38,6 +38,7 @@ import numpy as np
 import paddle
 from paddle.vision.transforms import functional as TF
 
+from ..utils.io import read_json
 from .datasets import ClassificationDataset
 from .randaugment import RandAugment
 from .train_transforms import to_uint8_chw
@@ -74,11 +75,7 @@ def _read_meta(folder):
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{folder!r} holds no label maps ({META_FILE} missing); "
                                 f"write them with tools/token_labels.py")
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read {path!r}: {error}") from None
+    meta = read_json(path, "label-map index")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise ValueError(f"{path!r} is not a paddle_pale label-map index (format "
                          f"{FORMAT!r} expected)")

@@ -41,7 +41,7 @@ __all__ = ["CHECKPOINT_SUFFIXES", "META_SUFFIX", "PREPROCESS_KEYS", "PROGRAM_SUF
            "SAFETENSORS_SUFFIX", "save_safetensors", "read_safetensors_metadata",
            "MISMATCH_FLAG", "add_mismatch_flag", "checkpoint_prefix", "save_checkpoint",
            "checkpoint_files", "read_states", "load_checkpoint", "remove_stale_files",
-           "write_meta", "read_meta", "export_prefix", "check_writable"]
+           "read_json", "write_meta", "read_meta", "export_prefix", "check_writable"]
 
 logger = logging.getLogger("paddle_pale")
 
@@ -443,17 +443,23 @@ def write_meta(path, meta):
     return path
 
 
+def read_json(path, what):
+    """The JSON document at ``path``; ValueError naming ``what`` and the file when it
+    cannot be read or parsed."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as error:
+        raise ValueError(f"cannot read {what} {path!r}: {error}") from None
+
+
 def read_meta(path, required=()):
     """The ``.meta.json`` sidecar of an export; FileNotFoundError / ValueError naming the
     file, or the ``required`` keys it lacks."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no export metadata at {path!r} (written by "
                                 f"tools/export.py next to the exported weights)")
-    try:
-        with open(path) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as error:
-        raise ValueError(f"cannot read export metadata {path!r}: {error}") from error
+    meta = read_json(path, "export metadata")
     missing = [key for key in required if key not in meta]
     if missing:
         raise ValueError(f"export metadata {path!r} lacks {', '.join(missing)}")
