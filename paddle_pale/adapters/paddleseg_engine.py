@@ -16,8 +16,7 @@ from paddleseg.cvlibs import Config, SegBuilder
 from paddleseg.deploy.export import WrappedModel
 from paddleseg.utils import logger as seg_logger
 
-from ..utils import safe_pickle
-from ..utils.io import add_mismatch_flag, load_weights
+from ..utils.io import add_mismatch_flag, load_weights, refuse_code
 from . import paddleseg as _registration  # noqa: F401  registers PaleTransformer
 
 __all__ = ["load_config", "check_datasets", "load_segmentation_weights", "train_parser",
@@ -156,8 +155,7 @@ def _setup(args):
                          batch_size=getattr(args, "batch_size", None),
                          learning_rate=getattr(args, "learning_rate", None))
     pretrained = (config.model_cfg or {}).get("pretrained")
-    if pretrained and os.path.isfile(pretrained):  # PaddleSeg reads it with paddle.load
-        safe_pickle.load(pretrained, "model.pretrained")
+    refuse_code(pretrained, "model.pretrained")  # PaddleSeg reads it with paddle.load
     builder = SegBuilder(config)
     model = builder.model
     if args.device == "gpu" and paddle.distributed.ParallelEnv().nranks > 1:
@@ -174,9 +172,8 @@ def train_main(argv=None):
     config, builder, model = _setup(args)
     check_datasets(config, ["train_dataset"] + (["val_dataset"] if args.do_eval else []))
     for name in ("model.pdparams", "model.pdopt"):  # PaddleSeg resumes with paddle.load
-        path = os.path.join(args.resume_model or "", name)
-        if args.resume_model and os.path.isfile(path):
-            safe_pickle.load(path, "--resume_model file")
+        if args.resume_model:
+            refuse_code(os.path.join(args.resume_model, name), "--resume_model file")
     core.train(model, builder.train_dataset,
                val_dataset=builder.val_dataset if args.do_eval else None,
                optimizer=builder.optimizer, losses=builder.loss, save_dir=args.save_dir,

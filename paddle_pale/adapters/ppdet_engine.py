@@ -21,8 +21,8 @@ from ppdet.utils.checkpoint import is_url
 from ppdet.utils.download import get_weights_path
 
 from ..utils.config import ConfigError, parse_override
-from ..utils import safe_pickle
-from ..utils.io import add_mismatch_flag, load_weights, resolve_weights_path, strip_suffix
+from ..utils.io import (add_mismatch_flag, load_weights, refuse_code, resolve_weights_path,
+                        strip_suffix)
 from . import ppdet as _registers_backbone  # noqa: F401  (registers, installs fixes)
 
 __all__ = ["parse_overrides", "load_config", "check_datasets", "load_detector_weights",
@@ -179,11 +179,12 @@ def train(cfg, validate=False, resume=None):
         check_datasets(cfg, ["EvalDataset"])
     trainer = build_trainer(cfg, "train")
     if resume:
-        _refuse_code(strip_suffix(resume), (".pdparams", ".pdopt"))
+        for suffix in (".pdparams", ".pdopt"):  # ppdet resumes with paddle.load
+            refuse_code(strip_suffix(resume) + suffix, "checkpoint file")
         trainer.resume_weights(resume)
     elif cfg.get("pretrain_weights"):
         if not is_url(cfg.pretrain_weights):
-            _refuse_code(strip_suffix(cfg.pretrain_weights), (".pdparams",))
+            refuse_code(strip_suffix(cfg.pretrain_weights) + ".pdparams", "checkpoint file")
         trainer.load_weights(cfg.pretrain_weights)
     trainer.train(validate)
     return trainer
@@ -202,14 +203,6 @@ class _KeepEvalResults(Callback):
             self.results = {}
             for metric in self.model._metrics:
                 self.results.update(metric.get_results())
-
-
-def _refuse_code(prefix, suffixes):
-    """ppdet reads these files with ``paddle.load`` (``pickle.load``): read them without
-    running code first, so a file with a payload is refused before ppdet opens it."""
-    for suffix in suffixes:
-        if os.path.isfile(prefix + suffix):
-            safe_pickle.load(prefix + suffix, "checkpoint file")
 
 
 def load_detector_weights(model, weights, strict=True):

@@ -41,7 +41,7 @@ __all__ = ["CHECKPOINT_SUFFIXES", "META_SUFFIX", "PREPROCESS_KEYS", "PROGRAM_SUF
            "SAFETENSORS_SUFFIX", "save_safetensors", "read_safetensors_metadata",
            "MISMATCH_FLAG", "add_mismatch_flag", "checkpoint_prefix", "save_checkpoint",
            "checkpoint_files", "read_states", "load_checkpoint", "remove_stale_files",
-           "read_json", "write_meta", "read_meta", "export_prefix", "check_writable"]
+           "refuse_code", "read_json", "write_meta", "read_meta", "export_prefix", "check_writable"]
 
 logger = logging.getLogger("paddle_pale")
 
@@ -397,6 +397,15 @@ def checkpoint_files(prefix):
     else:
         base = prefix
     return {suffix: base + suffix for suffix in CHECKPOINT_SUFFIXES}
+
+
+def refuse_code(path, what):
+    """For a file that another library (PaddleSeg, PaddleDetection) reads with
+    ``paddle.load``, i.e. ``pickle.load``: read it here first, without running code, so
+    that a file with a payload is refused (ValueError naming it and the global) before
+    that library opens it. A missing file is left to the library's own message."""
+    if path and os.path.isfile(path):
+        safe_pickle.load(path, what)
 
 
 def read_states(prefix):
