@@ -29,7 +29,7 @@ from .benchmark import Case, run_benchmark
 from .engine.builder import build_model
 from .engine.config import load_config
 from .kernels import use_cpu_kernels
-from .models.modes import DEFAULT_MODE, MODES
+from .models.modes import DEFAULT_MODE, MODES, get_mode
 from .models.pale import PaleTransformer
 from .models.registry import model_defaults
 from .utils.config import dump_config
@@ -43,8 +43,6 @@ __all__ = ["plan_rows", "parse_pale_size", "run_ablation", "throughput_steps",
 
 logger = logging.getLogger("paddle_pale")
 
-# modes whose region does not depend on the pale size: one row whatever --pale-sizes says
-SIZE_FREE_MODES = ("cross_shaped", "axial")
 # CSV columns, in order
 COLUMNS = ("row", "tables", "mode", "pale_size", "stripe_width", "top1", "best_top1", "params",
            "macs", "attention_macs", "infer_images_per_s", "train_images_per_s",
@@ -107,7 +105,8 @@ def plan_rows(arch, modes=None, pale_sizes=None):
     for row_mode, row_size, table in wanted:
         if row_mode not in MODES:
             raise ValueError(f"unknown attention mode {row_mode!r}; valid: {', '.join(MODES)}")
-        if row_mode in SIZE_FREE_MODES:
+        # a mode whose region is not the pale size: one row whatever --pale-sizes says
+        if get_mode(row_mode).size_arg != "pale_size":
             name, row_size = row_mode, None
         else:
             name = f"{row_mode}_s{_size_label(row_size)}"

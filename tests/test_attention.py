@@ -97,7 +97,7 @@ def test_padded_keys_are_never_attended(monkeypatch):
 def test_divisible_inputs_build_no_mask(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("mask built for a divisible input")
-    monkeypatch.setattr(attention, "_key_bias", fail)
+    monkeypatch.setattr(attention, "key_bias", fail)
     q, k, v = _qkv(1, 14, 21, 8)
     paddle_pale.pale_attention(q, k, v, 2, 7)
     with pytest.raises(AssertionError, match="mask built"):

@@ -13,6 +13,7 @@ import inspect
 import math
 import os
 
+from ..models.attention import stage_sizes
 from ..models.modes import MODES
 from ..utils.config import ConfigError, merge, parse_override, read_yaml
 
@@ -53,13 +54,19 @@ def _is_number(value):
 class Rule:
     """What one config value may be: ``check(value) -> bool`` and the text an error shows
     (``"KEY must be <allowed>, got VALUE"``). ``numeric`` rules read strings such as
-    ``"2e-3"`` (YAML 1.1 leaves an exponent without a dot as text) as numbers."""
+    ``"2e-3"`` (YAML 1.1 leaves an exponent without a dot as text) as numbers.
+    ``allowed`` may be a function returning the text (a registry that grows)."""
 
     def __init__(self, check, allowed, numeric=False, nullable=False):
         self.check = check
-        self.allowed = allowed + (", or null" if nullable else "")
+        self._allowed = allowed
         self.numeric = numeric
         self.nullable = nullable
+
+    @property
+    def allowed(self):
+        text = self._allowed() if callable(self._allowed) else self._allowed
+        return text + (", or null" if self.nullable else "")
 
     def accepts(self, value):
         return (value is None and self.nullable) or (value is not None and self.check(value))
@@ -123,14 +130,11 @@ def int_list(low=1):
 
 def _is_pale_size(value):
     """An int S >= 1, a pair (s_r, s_c), or a list of those, one per stage."""
-    def entry(x):
-        return _is_int(x) and x >= 1
-
-    def pair(x):
-        return isinstance(x, (list, tuple)) and len(x) == 2 and all(map(entry, x))
-    return entry(value) or pair(value) or (
-        isinstance(value, (list, tuple)) and len(value) > 0
-        and all(entry(x) or pair(x) for x in value))
+    try:
+        stage_sizes(value)
+        return True
+    except ValueError:
+        return False
 
 
 _LOADER_RULES = {
@@ -215,7 +219,8 @@ RULES = {
     ("Arch", "drop_path_rate"): number(0.0, 1.0, high_open=True),
     ("Arch", "with_classifier"): Rule(lambda v: v is True, "true (a classifier is trained; "
                                                            "false builds a backbone only)"),
-    ("Arch", "attention_mode"): choice(MODES),
+    # the registry itself: a mode registered after this import is valid too
+    ("Arch", "attention_mode"): Rule(lambda v: v in MODES, lambda: f"one of {list(MODES)}"),
     ("Arch", "channels_last"): boolean(),
     ("Arch", "stripe_width"): Rule(_is_pale_size, "a positive integer, a pair [w_r, w_c], or "
                                                   "one of those per stage", nullable=True),

@@ -18,7 +18,6 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 
 from ..models.layers import ConditionalPositionEncoding, to_channels_last
-from ..models.modes import SPLIT_MODES, mode_attention_projected
 from ..models.pale import ConvPatchEmbed, PaleAttention
 
 __all__ = ["use_cpu_kernels", "use_plain_layers", "uses_cpu_kernels", "CpuLinear",
@@ -231,14 +230,13 @@ class CpuPaleAttention(PaleAttention):
         return tuple(paddle.unbind(out.reshape([3, -1, height, width, channels])))
 
     def forward(self, x):  # [B, H, W, C]
-        mode = self.attention_mode
-        if mode in SPLIT_MODES:
+        if self.mode.split:
             qkv, halves = None, self.qkv_halves(x)
         else:
             qkv, halves = self.qkv(x), None
-        out = mode_attention_projected(qkv, self.num_heads, mode, self.region,
-                                       self.block_index, "matmul", query_scale=1.0,
-                                       softmax=F.softmax_, halves=halves, inplace=True)
+        out = self.mode.compute(qkv, self.num_heads, self.region, self.block_index, "matmul",
+                                query_scale=1.0, softmax=F.softmax_, halves=halves,
+                                inplace=True)
         return self.proj_drop(self.proj(out))
 
 
