@@ -9,12 +9,12 @@ variant ``name`` plus keyword arguments of
 :class:`~paddle_pale.models.pale.PaleTransformer`.
 """
 import copy
-import inspect
 import math
 import os
 
 from ..models.attention import stage_sizes
 from ..models.modes import MODES
+from ..models.pale import MIN_INPUT_SIZE
 from ..utils.config import ConfigError, merge, parse_override, read_yaml
 
 __all__ = ["ConfigError", "DEFAULTS", "RULES", "PATCH_SIZE", "load_config",
@@ -27,18 +27,16 @@ DEFAULTS = read_yaml(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 
 def _arch_keys():
-    from ..models.pale import PaleTransformer
-    params = inspect.signature(PaleTransformer.__init__).parameters
-    return ["name"] + [name for name in params if name != "self"]
+    from ..models.registry import model_arguments
+    return ["name", *model_arguments()]
 
 
 # Sections that a config may switch off with null; every other section must be a mapping.
 OPTIONAL_SECTIONS = {("EMA",), ("DataLoader", "Train", "transforms", "randaugment"),
                      ("DataLoader", "Train", "mixup")}
 
-# Stride of the first patch embedding (4x4 patches, as in the paper): the smallest input
-# side a model can take.
-PATCH_SIZE = 4
+# the smallest input side a model can take (the stride of its first patch merging)
+PATCH_SIZE = MIN_INPUT_SIZE
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "lanczos", "hamming")
 
@@ -287,8 +285,8 @@ def _check_value(config, path, rule):
 def _num_classes(arch):
     if "num_classes" in arch:
         return arch["num_classes"]
-    from ..models.pale import PaleTransformer
-    return inspect.signature(PaleTransformer.__init__).parameters["num_classes"].default
+    from ..models.registry import model_arguments
+    return model_arguments()["num_classes"]
 
 
 def _check_arch(arch):

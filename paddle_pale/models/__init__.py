@@ -11,4 +11,5 @@ from .attention import pale_attention, pale_attention_macs, to_pale_size
 from .modes import (MODES, AttentionMode, get_mode, mode_attention, mode_attention_macs,
                     register_mode)
 from .pale import CLASSIFIER_PREFIXES, PaleAttention, PaleBlock, PaleTransformer
-from .registry import create_model, list_models, model_defaults, pretrained_cfg, register_model
+from .registry import (create_model, list_models, model_arguments, model_default, model_defaults,
+                       pretrained_cfg, register_model)

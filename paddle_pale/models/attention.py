@@ -28,7 +28,7 @@ import paddle
 import paddle.nn.functional as F
 
 __all__ = ["pale_attention", "pale_attention_halves", "split_halves", "attention_backend",
-           "compute_dtype", "to_pale_size", "stage_sizes", "pale_attention_macs", "check_attention_inputs",
+           "compute_dtype", "to_pale_size", "stage_sizes", "check_num_heads", "pale_attention_macs", "check_attention_inputs",
            "check_qkv_shapes", "HALF_DTYPES",
            # the grouping the other attention modes (models/modes.py) build on
            "row_attention", "column_attention", "group_rows", "ungroup_rows", "group_columns",
@@ -91,18 +91,25 @@ def check_qkv_shapes(q, k, v, function="pale_attention"):
             f"k {list(k.shape)}, v {list(v.shape)}")
 
 
+def check_num_heads(num_heads, channels=None, split=True, mode="pale"):
+    """ValueError unless ``num_heads`` is a positive int, even when the heads are
+    ``split`` between rows and columns, dividing ``channels`` when given (the one head
+    check of every layer and function; ``mode`` names the attention in the message)."""
+    if not isinstance(num_heads, numbers.Integral) or isinstance(num_heads, bool) \
+            or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+    if split and num_heads % 2:
+        raise ValueError(f"{mode} attention needs an even num_heads (half the heads attend "
+                         f"along rows, half along columns), got {num_heads}")
+    if channels is not None and channels % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide the channels C={channels}")
+
+
 @paddle.jit.not_to_static
 def check_attention_inputs(q, k, v, num_heads):
     """Validate shapes shared by every PS-Attention implementation."""
     check_qkv_shapes(q, k, v)
-    if not isinstance(num_heads, numbers.Integral) or num_heads < 2 or num_heads % 2:
-        raise ValueError(
-            f"num_heads must be a positive even int (half the heads attend to rows, half "
-            f"to columns), got {num_heads!r}")
-    channels = q.shape[-1]
-    if channels % num_heads:
-        raise ValueError(
-            f"channels C={channels} must be divisible by num_heads={num_heads}")
+    check_num_heads(num_heads, q.shape[-1])
 
 
 def compute_dtype(x):

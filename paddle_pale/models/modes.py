@@ -36,11 +36,11 @@ import numbers
 import numpy as np
 import paddle
 
-from .attention import (attention_backend, attention_scores, check_qkv_shapes, column_attention,
-                        compute_dtype, group_columns, group_rows, key_bias, known_zero,
-                        line_bias, pad_axis, padding_to, pale_attention, pale_attention_halves,
-                        pale_attention_macs, row_attention, split_halves, to_pale_size,
-                        ungroup_columns, ungroup_rows)
+from .attention import (attention_backend, attention_scores, check_num_heads, check_qkv_shapes,
+                        column_attention, compute_dtype, group_columns, group_rows, key_bias,
+                        known_zero, line_bias, pad_axis, padding_to, pale_attention,
+                        pale_attention_halves, pale_attention_macs, row_attention, split_halves,
+                        to_pale_size, ungroup_columns, ungroup_rows)
 
 __all__ = ["AttentionMode", "MODES", "DEFAULT_MODE", "register_mode", "unregister_mode",
            "get_mode", "check_mode", "region_size", "mode_attention", "mode_attention_projected",
@@ -179,11 +179,6 @@ class AttentionMode:
     def layer_size(self, pale_size, stripe_width):
         """Which of a layer's size arguments is this mode's (see :attr:`size_arg`)."""
         return {"pale_size": pale_size, "stripe_width": stripe_width}.get(self.size_arg)
-
-    def check_heads(self, num_heads):
-        if self.split and num_heads % 2:
-            raise ValueError(f"{self.name} attention needs an even num_heads (half the heads "
-                             f"attend along rows, half along columns), got {num_heads}")
 
     def head_groups(self, num_heads):
         """``[(label, head indices)]``: the heads that share one region."""
@@ -389,12 +384,8 @@ def region_size(mode, size):
 
 def check_heads(mode, num_heads, dim=None):
     """ValueError unless ``num_heads`` suits ``mode`` (and divides ``dim`` if given)."""
-    if not isinstance(num_heads, numbers.Integral) or isinstance(num_heads, bool) \
-            or num_heads < 1:
-        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
-    get_mode(mode).check_heads(num_heads)
-    if dim is not None and dim % num_heads:
-        raise ValueError(f"num_heads={num_heads} must divide the channels C={dim}")
+    spec = get_mode(mode)
+    check_num_heads(num_heads, dim, spec.split, spec.name)
 
 
 # Plain Python also under paddle.jit.to_static (see check_attention_inputs)

@@ -16,16 +16,19 @@ from paddle.distributed.fleet.utils import recompute
 
 from .attention import stage_sizes, to_pale_size
 from .modes import DEFAULT_MODE, check_block_index, check_heads, get_mode, mode_attention
-from .layers import (ConditionalPositionEncoding, DropPath, Mlp, SeparableProjection,
+from .layers import (ConditionalPositionEncoding, DropPath, LayerNorm, Mlp, SeparableProjection,
                      set_channels_last, to_channels_first, to_channels_last, init_weights)
 
 __all__ = ["PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
-           "CLASSIFIER_PREFIXES", "CSWIN_T_STRIPE_WIDTHS"]
+           "CLASSIFIER_PREFIXES", "CSWIN_T_STRIPE_WIDTHS", "MIN_INPUT_SIZE"]
 
 # state-dict key prefixes of the classifier (pooled norm + linear head)
 CLASSIFIER_PREFIXES = ("norm.", "head.")
 # what the convolutions and linear layers compute in: float32, or half under AMP
 IMAGE_DTYPES = (paddle.float32, paddle.float16, paddle.bfloat16)
+# the smallest image side: the stride of the first patch merging (4x4 patches, as in the
+# paper); every later stage pads, so each gets at least one token
+MIN_INPUT_SIZE = 4
 # stripe widths per stage of CSWin-T (Dong et al. 2021), the cross_shaped mode's default
 CSWIN_T_STRIPE_WIDTHS = (1, 2, 7, 7)
 
@@ -111,11 +114,11 @@ class PaleBlock(nn.Layer):
                  block_index=0):
         super().__init__()
         self.cpe = ConditionalPositionEncoding(dim, 3)
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         self.attn = PaleAttention(dim, num_heads, pale_size, qkv_bias, drop, attention_mode,
                                   stripe_width, block_index)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, x):  # [B, H, W, C]
@@ -133,9 +136,10 @@ class ConvPatchEmbed(nn.Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride, tokens_in=False):
         super().__init__()
         self.tokens_in = tokens_in
+        self.stride, self.padding = stride, kernel_size // 2  # of proj, for the CPU kernels
         self.proj = nn.Conv2D(in_channels, out_channels, kernel_size, stride,
                               padding=kernel_size // 2)
-        self.norm = nn.LayerNorm(out_channels)
+        self.norm = LayerNorm(out_channels)
 
     @property
     def channels_last(self):
@@ -235,7 +239,7 @@ class PaleTransformer(nn.Layer):
                 PaleBlock(dim, heads, self.pale_sizes[stage], mlp_ratio, qkv_bias, drop_rate,
                           drop_paths[start + i], attention_mode, self.stripe_widths[stage],
                           block_index=i) for i in range(depth)]))
-            self.stage_norms.append(nn.LayerNorm(dim))
+            self.stage_norms.append(LayerNorm(dim))
             previous = dim
         self.feature_info = [
             dict(num_chs=dim, reduction=4 * 2 ** stage, module=f"stages.{stage}")
@@ -243,7 +247,7 @@ class PaleTransformer(nn.Layer):
 
         self.with_classifier = with_classifier
         if with_classifier:
-            self.norm = nn.LayerNorm(embed_dims[-1])
+            self.norm = LayerNorm(embed_dims[-1])
             self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
             self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 \
                 else nn.Identity()
