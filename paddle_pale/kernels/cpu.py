@@ -109,8 +109,8 @@ class _LayerNormFunction(paddle.autograd.PyLayer):
 
 
 class CpuLayerNorm(LayerNorm):
-    """The model's :class:`~paddle_pale.models.layers.LayerNorm` over the last axis whose backward, when training in float32, is
-    :class:`_LayerNormFunction`."""
+    """The model's :class:`~paddle_pale.models.layers.LayerNorm` over the last axis whose
+    backward, when training in float32, is :class:`_LayerNormFunction`."""
 
     def forward(self, x):
         if (self.training and x.dtype == paddle.float32 and self.weight is not None

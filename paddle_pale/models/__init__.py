@@ -2,8 +2,8 @@
 
 ``attention`` holds PS-Attention (Eq. 1-3), ``modes`` the registry of attention modes
 (the paper's and the other regions of the ablation, Table 6), ``attention_reference``
-their naive masked oracle; ``layers`` the shared building blocks; ``pale`` the block (Eq. 6-8) and the 4-stage backbone;
-``registry`` the Pale-T/S/B variants (Table 1). No device checks, graph-mode branches
+their naive masked oracle; ``layers`` the shared building blocks; ``pale`` the block
+(Eq. 6-8) and the 4-stage backbone; ``registry`` the Pale-T/S/B variants (Table 1). No device checks, graph-mode branches
 or global switches: one graph for every device and exporter. May import the ground
 layer (``utils``) only.
 """

@@ -28,7 +28,8 @@ import paddle
 import paddle.nn.functional as F
 
 __all__ = ["pale_attention", "pale_attention_halves", "split_halves", "attention_backend",
-           "compute_dtype", "to_pale_size", "stage_sizes", "check_num_heads", "pale_attention_macs", "check_attention_inputs",
+           "compute_dtype", "to_pale_size", "stage_sizes", "check_num_heads",
+           "pale_attention_macs", "check_attention_inputs",
            "check_qkv_shapes", "HALF_DTYPES",
            # the grouping the other attention modes (models/modes.py) build on
            "row_attention", "column_attention", "group_rows", "ungroup_rows", "group_columns",
