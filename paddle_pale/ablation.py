@@ -15,7 +15,6 @@ alike. It sits above the engine and the benchmark in the package's layers.
 """
 import copy
 import csv
-import inspect
 import json
 import logging
 import os
@@ -29,9 +28,9 @@ from .benchmark import Case, run_benchmark
 from .engine.builder import build_model
 from .engine.config import load_config
 from .kernels import use_cpu_kernels
-from .models.modes import DEFAULT_MODE, MODES
-from .models.pale import PaleTransformer
-from .models.registry import model_defaults
+from .models.attention import stage_sizes
+from .models.modes import DEFAULT_MODE, MODES, get_mode
+from .models.registry import model_default
 from .utils.config import dump_config
 from .utils.flops import attention_macs, count_params, format_macs
 from .utils.io import load_weights, read_states
@@ -43,8 +42,6 @@ __all__ = ["plan_rows", "parse_pale_size", "run_ablation", "throughput_steps",
 
 logger = logging.getLogger("paddle_pale")
 
-# modes whose region does not depend on the pale size: one row whatever --pale-sizes says
-SIZE_FREE_MODES = ("cross_shaped", "axial")
 # CSV columns, in order
 COLUMNS = ("row", "tables", "mode", "pale_size", "stripe_width", "top1", "best_top1", "params",
            "macs", "attention_macs", "infer_images_per_s", "train_images_per_s",
@@ -54,14 +51,17 @@ ROW_CONFIG_FILE = "row_config.yaml"
 
 
 def parse_pale_size(text):
-    """``"7"`` -> 7, ``"3x5"`` -> ``[3, 5]`` (s_r x s_c), ``"1,3,5,7"`` -> one per stage."""
-    try:
-        if "," in text:
-            return [parse_pale_size(part) for part in text.split(",")]
-        if "x" in text:
-            s_r, s_c = text.split("x")
+    """``"7"`` -> 7, ``"3x5"`` -> ``[3, 5]`` (s_r x s_c), ``"1,3,5,7"`` -> one per stage
+    (checked by the model's own parser, :func:`~paddle_pale.models.attention.stage_sizes`)."""
+    def entry(part):
+        if "x" in part:
+            s_r, s_c = part.split("x")
             return [int(s_r), int(s_c)]
-        return int(text)
+        return int(part)
+    try:
+        value = [entry(part) for part in text.split(",")] if "," in text else entry(text)
+        stage_sizes(value)
+        return value
     except ValueError:
         raise ValueError(f"a pale size is an int (7), a pair s_r x s_c (3x5) or one per "
                          f"stage (1,3,5,7); got {text!r}") from None
@@ -80,10 +80,7 @@ def _config_pale_size(arch):
     """The pale size the config trains with: its own, the variant's, or the model's."""
     if arch.get("pale_size") is not None:
         return arch["pale_size"]
-    defaults = model_defaults(arch["name"])
-    if defaults.get("pale_size") is not None:
-        return defaults["pale_size"]
-    return inspect.signature(PaleTransformer.__init__).parameters["pale_size"].default
+    return model_default(arch["name"], "pale_size")
 
 
 def plan_rows(arch, modes=None, pale_sizes=None):
@@ -107,7 +104,8 @@ def plan_rows(arch, modes=None, pale_sizes=None):
     for row_mode, row_size, table in wanted:
         if row_mode not in MODES:
             raise ValueError(f"unknown attention mode {row_mode!r}; valid: {', '.join(MODES)}")
-        if row_mode in SIZE_FREE_MODES:
+        # a mode whose region is not the pale size: one row whatever --pale-sizes says
+        if get_mode(row_mode).size_arg != "pale_size":
             name, row_size = row_mode, None
         else:
             name = f"{row_mode}_s{_size_label(row_size)}"

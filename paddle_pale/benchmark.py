@@ -398,13 +398,10 @@ def attention_score_elements(model, size, batch=1):
             -(-width // (4 if stage_index == 0 else 2))
         for block in stage:
             attn = block.attn
-            s_r, s_c = attn.pale_size
-            half_heads = attn.num_heads // 2
-            padded_h, padded_w = -(-height // s_r) * s_r, -(-width // s_c) * s_c
-            rows = batch * half_heads * (padded_h // s_r) * (s_r * width) ** 2
-            cols = batch * half_heads * (padded_w // s_c) * (s_c * height) ** 2
-            largest = max(largest, rows, cols)
-            naive = max(naive, batch * half_heads * (height * width) ** 2)
+            largest = max(largest, attn.mode.score_elements(
+                batch, attn.num_heads, height, width, attn.region, attn.block_index))
+            heads = attn.mode.head_groups(attn.num_heads)[0][1]  # heads of one region
+            naive = max(naive, batch * len(heads) * (height * width) ** 2)
     return largest, naive
 
 

@@ -27,6 +27,7 @@ import tempfile
 import paddle
 
 from .kernels import use_plain_layers
+from .models.pale import MIN_INPUT_SIZE
 from .models.registry import create_model, list_models, pretrained_cfg
 from .utils.io import (META_SUFFIX, PREPROCESS_KEYS, SAFETENSORS_SUFFIX, check_writable,
                        checkpoint_prefix, load_state_dict, load_weights, read_states,
@@ -109,9 +110,10 @@ def _eval_config(name, states, input_size=None):
         if len(set(size[-2:])) != 1:
             raise ValueError(f"eval input size must be square, got {size!r}")
         size = size[-1]
-    if not isinstance(size, numbers.Integral) or size < 32:
-        raise ValueError(f"input size must be an int of at least 32 (stride of the last "
-                         f"stage), got {size!r}")
+    if not isinstance(size, numbers.Integral) or isinstance(size, bool) \
+            or size < MIN_INPUT_SIZE:
+        raise ValueError(f"input size must be an int of at least {MIN_INPUT_SIZE} (the "
+                         f"stride of the first patch merging), got {size!r}")
     return {"input_size": int(size), "crop_pct": float(config["crop_pct"]),
             "mean": [float(m) for m in config["mean"]],
             "std": [float(s) for s in config["std"]],

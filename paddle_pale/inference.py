@@ -134,7 +134,7 @@ class ImageClassifier:
         """Run the predictor on a ``[B, 3, H, W]`` batch (H and W as exported, when the
         program was exported with a fixed size)."""
         batch = np.ascontiguousarray(batch, dtype="float32")
-        # programs exported before sizes became dynamic record [-1, 3, S, S]
+        # a program exported with a fixed size (--input-size S) records [-1, 3, S, S]
         expected = self.meta.get("input_shape", [-1, 3, -1, -1])[1:]
         if batch.ndim != 4 or any(want not in (-1, got)
                                   for want, got in zip(expected, batch.shape[1:])):

@@ -17,7 +17,7 @@ from PIL import Image
 
 from .data.transforms import load_image, normalize_ops, to_float_hwc
 from .models.attention_reference import mode_masks
-from .models.modes import SPLIT_MODES, mode_attention
+from .models.modes import MODES, mode_attention
 from .utils.plotting import pyplot
 
 __all__ = ["REGION_COLORS", "region_panels", "region_cells", "draw_regions",
@@ -43,14 +43,8 @@ SAMPLE_IMAGES = ("china", "flower")  # scikit-learn's bundled photographs
 
 def region_panels(pale_size=7, stripe_width=2):
     """The panels of :func:`draw_regions`: ``(title, mode, size, block_index)``."""
-    return [
-        ("pale (parallel)", "pale", pale_size, 0),
-        ("pale_sequential, even block", "pale_sequential", pale_size, 0),
-        ("pale_sequential, odd block", "pale_sequential", pale_size, 1),
-        ("pale_vanilla", "pale_vanilla", pale_size, 0),
-        (f"cross_shaped, stripe width {stripe_width}", "cross_shaped", stripe_width, 0),
-        ("axial", "axial", None, 0),
-    ]
+    return [(title, name, size, block_index) for name in MODES
+            for title, size, block_index in MODES[name].panels(pale_size, stripe_width)]
 
 
 def region_cells(mode, height, width, query, size=None, block_index=0):
@@ -197,12 +191,7 @@ def attention_maps(model, images, query, block=-1):
         heads = layer.num_heads
         grad = v.grad.numpy()[0]  # [h, w, C]: w_k of channel c's head
         weights = grad.reshape(h, w, heads, -1).mean(-1).transpose(2, 0, 1)
-        if layer.attention_mode in SPLIT_MODES:
-            half = heads // 2
-            groups = [("rows (first half of heads)", list(range(half))),
-                      ("columns (second half)", list(range(half, heads)))]
-        else:
-            groups = [("all heads", list(range(heads)))]
+        groups = layer.mode.head_groups(heads)
         results.append(dict(stage=index, block=block % len(model.stages[index]),
                             mode=layer.attention_mode, size=(h, w), token=token,
                             weights=weights, groups=groups))

@@ -97,7 +97,7 @@ def test_padded_keys_are_never_attended(monkeypatch):
 def test_divisible_inputs_build_no_mask(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("mask built for a divisible input")
-    monkeypatch.setattr(attention, "_key_bias", fail)
+    monkeypatch.setattr(attention, "key_bias", fail)
     q, k, v = _qkv(1, 14, 21, 8)
     paddle_pale.pale_attention(q, k, v, 2, 7)
     with pytest.raises(AssertionError, match="mask built"):
@@ -108,7 +108,7 @@ def test_divisible_inputs_build_no_mask(monkeypatch):
     (([2, 14, 16],) * 3, 2, 7, r"\[B, H, W, C\].*rank 3"),
     (([1, 7, 7, 8], [1, 7, 7, 8], [1, 7, 6, 8]), 2, 7, "same shape"),
     (([1, 7, 7, 12],) * 3, 3, 7, "even"),
-    (([1, 7, 7, 12],) * 3, 8, 7, "divisible by num_heads=8"),
+    (([1, 7, 7, 12],) * 3, 8, 7, "num_heads=8 must divide the channels C=12"),
     (([1, 7, 7, 8],) * 3, 2, 0, "positive"),
     (([1, 7, 7, 8],) * 3, 2, (1, 2, 3), "pair"),
     (([1, 7, 7, 8],) * 3, 2, "7", "pale_size"),

@@ -12,7 +12,7 @@ from paddle_pale.kernels import use_cpu_kernels, use_plain_layers, uses_cpu_kern
 from paddle_pale.kernels import cpu
 from paddle_pale.models import attention, modes
 from paddle_pale.models.attention_reference import naive_mode_attention, naive_pale_attention
-from paddle_pale.models.layers import ConditionalPositionEncoding
+from paddle_pale.models.layers import ConditionalPositionEncoding, LayerNorm
 from paddle_pale.models.pale import PaleAttention
 from paddle_pale.benchmark import attention_score_elements
 
@@ -134,7 +134,8 @@ def test_linear_and_position_encoding_kernels(training):
 def test_layer_norm_backward_matches_paddle(frozen):
     # Paddle 3.3.1's CPU layer_norm_grad returns a wrong input gradient when its weight is
     # frozen, so the reference always runs with trainable copies of the parameters
-    layer = _random_biases(paddle.nn.LayerNorm(16))
+    # the model's LayerNorm (which keeps its epsilon), at a non-default epsilon
+    layer = _random_biases(LayerNorm(16, epsilon=1e-3))
     layer.weight.set_value(paddle.randn([16]))
     fast = use_cpu_kernels(copy.deepcopy(layer))
     weight, bias = (paddle.to_tensor(p.numpy(), stop_gradient=False)
@@ -145,7 +146,7 @@ def test_layer_norm_backward_matches_paddle(frozen):
     upstream = paddle.randn([2, 3, 5, 16])
     results = []
     for forward, params in ((fast, (fast.weight, fast.bias)), (
-            lambda t: F.layer_norm(t, [16], weight, bias, layer._epsilon), (weight, bias))):
+            lambda t: F.layer_norm(t, [16], weight, bias, 1e-3), (weight, bias))):
         x_in = x.clone()
         x_in.stop_gradient = False
         out = forward(x_in)

@@ -170,7 +170,7 @@ def test_pretrained_round_trip_and_errors(tmp_path):
 
 def _pale_t_layout():
     """Pale-T's state dict, key -> shape, written out from the architecture: the layout
-    checkpoints are published in (frozen; README, "State-dict layout")."""
+    checkpoints are published in (frozen; docs/design.md, "State-dict layout")."""
     dims, depths, layout = (64, 128, 256, 512), (2, 2, 16, 2), {}
     for stage, (dim, depth) in enumerate(zip(dims, depths)):
         previous, kernel = (3, 7) if stage == 0 else (dims[stage - 1], 3)

@@ -84,13 +84,13 @@ def test_masks_follow_the_written_definitions_on_a_small_map():
 def test_vanilla_score_tensors_grow_with_the_pale_not_with_hw_squared(monkeypatch):
     # both parts of pale_vanilla: HW (s_r W + s_c H) scores per head, no (HW)^2 tensor
     recorded = []
-    original = modes._scores
+    original = modes.attention_scores
 
     def spy(q, k, bias):
         out = original(q, k, bias)
         recorded.append(int(np.prod(out.shape)))
         return out
-    monkeypatch.setattr(modes, "_scores", spy)
+    monkeypatch.setattr(modes, "attention_scores", spy)
     height, width, heads, s_r, s_c = 12, 21, 2, 2, 3
     paddle_pale.mode_attention(*_qkv(1, height, width, 8), heads, "pale_vanilla", (s_r, s_c))
     tokens = height * width

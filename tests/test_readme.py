@@ -1,4 +1,6 @@
-"""Every public name, tool and config the README documents exists and resolves."""
+"""Every public name, tool and config the README and the docs/ pages document exists and
+resolves; their python snippets and quick commands run."""
+import glob
 import importlib
 import os
 import re
@@ -8,12 +10,22 @@ import pytest
 
 from conftest import ROOT
 
-with open(os.path.join(ROOT, "README.md")) as handle:
-    README = handle.read()
 
-# dotted names of the package the README mentions (code spans and blocks)
-NAMES = sorted(set(re.findall(r"\bpaddle_pale(?:\.[A-Za-z_][A-Za-z0-9_]*)+", README)))
-PATHS = sorted(set(re.findall(r"\b(?:tools|configs)/[\w./{},-]+\.(?:py|ya?ml)\b", README)))
+def _read(path):
+    with open(os.path.join(ROOT, path)) as handle:
+        return handle.read()
+
+
+# the README first (its snippets run first, in one namespace), then the pages it links
+PAGES = [("README.md", _read("README.md"))] + [
+    (os.path.relpath(path, ROOT), _read(path))
+    for path in sorted(glob.glob(os.path.join(ROOT, "docs", "*.md")))]
+README = PAGES[0][1]
+ALL_TEXT = "\n".join(text for _, text in PAGES)
+
+# dotted names of the package the pages mention (code spans and blocks)
+NAMES = sorted(set(re.findall(r"\bpaddle_pale(?:\.[A-Za-z_][A-Za-z0-9_]*)+", ALL_TEXT)))
+PATHS = sorted(set(re.findall(r"\b(?:tools|configs)/[\w./{},-]+\.(?:py|ya?ml)\b", ALL_TEXT)))
 # tools of a PaddleSeg / PaddleDetection checkout, which the README tells how to use
 EXTERNAL_TOOLS = {"tools/val.py", "tools/export_model.py"}
 # adapters that need the optional libraries
@@ -69,7 +81,8 @@ def test_documented_path_exists(path):
 FENCE = re.compile(r"(?:<!-- (?P<marker>[^>]*?) -->\n)?```(?P<lang>\w*)\n(?P<body>.*?)```",
                    re.S)
 BLOCKS = [(m.group("marker") or "", m.group("lang"), m.group("body"),
-           README[:m.start()].count("\n") + 1) for m in FENCE.finditer(README)]
+           f"{page}:{text[:m.start()].count(chr(10)) + 1}")
+          for page, text in PAGES for m in FENCE.finditer(text)]
 SNIPPETS = [(line, marker, textwrap.dedent(body)) for marker, lang, body, line in BLOCKS
             if lang == "python"]
 QUICK = [(line, command) for marker, lang, body, line in BLOCKS
@@ -85,17 +98,17 @@ def test_every_python_snippet_runs_or_says_why_not():
     namespace = {}
     for line, marker, body in SNIPPETS:
         if marker.startswith("not-run:"):
-            assert len(marker) > len("not-run: ") + 10, f"README.md:{line}: give the reason"
+            assert len(marker) > len("not-run: ") + 10, f"{line}: give the reason"
             continue
-        assert not marker, f"README.md:{line}: unknown marker {marker!r}"
+        assert not marker, f"{line}: unknown marker {marker!r}"
         for adapter, library in (("adapters.paddleseg", "paddleseg"),
                                  ("adapters.ppdet", "ppdet")):
             if adapter in body:
                 pytest.importorskip(library)
         try:
-            exec(compile(body, f"README.md:{line}", "exec"), namespace)
+            exec(compile(body, line, "exec"), namespace)
         except Exception as error:
-            raise AssertionError(f"the snippet at README.md:{line} fails: "
+            raise AssertionError(f"the snippet at {line} fails: "
                                  f"{type(error).__name__}: {error}") from error
     # what the first snippet's comments promise
     assert namespace["logits"].shape == [1, 1000]
@@ -118,7 +131,7 @@ def test_quick_commands_run(line, command, tmp_path):
         for word in words[2:]]
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                           env=dict(os.environ, PYTHONPATH=ROOT))
-    assert done.returncode == 0, f"README.md:{line}: {command}\n{done.stderr[-2000:]}"
+    assert done.returncode == 0, f"{line}: {command}\n{done.stderr[-2000:]}"
 
 
 def test_some_commands_are_marked_quick():

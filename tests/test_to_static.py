@@ -14,7 +14,7 @@ from paddle_pale.engine.config import ConfigError, load_config
 # mixup and random erasing on (random draws between graph calls); a constant lr, so a
 # run's schedule does not depend on its number of epochs. Stochastic depth is off: the
 # static graph draws its masks from another stream than eager's once other paddle random
-# ops run between steps (README, "Static-graph training")
+# ops run between steps (docs/training.md, "Static-graph training")
 OPTIONS = ["DataLoader.Train.mixup={}", "DataLoader.Train.transforms.random_erasing=0.5",
            "Optimizer.lr.name=Constant", "Global.epochs=3"]
 # stated tolerance: float32 round-off of the same ops compiled in another order

@@ -14,7 +14,6 @@ def test_exported_checkpoint_predicts_like_validation(tmp_path):
     samples = write_image_folder(tmp_path / "data", per_class=6)
     engine = Engine(load_config(tiny_config(tmp_path, tmp_path / "data"),
                                 ["Global.epochs=3",
-                                 # the exporter takes sizes of at least 32 (last stride)
                                  "DataLoader.Train.transforms.input_size=32",
                                  "DataLoader.Eval.transforms.input_size=32"]), mode="train")
     engine.train()

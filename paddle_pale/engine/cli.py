@@ -1,6 +1,5 @@
 """Command-line front of the engine, shared by tools/train.py and tools/eval.py."""
 import argparse
-import inspect
 import logging
 import os
 
@@ -76,14 +75,8 @@ def train_main(argv=None):
 
 def _model_default(name, key):
     """What variant ``name`` builds for argument ``key`` when the Arch omits it."""
-    from ..models.pale import PaleTransformer
-    from ..models.registry import model_defaults
-
-    defaults = model_defaults(name)
-    if key in defaults:
-        return defaults[key]
-    parameter = inspect.signature(PaleTransformer.__init__).parameters.get(key)
-    return None if parameter is None else parameter.default
+    from ..models.registry import model_default
+    return model_default(name, key)
 
 
 def _same(a, b):

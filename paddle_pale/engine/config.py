@@ -9,11 +9,12 @@ variant ``name`` plus keyword arguments of
 :class:`~paddle_pale.models.pale.PaleTransformer`.
 """
 import copy
-import inspect
 import math
 import os
 
+from ..models.attention import stage_sizes
 from ..models.modes import MODES
+from ..models.pale import MIN_INPUT_SIZE
 from ..utils.config import ConfigError, merge, parse_override, read_yaml
 
 __all__ = ["ConfigError", "DEFAULTS", "RULES", "PATCH_SIZE", "load_config",
@@ -26,18 +27,16 @@ DEFAULTS = read_yaml(os.path.join(os.path.dirname(os.path.abspath(__file__)),
 
 
 def _arch_keys():
-    from ..models.pale import PaleTransformer
-    params = inspect.signature(PaleTransformer.__init__).parameters
-    return ["name"] + [name for name in params if name != "self"]
+    from ..models.registry import model_arguments
+    return ["name", *model_arguments()]
 
 
 # Sections that a config may switch off with null; every other section must be a mapping.
 OPTIONAL_SECTIONS = {("EMA",), ("DataLoader", "Train", "transforms", "randaugment"),
                      ("DataLoader", "Train", "mixup")}
 
-# Stride of the first patch embedding (4x4 patches, as in the paper): the smallest input
-# side a model can take.
-PATCH_SIZE = 4
+# the smallest input side a model can take (the stride of its first patch merging)
+PATCH_SIZE = MIN_INPUT_SIZE
 
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "box", "lanczos", "hamming")
 
@@ -53,13 +52,19 @@ def _is_number(value):
 class Rule:
     """What one config value may be: ``check(value) -> bool`` and the text an error shows
     (``"KEY must be <allowed>, got VALUE"``). ``numeric`` rules read strings such as
-    ``"2e-3"`` (YAML 1.1 leaves an exponent without a dot as text) as numbers."""
+    ``"2e-3"`` (YAML 1.1 leaves an exponent without a dot as text) as numbers.
+    ``allowed`` may be a function returning the text (a registry that grows)."""
 
     def __init__(self, check, allowed, numeric=False, nullable=False):
         self.check = check
-        self.allowed = allowed + (", or null" if nullable else "")
+        self._allowed = allowed
         self.numeric = numeric
         self.nullable = nullable
+
+    @property
+    def allowed(self):
+        text = self._allowed() if callable(self._allowed) else self._allowed
+        return text + (", or null" if self.nullable else "")
 
     def accepts(self, value):
         return (value is None and self.nullable) or (value is not None and self.check(value))
@@ -123,14 +128,11 @@ def int_list(low=1):
 
 def _is_pale_size(value):
     """An int S >= 1, a pair (s_r, s_c), or a list of those, one per stage."""
-    def entry(x):
-        return _is_int(x) and x >= 1
-
-    def pair(x):
-        return isinstance(x, (list, tuple)) and len(x) == 2 and all(map(entry, x))
-    return entry(value) or pair(value) or (
-        isinstance(value, (list, tuple)) and len(value) > 0
-        and all(entry(x) or pair(x) for x in value))
+    try:
+        stage_sizes(value)
+        return True
+    except ValueError:
+        return False
 
 
 _LOADER_RULES = {
@@ -220,7 +222,8 @@ RULES = {
     ("Arch", "drop_path_rate"): number(0.0, 1.0, high_open=True),
     ("Arch", "with_classifier"): Rule(lambda v: v is True, "true (a classifier is trained; "
                                                            "false builds a backbone only)"),
-    ("Arch", "attention_mode"): choice(MODES),
+    # the registry itself: a mode registered after this import is valid too
+    ("Arch", "attention_mode"): Rule(lambda v: v in MODES, lambda: f"one of {list(MODES)}"),
     ("Arch", "channels_last"): boolean(),
     ("Arch", "stripe_width"): Rule(_is_pale_size, "a positive integer, a pair [w_r, w_c], or "
                                                   "one of those per stage", nullable=True),
@@ -289,8 +292,8 @@ def _check_value(config, path, rule):
 def _num_classes(arch):
     if "num_classes" in arch:
         return arch["num_classes"]
-    from ..models.pale import PaleTransformer
-    return inspect.signature(PaleTransformer.__init__).parameters["num_classes"].default
+    from ..models.registry import model_arguments
+    return model_arguments()["num_classes"]
 
 
 def _check_arch(arch):

@@ -3,22 +3,21 @@
 Each class below subclasses the plain layer of :mod:`paddle_pale.models` and only
 replaces ``forward``; :func:`use_cpu_kernels` switches a model's layers to these forms in
 place (and :func:`use_plain_layers` back), so parameters, their names, state-dict keys,
-optimizer state and hooks are untouched. Every trick was kept because it won an A/B
-run of the whole Pale-T in one process on a 2-core CPU (batch 8); figures in
-docs/performance.md.
+optimizer state and hooks are untouched. They read only the arguments our layers keep
+at construction (``stride``, ``padding``, ``epsilon``, ...), never Paddle's private
+fields. Every trick was kept because it won an A/B run of the whole Pale-T against the
+plain layers; the figures are in docs/performance.md.
 
 They are for eager execution on CPU: static graphs (export) and GPUs use the plain
 layers, whose stock ops AMP, flash attention, oneDNN, TensorRT and ONNX understand.
 """
-import functools
-
 import numpy as np
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ..models.layers import ConditionalPositionEncoding, to_channels_last
-from ..models.modes import SPLIT_MODES, mode_attention_projected
+from ..models.layers import (ConditionalPositionEncoding, LayerNorm, identity_filters,
+                             to_channels_last)
 from ..models.pale import ConvPatchEmbed, PaleAttention
 
 __all__ = ["use_cpu_kernels", "use_plain_layers", "uses_cpu_kernels", "CpuLinear",
@@ -29,10 +28,9 @@ __all__ = ["use_cpu_kernels", "use_plain_layers", "uses_cpu_kernels", "CpuLinear
 def gemm_broadcast(bias, num_rows):
     """``bias`` ([C]) repeated in ``num_rows`` rows, as the outer product ones x bias.
 
-    The gradient of a broadcast bias is a column sum, which Paddle's CPU reduce takes
-    16 ms for at [25088, 256] (stage 1, batch 8); the same sum as a GEMM with a ones
-    vector takes 1 ms. Built as an outer product, the bias gets its gradient from that
-    GEMM (fc1 of stage 1: forward + backward 40 -> 28 ms).
+    The gradient of a broadcast bias is a column sum, for which Paddle's CPU reduce is
+    far slower than a GEMM with a ones vector. Built as an outer product, the bias gets
+    its gradient from that GEMM.
     """
     return paddle.matmul(paddle.ones([num_rows, 1], bias.dtype), bias.unsqueeze(0))
 
@@ -45,24 +43,13 @@ def _takes_gradient(layer, bias):
 def _add_channel_bias(layer, x, bias):
     """``x + bias`` on a channels-last ``x``: a broadcast over the trailing axis, which
     Paddle's CPU add handles far faster than the per-channel add inside an NCHW
-    ``F.conv2d`` (a depth-wise 3x3 at [8, 64, 56, 56]: 19.3 ms with its bias, 9.5 ms with
-    the bias added after the transpose, 7.9 ms without); as a GEMM while it takes a
-    gradient (:func:`gemm_broadcast`)."""
+    ``F.conv2d``; as a GEMM while it takes a gradient (:func:`gemm_broadcast`)."""
     if bias is None:
         return x
     if _takes_gradient(layer, bias):
         rows = int(np.prod(x.shape[:-1]))
         return x + gemm_broadcast(bias, rows).reshape(x.shape)
     return x + bias
-
-
-@functools.lru_cache(maxsize=None)
-def _identity_filters(count, kernel_size, dtype):
-    """``[count, 1, k, k]`` depth-wise filters that pass their channel through (1 at the
-    centre tap of an odd ``k``, so 'same' zero padding never reaches the output)."""
-    filters = np.zeros([count, 1, kernel_size, kernel_size], dtype="float32")
-    filters[:, :, kernel_size // 2, kernel_size // 2] = 1.0
-    return paddle.to_tensor(filters).astype(dtype)
 
 
 class CpuLinear(nn.Linear):
@@ -86,9 +73,9 @@ class CpuLinear(nn.Linear):
 class _LayerNormFunction(paddle.autograd.PyLayer):
     """LayerNorm over the last axis of ``[N, C]`` rows with a vectorised backward.
 
-    Paddle's CPU ``layer_norm_grad`` takes ~30x its forward ([25088, 64]: 18.6 against
-    0.6 ms); the textbook gradient written with row means and two ones-vector GEMMs
-    (for the weight and bias) takes a fraction of that.
+    Paddle's CPU ``layer_norm_grad`` is many times slower than its forward; the
+    textbook gradient written with row means and two ones-vector GEMMs (for the weight
+    and bias) takes a fraction of its time.
     """
 
     @staticmethod
@@ -121,16 +108,16 @@ class _LayerNormFunction(paddle.autograd.PyLayer):
         return tuple(grads)
 
 
-class CpuLayerNorm(nn.LayerNorm):
-    """``nn.LayerNorm`` over the last axis whose backward, when training in float32, is
-    :class:`_LayerNormFunction`."""
+class CpuLayerNorm(LayerNorm):
+    """The model's :class:`~paddle_pale.models.layers.LayerNorm` over the last axis whose
+    backward, when training in float32, is :class:`_LayerNormFunction`."""
 
     def forward(self, x):
         if (self.training and x.dtype == paddle.float32 and self.weight is not None
                 and self.bias is not None
                 and not all(t.stop_gradient for t in (x, self.weight, self.bias))):
             rows = x.reshape([-1, x.shape[-1]])
-            out = _LayerNormFunction.apply(rows, self.weight, self.bias, self._epsilon)
+            out = _LayerNormFunction.apply(rows, self.weight, self.bias, self.epsilon)
             return out.reshape(x.shape)
         return super().forward(x)
 
@@ -141,10 +128,9 @@ class CpuConditionalPositionEncoding(ConditionalPositionEncoding):
     transpose back to channels last."""
 
     def forward(self, x):  # [B, H, W, C]
-        weight = self.weight + _identity_filters(self.weight.shape[0], self.weight.shape[-1],
-                                                 self.weight.dtype)
-        out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, None, self._stride, self._padding,
-                       groups=self._groups)
+        weight = self.weight + identity_filters(self.weight)  # broadcast over channels
+        out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, None, 1, self.same_padding,
+                       groups=self.channels)
         return _add_channel_bias(self, to_channels_last(out), self.bias)
 
 
@@ -155,8 +141,8 @@ class CpuConvPatchEmbed(ConvPatchEmbed):
         conv = self.proj
         if self.tokens_in and not self.channels_last:
             x = x.transpose([0, 3, 1, 2])
-        out = F.conv2d(x, conv.weight, None, conv._stride, conv._padding, conv._dilation,
-                       conv._groups, data_format=conv._data_format)
+        out = F.conv2d(x, conv.weight, None, self.stride, self.padding,
+                       data_format="NHWC" if self.channels_last else "NCHW")
         if not self.channels_last:
             out = to_channels_last(out)
         return self.norm(_add_channel_bias(self, out, conv.bias))
@@ -174,8 +160,7 @@ class CpuPaleAttention(PaleAttention):
     channel rides through the convolution and meets a bias row of the weights, so the
     matmul adds the linear biases itself.
     The attention scale is folded into the query weights; the softmax runs in place (a
-    fresh score-sized buffer, 39 MB at stage 1, costs more in page faults than the
-    softmax itself).
+    fresh score-sized buffer costs more in page faults than the softmax itself).
     """
 
     def _projections(self):
@@ -204,7 +189,8 @@ class CpuPaleAttention(PaleAttention):
         # filter j (q, k, v) of input channel c is output channel 3 c + j
         filters = paddle.stack([p.depthwise.weight for p in self._projections()], axis=1)
         filters = filters.reshape([3 * channels, 1, 3, 3])
-        filters = paddle.concat([filters, _identity_filters(3, 3, filters.dtype)])
+        # the ones channel passes through its three filters
+        filters = paddle.concat([filters, identity_filters(filters).tile([3, 1, 1, 1])])
         x = F.pad(x.transpose([0, 3, 1, 2]), [0, 0, 0, 1, 0, 0, 0, 0], value=1.0)
         taps = F.conv2d(x, filters, None, padding=1, groups=channels + 1)
         taps = taps.reshape([-1, channels + 1, 3, height * width])
@@ -231,19 +217,18 @@ class CpuPaleAttention(PaleAttention):
         return tuple(paddle.unbind(out.reshape([3, -1, height, width, channels])))
 
     def forward(self, x):  # [B, H, W, C]
-        mode = self.attention_mode
-        if mode in SPLIT_MODES:
+        if self.mode.split:
             qkv, halves = None, self.qkv_halves(x)
         else:
             qkv, halves = self.qkv(x), None
-        out = mode_attention_projected(qkv, self.num_heads, mode, self.region,
-                                       self.block_index, "matmul", query_scale=1.0,
-                                       softmax=F.softmax_, halves=halves, inplace=True)
+        out = self.mode.compute(qkv, self.num_heads, self.region, self.block_index, "matmul",
+                                query_scale=1.0, softmax=F.softmax_, halves=halves,
+                                inplace=True)
         return self.proj_drop(self.proj(out))
 
 
 # plain class -> CPU form; the forms subclass their plain class and add no state
-CPU_FORMS = {nn.Linear: CpuLinear, nn.LayerNorm: CpuLayerNorm,
+CPU_FORMS = {nn.Linear: CpuLinear, LayerNorm: CpuLayerNorm,
              ConditionalPositionEncoding: CpuConditionalPositionEncoding,
              ConvPatchEmbed: CpuConvPatchEmbed, PaleAttention: CpuPaleAttention}
 PLAIN_FORMS = {cpu: plain for plain, cpu in CPU_FORMS.items()}

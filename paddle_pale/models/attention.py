@@ -11,7 +11,7 @@ the second within column-wise groups (Eq. 1):
 A row index ``r`` is therefore written as ``r = i * N_r + g`` (``i < s_r``), which is a
 plain reshape of the H axis into ``[s_r, N_r]``: grouping costs one reshape and one
 transpose per tensor, never a gather or a Python loop over groups. Every transpose is
-rank 6 or below (Paddle's rank-7 transpose is a generic element loop, ~70x slower).
+rank 6 or below (Paddle's rank-7 transpose is a generic element loop, far slower).
 Multi-head attention runs within every group (Eq. 2) and the two halves are concatenated
 again (Eq. 3). The same grouping with contiguous lines (``r = g * s + i``, a reshape into
 ``[N, s]``) gives CSWin's stripes, used by the other attention modes of
@@ -28,14 +28,20 @@ import paddle
 import paddle.nn.functional as F
 
 __all__ = ["pale_attention", "pale_attention_halves", "split_halves", "attention_backend",
-           "compute_dtype", "to_pale_size", "pale_attention_macs", "check_attention_inputs",
-           "check_qkv_shapes", "HALF_DTYPES"]
+           "compute_dtype", "to_pale_size", "stage_sizes", "check_num_heads",
+           "pale_attention_macs", "check_attention_inputs",
+           "check_qkv_shapes", "HALF_DTYPES",
+           # the grouping the other attention modes (models/modes.py) build on
+           "row_attention", "column_attention", "group_rows", "ungroup_rows", "group_columns",
+           "ungroup_columns", "attention_scores", "key_bias", "line_bias", "pad_axis",
+           "padding_to", "known_zero"]
 
 HALF_DTYPES = (paddle.float16, paddle.bfloat16)
 
 
-def to_pale_size(pale_size):
-    """Return ``(s_r, s_c)`` from an int or a pair; raise ValueError otherwise."""
+def to_pale_size(pale_size, name="pale_size"):
+    """Return ``(s_r, s_c)`` from an int or a pair; raise ValueError otherwise (``name``
+    is the argument the message names: ``pale_size``, ``stripe_width``)."""
     if isinstance(pale_size, numbers.Integral) and not isinstance(pale_size, bool):
         pair = (int(pale_size), int(pale_size))
     elif isinstance(pale_size, (tuple, list)) and len(pale_size) == 2 and all(
@@ -43,11 +49,30 @@ def to_pale_size(pale_size):
         pair = (int(pale_size[0]), int(pale_size[1]))
     else:
         raise ValueError(
-            f"pale_size must be a positive int or a pair (s_r, s_c) of positive ints, "
+            f"{name} must be a positive int or a pair (s_r, s_c) of positive ints, "
             f"got {pale_size!r}")
     if min(pair) < 1:
-        raise ValueError(f"pale_size must be positive, got {pale_size!r}")
+        raise ValueError(f"{name} must be positive, got {pale_size!r}")
     return pair
+
+
+def stage_sizes(value, num_stages=None, name="pale_size"):
+    """``[(s_r, s_c), ...]`` one per stage from a size (:func:`to_pale_size`, the same
+    for every stage) or a sequence of sizes, one per stage (``num_stages`` of them when
+    given); ValueError naming ``name`` otherwise."""
+    try:
+        return [to_pale_size(value, name)] * (num_stages or 1)
+    except ValueError:
+        pass
+    try:
+        if isinstance(value, (list, tuple)) and len(value) > 0 and \
+                len(value) == (num_stages or len(value)):
+            return [to_pale_size(v, name) for v in value]
+    except ValueError:
+        pass
+    count = f"{num_stages} of those" if num_stages else "a list of those"
+    raise ValueError(f"{name} must be a positive int or a pair of positive ints, or "
+                     f"{count} (one per stage), got {value!r}")
 
 
 # Plain Python also under paddle.jit.to_static: converted, the dynamic entries of
@@ -67,18 +92,25 @@ def check_qkv_shapes(q, k, v, function="pale_attention"):
             f"k {list(k.shape)}, v {list(v.shape)}")
 
 
+def check_num_heads(num_heads, channels=None, split=True, mode="pale"):
+    """ValueError unless ``num_heads`` is a positive int, even when the heads are
+    ``split`` between rows and columns, dividing ``channels`` when given (the one head
+    check of every layer and function; ``mode`` names the attention in the message)."""
+    if not isinstance(num_heads, numbers.Integral) or isinstance(num_heads, bool) \
+            or num_heads < 1:
+        raise ValueError(f"num_heads must be a positive int, got {num_heads!r}")
+    if split and num_heads % 2:
+        raise ValueError(f"{mode} attention needs an even num_heads (half the heads attend "
+                         f"along rows, half along columns), got {num_heads}")
+    if channels is not None and channels % num_heads:
+        raise ValueError(f"num_heads={num_heads} must divide the channels C={channels}")
+
+
 @paddle.jit.not_to_static
 def check_attention_inputs(q, k, v, num_heads):
     """Validate shapes shared by every PS-Attention implementation."""
     check_qkv_shapes(q, k, v)
-    if not isinstance(num_heads, numbers.Integral) or num_heads < 2 or num_heads % 2:
-        raise ValueError(
-            f"num_heads must be a positive even int (half the heads attend to rows, half "
-            f"to columns), got {num_heads!r}")
-    channels = q.shape[-1]
-    if channels % num_heads:
-        raise ValueError(
-            f"channels C={channels} must be divisible by num_heads={num_heads}")
+    check_num_heads(num_heads, q.shape[-1])
 
 
 def compute_dtype(x):
@@ -102,24 +134,24 @@ def attention_backend(dtype, padded):
     return "sdpa" if dtype in HALF_DTYPES and not padded else "matmul"
 
 
-def _padding(size, multiple):
+def padding_to(size, multiple):
     """Lines to add so that ``multiple`` divides ``size`` (an int or a graph value)."""
     return (multiple - size % multiple) % multiple
 
 
-def _known_zero(amount):
+def known_zero(amount):
     """Whether ``amount`` is known, at trace time, to be 0: then nothing is padded,
     masked or cropped. A symbolic amount is treated as possibly non-zero."""
     return isinstance(amount, numbers.Integral) and amount == 0
 
 
-def _pad_axis(t, axis, amount):
+def pad_axis(t, axis, amount):
     """``t`` with ``amount`` zeros appended along ``axis`` (``amount`` may be symbolic)."""
     shape = [t.shape[i] if i != axis else amount for i in range(t.ndim)]
     return paddle.concat([t, paddle.zeros(shape, t.dtype)], axis=axis)
 
 
-def _line_bias(padded, valid, dtype):
+def line_bias(padded, valid, dtype):
     """``[L]`` additive bias of ``padded`` lines: 0 for the first ``valid`` (real) lines,
     ``-inf`` for the padding after them."""
     is_real = paddle.arange(padded, dtype="int64") < valid
@@ -128,11 +160,11 @@ def _line_bias(padded, valid, dtype):
                         paddle.full(shape, float("-inf"), dtype))
 
 
-def _key_bias(padded, group_size, num_groups, valid, dtype, contiguous=False):
+def key_bias(padded, group_size, num_groups, valid, dtype, contiguous=False):
     """``[N, s]`` additive key bias: 0 where line (group g, slot i) is real, ``-inf``
     where it is padding (index >= ``valid``). The line is ``i * N + g`` for interlaced
     groups, ``g * s + i`` for contiguous ones (stripes)."""
-    bias = _line_bias(padded, valid, dtype)
+    bias = line_bias(padded, valid, dtype)
     if contiguous:
         return bias.reshape([num_groups, group_size])
     return bias.reshape([group_size, num_groups]).transpose([1, 0])
@@ -151,15 +183,15 @@ def _attend(q, k, v, key_bias, backend, query_scale, softmax):
         return F.scaled_dot_product_attention(q, k, v)
     if query_scale != 1.0:
         q = q * query_scale
-    return paddle.matmul(softmax(_scores(q, k, key_bias), axis=-1), v)
+    return paddle.matmul(softmax(attention_scores(q, k, key_bias), axis=-1), v)
 
 
-def _scores(q, k, key_bias):
+def attention_scores(q, k, key_bias):
     """``q k^T`` plus a per-key bias (``[..., 1, L, 1]``, 0 or ``-inf``) or None."""
     if key_bias is not None:
         # the bias rides in the product, [q, 1] . [k, b] = q . k + b, instead of an add
         # over the L x L scores: Paddle's CPU broadcast add costs as much as the matmul,
-        # and oneDNN fuses it into the matmul as a post-op that ran 70x slower
+        # and oneDNN's fused post-op form of it is slower still
         q = paddle.concat([q, paddle.ones([*q.shape[:-1], 1], q.dtype)], axis=-1)
         k = paddle.concat([k, paddle.expand(key_bias, [*k.shape[:-1], 1])], axis=-1)
     return paddle.matmul(q, k, transpose_y=True)
@@ -170,7 +202,7 @@ def _scores(q, k, key_bias):
 # a reshape into [N, s]); columns alike. Reshapes after a transpose copy B with 0, as a -1
 # there trips Paddle 3.3.1's oneDNN transpose + reshape fusion
 # (operator_reshape_onednn_fuse_pass mis-types the fused op of a fixed-size export).
-def _group_rows(t, num_heads, group_size, num_groups, contiguous=False):
+def group_rows(t, num_heads, group_size, num_groups, contiguous=False):
     """``[B, H', W, heads * d]`` -> ``[B, N, heads, s W, d]``: the tokens of each row
     group together, per head."""
     width, head_dim = t.shape[2], t.shape[3] // num_heads
@@ -183,8 +215,8 @@ def _group_rows(t, num_heads, group_size, num_groups, contiguous=False):
     return t.reshape([0, num_groups, num_heads, group_size * width, head_dim])
 
 
-def _ungroup_rows(t, group_size, num_groups, width, padded, contiguous=False):
-    """Inverse of :func:`_group_rows`: ``[B, N, heads, s W, d]`` -> ``[B, H', W, heads d]``
+def ungroup_rows(t, group_size, num_groups, width, padded, contiguous=False):
+    """Inverse of :func:`group_rows`: ``[B, N, heads, s W, d]`` -> ``[B, H', W, heads d]``
     (``padded`` = H' = N s)."""
     num_heads, head_dim = t.shape[2], t.shape[4]
     t = t.reshape([0, num_groups, num_heads, group_size, width, head_dim])
@@ -195,7 +227,7 @@ def _ungroup_rows(t, group_size, num_groups, width, padded, contiguous=False):
     return t.reshape([0, padded, width, num_heads * head_dim])
 
 
-def _group_columns(t, num_heads, group_size, num_groups, contiguous=False):
+def group_columns(t, num_heads, group_size, num_groups, contiguous=False):
     """``[B, H, W', heads * d]`` -> ``[B, N, heads, H s, d]``."""
     height, head_dim = t.shape[1], t.shape[3] // num_heads
     if contiguous:  # [B, H, N, s, heads, d] -> [B, N, heads, H, s, d]
@@ -207,8 +239,8 @@ def _group_columns(t, num_heads, group_size, num_groups, contiguous=False):
     return t.reshape([0, num_groups, num_heads, height * group_size, head_dim])
 
 
-def _ungroup_columns(t, group_size, num_groups, height, padded, contiguous=False):
-    """Inverse of :func:`_group_columns`: ``[B, N, heads, H s, d]`` -> ``[B, H, W', heads d]``
+def ungroup_columns(t, group_size, num_groups, height, padded, contiguous=False):
+    """Inverse of :func:`group_columns`: ``[B, N, heads, H s, d]`` -> ``[B, H, W', heads d]``
     (``padded`` = W' = N s)."""
     num_heads, head_dim = t.shape[2], t.shape[4]
     t = t.reshape([0, num_groups, num_heads, height, group_size, head_dim])
@@ -219,19 +251,19 @@ def _ungroup_columns(t, group_size, num_groups, height, padded, contiguous=False
     return t.reshape([0, height, padded, num_heads * head_dim])
 
 
-def _row_attention(q, k, v, num_heads, s_r, backend, query_scale, softmax, contiguous=False):
+def row_attention(q, k, v, num_heads, s_r, backend, query_scale, softmax, contiguous=False):
     """Attention within row groups (interlaced, or contiguous stripes of ``s_r`` rows);
     ``q, k, v``: ``[B, H, W, C']``."""
     height, width, channels = q.shape[1], q.shape[2], q.shape[3]
     head_dim = channels // num_heads
-    pad = _padding(height, s_r)
+    pad = padding_to(height, s_r)
     padded = height + pad
     num_groups = padded // s_r  # N_r
     bias = None
-    if not _known_zero(pad):
-        q, k, v = (_pad_axis(t, 1, pad) for t in (q, k, v))
+    if not known_zero(pad):
+        q, k, v = (pad_axis(t, 1, pad) for t in (q, k, v))
         # keys of a row group are laid out [s_r, W]: [N_r, s_r] -> [1, N_r, 1, s_r W, 1]
-        bias = _key_bias(padded, s_r, num_groups, height, q.dtype, contiguous)
+        bias = key_bias(padded, s_r, num_groups, height, q.dtype, contiguous)
         bias = bias.unsqueeze(-1).expand([num_groups, s_r, width])
         bias = bias.reshape([1, num_groups, 1, s_r * width, 1])
     if backend == "sdpa":
@@ -247,26 +279,26 @@ def _row_attention(q, k, v, num_heads, s_r, backend, query_scale, softmax, conti
             out = out.transpose([0, 2, 1, 3, 4])  # [B, s_r, N_r, W, C']
         out = out.reshape([0, padded, width, channels])
     else:
-        grouped = [_group_rows(t, num_heads, s_r, num_groups, contiguous) for t in (q, k, v)]
+        grouped = [group_rows(t, num_heads, s_r, num_groups, contiguous) for t in (q, k, v)]
         out = _attend(*grouped, bias, backend, query_scale, softmax)
-        out = _ungroup_rows(out, s_r, num_groups, width, padded, contiguous)
-    return out if _known_zero(pad) else out[:, :height]
+        out = ungroup_rows(out, s_r, num_groups, width, padded, contiguous)
+    return out if known_zero(pad) else out[:, :height]
 
 
-def _column_attention(q, k, v, num_heads, s_c, backend, query_scale, softmax,
+def column_attention(q, k, v, num_heads, s_c, backend, query_scale, softmax,
                       contiguous=False):
     """Attention within column groups (interlaced, or contiguous stripes of ``s_c``
     columns); ``q, k, v``: ``[B, H, W, C']``."""
     height, width, channels = q.shape[1], q.shape[2], q.shape[3]
     head_dim = channels // num_heads
-    pad = _padding(width, s_c)
+    pad = padding_to(width, s_c)
     padded = width + pad
     num_groups = padded // s_c  # N_c
     bias = None
-    if not _known_zero(pad):
-        q, k, v = (_pad_axis(t, 2, pad) for t in (q, k, v))
+    if not known_zero(pad):
+        q, k, v = (pad_axis(t, 2, pad) for t in (q, k, v))
         # keys of a column group are laid out [H, s_c]: -> [1, N_c, 1, H s_c, 1]
-        bias = _key_bias(padded, s_c, num_groups, width, q.dtype, contiguous)
+        bias = key_bias(padded, s_c, num_groups, width, q.dtype, contiguous)
         bias = bias.unsqueeze(1).expand([num_groups, height, s_c])
         bias = bias.reshape([1, num_groups, 1, height * s_c, 1])
     if backend == "sdpa":
@@ -282,11 +314,11 @@ def _column_attention(q, k, v, num_heads, s_c, backend, query_scale, softmax,
         out = out.transpose([0, 2, 1, 3, 4] if contiguous else [0, 2, 3, 1, 4])
         out = out.reshape([0, height, padded, channels])
     else:
-        grouped = [_group_columns(t, num_heads, s_c, num_groups, contiguous)
+        grouped = [group_columns(t, num_heads, s_c, num_groups, contiguous)
                    for t in (q, k, v)]
         out = _attend(*grouped, bias, backend, query_scale, softmax)
-        out = _ungroup_columns(out, s_c, num_groups, height, padded, contiguous)
-    return out if _known_zero(pad) else out[:, :, :width]
+        out = ungroup_columns(out, s_c, num_groups, height, padded, contiguous)
+    return out if known_zero(pad) else out[:, :, :width]
 
 
 def split_halves(q, k, v):
@@ -326,15 +358,15 @@ def pale_attention_halves(rows, cols, num_heads, pale_size, backend="matmul",
         query_scale = head_dim ** -0.5
     if backend == "sdpa":
         height, width = rows[0].shape[1], rows[0].shape[2]
-        if not (_known_zero(_padding(height, s_r)) and _known_zero(_padding(width, s_c))):
+        if not (known_zero(padding_to(height, s_r)) and known_zero(padding_to(width, s_c))):
             raise ValueError(
                 f"the sdpa backend takes no mask: H={height}, W={width} must be known "
                 f"multiples of the pale size ({s_r}, {s_c})")
         if query_scale != head_dim ** -0.5:
             raise ValueError("the sdpa backend scales queries by head_dim ** -0.5 itself")
-    out_rows = _row_attention(*rows, num_heads // 2, s_r, backend, query_scale, softmax,
+    out_rows = row_attention(*rows, num_heads // 2, s_r, backend, query_scale, softmax,
                               contiguous)
-    out_cols = _column_attention(*cols, num_heads // 2, s_c, backend, query_scale, softmax,
+    out_cols = column_attention(*cols, num_heads // 2, s_c, backend, query_scale, softmax,
                                  contiguous)
     return paddle.concat([out_rows, out_cols], axis=-1)
 
@@ -358,8 +390,8 @@ def pale_attention(q, k, v, num_heads, pale_size):
     check_attention_inputs(q, k, v, num_heads)
     s_r, s_c = to_pale_size(pale_size)
     dtype = compute_dtype(q)
-    padded = not (_known_zero(_padding(q.shape[1], s_r))
-                  and _known_zero(_padding(q.shape[2], s_c)))
+    padded = not (known_zero(padding_to(q.shape[1], s_r))
+                  and known_zero(padding_to(q.shape[2], s_c)))
     backend = attention_backend(dtype, padded)
     if backend == "sdpa" and q.dtype != dtype:
         q, k, v = (t.astype(dtype) for t in (q, k, v))

@@ -1,11 +1,11 @@
 """Naive attention: global attention over all H*W tokens under a membership mask.
 
-It shares no code with :mod:`paddle_pale.models.attention` and :mod:`.modes` (no grouping
-reshapes, no padding): a token ``(i, j)`` may attend to ``(i', j')`` in the row half iff
+It shares no code with :mod:`paddle_pale.models.attention` (no grouping reshapes, no
+padding): a token ``(i, j)`` may attend to ``(i', j')`` in the row half iff
 ``i' = i (mod ceil(H / s_r))`` and in the column half iff ``j' = j (mod ceil(W / s_c))``,
 which is the group definition of the paper with padded lines left out.
-:func:`mode_masks` writes the region of every attention mode of the ablation the same
-way, from its definition (see :mod:`paddle_pale.models.modes`). It costs ``O((HW)^2)``
+:func:`mode_masks` gives the region of every attention mode the same way, from the
+mode's own definition (each registered mode's ``reference_masks``). It costs ``O((HW)^2)``
 memory: a test oracle, a benchmark peer and what the region pictures draw, not a layer
 to train with.
 """
@@ -15,11 +15,11 @@ import numpy as np
 import paddle
 import paddle.nn.functional as F
 
+from .modes import get_mode
+
 __all__ = ["naive_pale_attention", "pale_membership_mask", "mode_masks",
            "naive_mode_attention"]
 
-# the ablation's modes, spelled out here again so that the oracle depends on nothing
-REFERENCE_MODES = ("pale", "pale_sequential", "pale_vanilla", "cross_shaped", "axial")
 
 
 def pale_membership_mask(height, width, pale_size):
@@ -59,18 +59,16 @@ def naive_pale_attention(q, k, v, num_heads, pale_size):
     return paddle.concat([rows, cols], axis=-1).reshape([batch, height, width, channels])
 
 
-def _pair(size):
-    return (size, size) if isinstance(size, int) else tuple(size)
-
-
 def mode_masks(mode, height, width, size=None, block_index=0):
     """The region of ``mode`` as ``[HW, HW]`` bool arrays (query x key, row-major
     tokens), True where a query may attend to a key: ``(rows_half, columns_half)`` for
     the modes that split heads (``pale``, ``cross_shaped``, ``axial``), ``(all_heads,)``
     for ``pale_sequential`` and ``pale_vanilla``.
 
-    Written from the definitions (tokens ``(r, c)``, the map padded to multiples of the
-    size, ``N_r = ceil(H / s_r)``, ``N_c = ceil(W / s_c)``; padded keys are not tokens):
+    Each mode writes its mask from its definition
+    (:meth:`~paddle_pale.models.modes.AttentionMode.reference_masks`: tokens ``(r, c)``,
+    ``N_r = ceil(H / s_r)``, ``N_c = ceil(W / s_c)``, padded keys are not tokens), with
+    none of the grouping code it is checked against:
 
     * ``pale``: ``r' = r (mod N_r)`` | ``c' = c (mod N_c)``;
     * ``pale_sequential``: ``r' = r (mod N_r)`` in even blocks, ``c' = c (mod N_c)`` in
@@ -80,26 +78,8 @@ def mode_masks(mode, height, width, size=None, block_index=0):
       ``c' // w = c // w``;
     * ``axial``: ``r' = r`` | ``c' = c``.
     """
-    if mode not in REFERENCE_MODES:
-        raise ValueError(f"unknown mode {mode!r}; expected one of {REFERENCE_MODES}")
-    rows, cols = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
-    rows, cols = rows.reshape(-1), cols.reshape(-1)
-
-    def same(lines, key):
-        return key(lines)[:, None] == key(lines)[None, :]
-    if mode == "axial":
-        return same(rows, lambda r: r), same(cols, lambda c: c)
-    first, second = _pair(size)
-    if mode == "cross_shaped":
-        return same(rows, lambda r: r // first), same(cols, lambda c: c // second)
-    num_row_groups, num_col_groups = math.ceil(height / first), math.ceil(width / second)
-    row_group = same(rows, lambda r: r % num_row_groups)
-    col_group = same(cols, lambda c: c % num_col_groups)
-    if mode == "pale":
-        return row_group, col_group
-    if mode == "pale_vanilla":
-        return (row_group | col_group,)
-    return (row_group,) if block_index % 2 == 0 else (col_group,)
+    spec = get_mode(mode)
+    return spec.reference_masks(height, width, spec.region(size), block_index)
 
 
 def naive_mode_attention(q, k, v, num_heads, mode, size=None, block_index=0):

@@ -15,7 +15,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-__all__ = ["DropPath", "Mlp", "SeparableProjection", "ConditionalPositionEncoding",
+__all__ = ["DropPath", "LayerNorm", "Mlp", "SeparableProjection", "ConditionalPositionEncoding",
            "identity_filters", "set_channels_last", "CHANNELS_LAST_LAYERS",
            "to_channels_first", "to_channels_last", "conv_fan_in", "init_weights"]
 
@@ -53,6 +53,15 @@ class DropPath(nn.Layer):
 
     def extra_repr(self):
         return f"drop_prob={self.drop_prob}"
+
+
+class LayerNorm(nn.LayerNorm):
+    """``nn.LayerNorm`` over the last axis that keeps its ``epsilon`` as a public
+    attribute (the CPU kernels recompute the statistics in their backward)."""
+
+    def __init__(self, dim, epsilon=1e-5):
+        super().__init__(dim, epsilon=epsilon)
+        self.epsilon = epsilon
 
 
 class Mlp(nn.Layer):
@@ -114,12 +123,20 @@ class ConditionalPositionEncoding(nn.Conv2D):
             raise ValueError(f"kernel_size must be odd to keep the size, got {kernel_size}")
         super().__init__(channels, channels, kernel_size, padding=kernel_size // 2,
                          groups=channels)
+        self.channels = channels
+        self.same_padding = kernel_size // 2  # stride 1: the output keeps H and W
+
+    @property
+    def channels_last(self):
+        """Whether the convolution reads ``[B, H, W, C]`` as it lies (:func:`set_channels_last`)."""
+        return self._data_format == "NHWC"
 
     def forward(self, x):  # [B, H, W, C]
-        channels_last = self._data_format == "NHWC"
+        channels_last = self.channels_last
         out = F.conv2d(x if channels_last else to_channels_first(x),
-                       self.weight + identity_filters(self.weight), self.bias, self._stride,
-                       self._padding, groups=self._groups, data_format=self._data_format)
+                       self.weight + identity_filters(self.weight), self.bias, 1,
+                       self.same_padding, groups=self.channels,
+                       data_format="NHWC" if channels_last else "NCHW")
         return out if channels_last else to_channels_last(out)
 
 

@@ -9,21 +9,19 @@ they lie once the model is switched to channels-last convolutions
 This module is the paper, in stock Paddle layers. Faster CPU forms of the same layers
 (same parameters) are applied by :func:`paddle_pale.kernels.use_cpu_kernels`.
 """
-import numbers
-
 import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.distributed.fleet.utils import recompute
 
-from .attention import to_pale_size
-from .modes import (DEFAULT_MODE, check_heads, check_mode, mode_attention, mode_attention_macs,
-                    region_size)
-from .layers import (ConditionalPositionEncoding, DropPath, Mlp, SeparableProjection,
+from .attention import stage_sizes, to_pale_size
+from .modes import DEFAULT_MODE, check_block_index, check_heads, get_mode, mode_attention
+from .layers import (ConditionalPositionEncoding, DropPath, LayerNorm, Mlp, SeparableProjection,
                      set_channels_last, to_channels_first, to_channels_last, init_weights)
 
 __all__ = ["PaleAttention", "PaleBlock", "ConvPatchEmbed", "PaleTransformer",
-           "CLASSIFIER_PREFIXES", "TOKEN_HEAD_PREFIXES", "CSWIN_T_STRIPE_WIDTHS"]
+           "CLASSIFIER_PREFIXES", "TOKEN_HEAD_PREFIXES", "CSWIN_T_STRIPE_WIDTHS",
+           "MIN_INPUT_SIZE"]
 
 # state-dict key prefixes of the classifier (pooled norm + linear head)
 CLASSIFIER_PREFIXES = ("norm.", "head.")
@@ -34,6 +32,9 @@ TOKEN_HEAD_PREFIXES = ("aux_head.",)
 TOKEN_INFERENCE_WEIGHT = 0.5
 # what the convolutions and linear layers compute in: float32, or half under AMP
 IMAGE_DTYPES = (paddle.float32, paddle.float16, paddle.bfloat16)
+# the smallest image side: the stride of the first patch merging (4x4 patches, as in the
+# paper); every later stage pads, so each gets at least one token
+MIN_INPUT_SIZE = 4
 # stripe widths per stage of CSWin-T (Dong et al. 2021), the cross_shaped mode's default
 CSWIN_T_STRIPE_WIDTHS = (1, 2, 7, 7)
 
@@ -60,20 +61,18 @@ class PaleAttention(nn.Layer):
     def __init__(self, dim, num_heads, pale_size=7, qkv_bias=True, proj_drop=0.0,
                  attention_mode=DEFAULT_MODE, stripe_width=7, block_index=0):
         super().__init__()
-        check_mode(attention_mode)
+        self.mode = get_mode(attention_mode)  # the registry's AttentionMode
         try:
-            check_heads(attention_mode, num_heads, dim)
+            check_heads(self.mode, num_heads, dim)
         except ValueError as error:
             raise ValueError(f"PaleAttention (dim={dim}, num_heads={num_heads}): "
                              f"{error}") from None
-        if not isinstance(block_index, numbers.Integral) or block_index < 0:
-            raise ValueError(f"block_index must be an int >= 0, got {block_index!r}")
         self.dim = dim
         self.num_heads = num_heads
         self.pale_size = to_pale_size(pale_size)
-        self.attention_mode = attention_mode
-        self.stripe_width = region_size("cross_shaped", stripe_width)
-        self.block_index = block_index
+        self.attention_mode = self.mode.name
+        self.stripe_width = to_pale_size(stripe_width, "stripe_width")
+        self.block_index = check_block_index(block_index)
         self.query = SeparableProjection(dim, qkv_bias)  # phi_Q
         self.key = SeparableProjection(dim, qkv_bias)  # phi_K
         self.value = SeparableProjection(dim, qkv_bias)  # phi_V
@@ -84,8 +83,7 @@ class PaleAttention(nn.Layer):
     def region(self):
         """``(rows, columns)`` lines per group of the mode: the pale size, the stripe
         width of ``cross_shaped``, ``(1, 1)`` for ``axial``."""
-        size = self.stripe_width if self.attention_mode == "cross_shaped" else self.pale_size
-        return region_size(self.attention_mode, size)
+        return self.mode.region(self.mode.layer_size(self.pale_size, self.stripe_width))
 
     def qkv_projection(self, x):
         """``(q, k, v)``, each ``[B, H, W, C]``, from ``x`` ``[B, H, W, C]``."""
@@ -94,22 +92,21 @@ class PaleAttention(nn.Layer):
         return self.query(x), self.key(x), self.value(x)
 
     def forward(self, x):  # [B, H, W, C]
-        out = mode_attention(*self.qkv_projection(x), self.num_heads, self.attention_mode,
-                             self.region, self.block_index)
+        out = mode_attention(*self.qkv_projection(x), self.num_heads, self.mode, self.region,
+                             self.block_index)
         return self.proj_drop(self.proj(out))
 
     def functional_macs(self, inputs, output):
         """Multiply-accumulates of the attention matmuls, which no sublayer counts
         (see :func:`paddle_pale.utils.flops.count_flops`)."""
         _, height, width, channels = inputs[0].shape
-        return mode_attention_macs(self.attention_mode, height, width, channels, self.region,
-                                   self.block_index)
+        return self.mode.macs(height, width, channels, self.region, self.block_index)
 
     def extra_repr(self):
         text = f"dim={self.dim}, num_heads={self.num_heads}, pale_size={self.pale_size}"
         if self.attention_mode != DEFAULT_MODE:
             text += f", attention_mode={self.attention_mode}, region={self.region}"
-            if self.attention_mode == "pale_sequential":
+            if self.mode.uses_block_index:
                 text += f", block_index={self.block_index}"
         return text
 
@@ -123,11 +120,11 @@ class PaleBlock(nn.Layer):
                  block_index=0):
         super().__init__()
         self.cpe = ConditionalPositionEncoding(dim, 3)
-        self.norm1 = nn.LayerNorm(dim)
+        self.norm1 = LayerNorm(dim)
         self.attn = PaleAttention(dim, num_heads, pale_size, qkv_bias, drop, attention_mode,
                                   stripe_width, block_index)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
-        self.norm2 = nn.LayerNorm(dim)
+        self.norm2 = LayerNorm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), drop)
 
     def forward(self, x):  # [B, H, W, C]
@@ -145,9 +142,10 @@ class ConvPatchEmbed(nn.Layer):
     def __init__(self, in_channels, out_channels, kernel_size, stride, tokens_in=False):
         super().__init__()
         self.tokens_in = tokens_in
+        self.stride, self.padding = stride, kernel_size // 2  # of proj, for the CPU kernels
         self.proj = nn.Conv2D(in_channels, out_channels, kernel_size, stride,
                               padding=kernel_size // 2)
-        self.norm = nn.LayerNorm(out_channels)
+        self.norm = LayerNorm(out_channels)
 
     @property
     def channels_last(self):
@@ -158,25 +156,6 @@ class ConvPatchEmbed(nn.Layer):
             x = to_channels_first(x)
         x = self.proj(x)
         return self.norm(x if self.channels_last else to_channels_last(x))
-
-
-def _per_stage(value, name, num_stages, is_entry):
-    """Broadcast ``value`` to one entry per stage, or validate a per-stage sequence."""
-    if is_entry(value):
-        return [value] * num_stages
-    if isinstance(value, (list, tuple)) and len(value) == num_stages and all(
-            is_entry(v) for v in value):
-        return list(value)
-    raise ValueError(f"{name} must be a positive int or a pair of positive ints, or "
-                     f"{num_stages} of those (one per stage), got {value!r}")
-
-
-def _is_pale_entry(value):
-    try:
-        to_pale_size(value)
-        return True
-    except ValueError:
-        return False
 
 
 class PaleTransformer(nn.Layer):
@@ -244,7 +223,7 @@ class PaleTransformer(nn.Layer):
             raise ValueError("token_inference=True needs token_head=True (it adds the "
                              "auxiliary head's outputs)")
         num_stages = len(depths)
-        check_mode(attention_mode)
+        get_mode(attention_mode)
         if len(embed_dims) != num_stages or len(num_heads) != num_stages:
             raise ValueError(
                 f"embed_dims, depths and num_heads need one entry per stage, got "
@@ -257,16 +236,14 @@ class PaleTransformer(nn.Layer):
                                  f"{error}") from None
         if not 0.0 <= drop_path_rate < 1.0:
             raise ValueError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
-        pale_sizes = _per_stage(pale_size, "pale_size", num_stages, _is_pale_entry)
         if stripe_width is None:
             stripe_width = CSWIN_T_STRIPE_WIDTHS if num_stages == 4 else 7
-        stripe_widths = _per_stage(stripe_width, "stripe_width", num_stages, _is_pale_entry)
         self.in_channels = in_channels
         self.num_classes = num_classes
         self.embed_dims = list(embed_dims)
-        self.pale_sizes = [to_pale_size(s) for s in pale_sizes]
+        self.pale_sizes = stage_sizes(pale_size, num_stages, "pale_size")
         self.attention_mode = attention_mode
-        self.stripe_widths = [to_pale_size(w) for w in stripe_widths]
+        self.stripe_widths = stage_sizes(stripe_width, num_stages, "stripe_width")
 
         total_blocks = sum(depths)
         drop_paths = [drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
@@ -286,7 +263,7 @@ class PaleTransformer(nn.Layer):
                 PaleBlock(dim, heads, self.pale_sizes[stage], mlp_ratio, qkv_bias, drop_rate,
                           drop_paths[start + i], attention_mode, self.stripe_widths[stage],
                           block_index=i) for i in range(depth)]))
-            self.stage_norms.append(nn.LayerNorm(dim))
+            self.stage_norms.append(LayerNorm(dim))
             previous = dim
         self.feature_info = [
             dict(num_chs=dim, reduction=4 * 2 ** stage, module=f"stages.{stage}")
@@ -294,7 +271,7 @@ class PaleTransformer(nn.Layer):
 
         self.with_classifier = with_classifier
         if with_classifier:
-            self.norm = nn.LayerNorm(embed_dims[-1])
+            self.norm = LayerNorm(embed_dims[-1])
             self.head_drop = nn.Dropout(drop_rate) if drop_rate > 0 else nn.Identity()
             self.head = nn.Linear(embed_dims[-1], num_classes) if num_classes > 0 \
                 else nn.Identity()

@@ -1,10 +1,12 @@
 """Model registry: variants hold only their size arguments; callers override any."""
+import inspect
 
 from ..utils.constants import IMAGENET_MEAN, IMAGENET_STD
 from ..utils.io import load_weights
 from .pale import PaleTransformer
 
-__all__ = ["register_model", "create_model", "list_models", "model_defaults", "pretrained_cfg"]
+__all__ = ["register_model", "create_model", "list_models", "model_defaults", "model_default",
+           "model_arguments", "pretrained_cfg"]
 
 _FACTORIES = {}
 _PRETRAINED_CFGS = {}
@@ -43,6 +45,20 @@ def pretrained_cfg(name):
 def model_defaults(name):
     """The size arguments a variant passes to its model class."""
     return dict(_factory(name).model_args)
+
+
+def model_arguments():
+    """``{argument: default}`` of :class:`PaleTransformer` (the keys an ``Arch`` may set
+    besides ``name``)."""
+    parameters = inspect.signature(PaleTransformer.__init__).parameters
+    return {key: p.default for key, p in parameters.items() if key != "self"}
+
+
+def model_default(name, key):
+    """What variant ``name`` builds for argument ``key`` when the caller omits it: the
+    variant's own value, else the model class's default (None for an unknown key)."""
+    defaults = model_defaults(name)
+    return defaults[key] if key in defaults else model_arguments().get(key)
 
 
 def create_model(name, pretrained=None, strict=True, **overrides):

@@ -10,13 +10,13 @@ these variables once, when it is imported:
 * ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS``: paddle sets 1 thread when they are unset;
   we use one thread per physical core (hyper-threads only fight over the FMA units).
 * ``MKL_DEBUG_CPU_TYPE=5`` on AMD CPUs: the MKL bundled with paddle picks its slow
-  generic code path on non-Intel CPUs unless told to use the AVX2 one (measured 1024^3
-  fp32 matmul here: about 23 GFLOP/s without, 65-82 with).
+  generic code path on non-Intel CPUs unless told to use the AVX2 one (a large fp32
+  matmul runs several times faster with it).
 
 * ``FLAGS_use_stride_kernel=0`` on hosts without an NVIDIA GPU: with stride kernels on
   (paddle 3's default) a transpose is a view that the next op copies with a generic
-  strided-copy loop, 5-50x slower here than paddle's transpose kernel (a [8, 56, 56, 64]
-  NHWC -> NCHW copy: 31 ms against 0.9 ms). Off is paddle 2's behaviour: views copy.
+  strided-copy loop, many times slower than paddle's transpose kernel. Off is paddle 2's
+  behaviour: views copy.
 
 Every value is set with ``os.environ.setdefault``: a variable the user exported wins,
 e.g. ``OMP_NUM_THREADS=1 python tools/benchmark.py``. The tools call
@@ -24,9 +24,9 @@ e.g. ``OMP_NUM_THREADS=1 python tools/benchmark.py``. The tools call
 
 glibc's allocator is tuned too (:func:`tune_malloc`): by default it maps every block over
 128 KB fresh from the kernel and unmaps it on free, so each new activation tensor pays a
-page fault per 4 KB (a 10 MB tensor copy: 5.8 ms, against 0.6 ms once the memory is
-reused). Blocks up to 32 MB come from the heap and up to 1 GB of freed heap is kept for
-reuse, as ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824`` would do;
+page fault per 4 KB (a fresh tensor costs several times what reused memory does).
+Blocks up to 32 MB come from the heap and up to 1 GB of freed heap is kept for reuse,
+as ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824`` would do;
 exporting either variable yourself leaves the allocator alone.
 """
 import ctypes
