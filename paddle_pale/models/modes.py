@@ -30,6 +30,7 @@ groups and the column groups are attended in their own layouts and the two score
 a query are joined in one softmax (a shared maximum, one normalizer), the row-and-column
 intersection masked in the column part so that it is counted once.
 """
+import abc
 import math
 import numbers
 
@@ -139,7 +140,7 @@ def _interlaced_masks(height, width, region):
             _same(cols, lambda c: c % num_col_groups))
 
 
-class AttentionMode:
+class AttentionMode(abc.ABC):
     """One attention region of the ablation (Table 6), everything about it in one place.
 
     Subclass, set the class attributes, implement :meth:`reference_masks` and
@@ -193,12 +194,12 @@ class AttentionMode:
         return [(self.name, self.layer_size(pale_size, stripe_width), 0)]
 
     # -- reference
+    @abc.abstractmethod
     def reference_masks(self, height, width, region, block_index=0):
         """The region as ``[HW, HW]`` bool arrays (query x key, row-major tokens), True
         where a query may attend to a key, from the definition (no grouping code, padded
         lines are not tokens): ``(rows_half, columns_half)`` for a split mode,
         ``(all_heads,)`` otherwise."""
-        raise NotImplementedError
 
     # -- compute
     def is_padded(self, height, width, region, block_index=0):
@@ -219,11 +220,11 @@ class AttentionMode:
             q, k, v = (t.astype(dtype) for t in (q, k, v))
         return self.compute((q, k, v), num_heads, region, block_index, backend)
 
+    @abc.abstractmethod
     def compute(self, qkv, num_heads, region, block_index=0, backend="matmul",
                 query_scale=None, softmax=None, halves=None, inplace=False):
         """The attention without input checks; arguments as in
         :func:`mode_attention_projected`."""
-        raise NotImplementedError
 
     # -- cost
     def macs(self, height, width, channels, region, block_index=0):
