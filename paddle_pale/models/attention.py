@@ -56,20 +56,25 @@ def to_pale_size(pale_size, name="pale_size"):
     return pair
 
 
+def _size_or_none(value, name):
+    try:
+        return to_pale_size(value, name)
+    except ValueError:
+        return None
+
+
 def stage_sizes(value, num_stages=None, name="pale_size"):
     """``[(s_r, s_c), ...]`` one per stage from a size (:func:`to_pale_size`, the same
     for every stage) or a sequence of sizes, one per stage (``num_stages`` of them when
     given); ValueError naming ``name`` otherwise."""
-    try:
-        return [to_pale_size(value, name)] * (num_stages or 1)
-    except ValueError:
-        pass
-    try:
-        if isinstance(value, (list, tuple)) and len(value) > 0 and \
-                len(value) == (num_stages or len(value)):
-            return [to_pale_size(v, name) for v in value]
-    except ValueError:
-        pass
+    single = _size_or_none(value, name)
+    if single is not None:
+        return [single] * (num_stages or 1)
+    if isinstance(value, (list, tuple)) and len(value) > 0 and \
+            len(value) == (num_stages or len(value)):
+        sizes = [_size_or_none(v, name) for v in value]
+        if None not in sizes:
+            return sizes
     count = f"{num_stages} of those" if num_stages else "a list of those"
     raise ValueError(f"{name} must be a positive int or a pair of positive ints, or "
                      f"{count} (one per stage), got {value!r}")
