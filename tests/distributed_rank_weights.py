@@ -1,5 +1,6 @@
 """Run by test_distributed.py under paddle.distributed.launch: train like tools/train.py,
-then let every rank save the weights it ended with, so ranks can be compared."""
+then let every rank save the weights it ended with, so ranks can be compared, and the
+kind of the forward it trained through (inside the data-parallel wrapper)."""
 import os
 import sys
 
@@ -21,5 +22,9 @@ if __name__ == "__main__":
         built.append(self)
     engine_module.Engine.__init__ = remember
     train_main(argv)
-    paddle.save(built[0].model.state_dict(),
+    engine = built[0]
+    paddle.save(engine.model.state_dict(),
                 os.path.join(weights_dir, f"rank{dist.get_rank()}.pdparams"))
+    inner = getattr(engine.train_model, "_layers", engine.train_model)
+    with open(os.path.join(weights_dir, f"rank{dist.get_rank()}.forward"), "w") as handle:
+        handle.write(type(inner.forward).__name__)

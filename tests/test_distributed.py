@@ -76,3 +76,24 @@ def test_gradient_checkpointing_under_data_parallel_gives_the_same_weights(tmp_p
         for rank in (0, 1):
             np.testing.assert_allclose(runs["recompute"][rank][key].numpy(), value.numpy(),
                                        rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_static_graph_training_under_data_parallel_gives_the_eager_weights(tmp_path):
+    # Global.to_static with 2 processes: the data-parallel wrapper holds the static
+    # forward (not the eager model), and the ranks end where eager data parallel does
+    write_image_folder(tmp_path / "data")
+    config = tiny_config(tmp_path, tmp_path / "data")
+    runs, forwards = {}, {}
+    for static in (False, True):
+        name = "static" if static else "eager"
+        _, weights = _launch(tmp_path, config, name, "Global.epochs=1",
+                             "Global.output_dir=" + str(tmp_path / f"out_{name}"),
+                             f"Global.to_static={static}")
+        runs[name] = [paddle.load(str(weights / f"rank{r}.pdparams")) for r in (0, 1)]
+        forwards[name] = {(weights / f"rank{r}.forward").read_text() for r in (0, 1)}
+    assert len(forwards["static"]) == 1 and "StaticFunction" in forwards["static"].pop()
+    assert not any("StaticFunction" in kind for kind in forwards["eager"])
+    for key, value in runs["eager"][0].items():
+        for rank in (0, 1):
+            np.testing.assert_allclose(runs["static"][rank][key].numpy(), value.numpy(),
+                                       rtol=1e-4, atol=1e-6, err_msg=key)

@@ -406,29 +406,31 @@ class Engine:
         self.mix_token = (MixToken(mix_token_cfg["alpha"], mix_token_cfg["prob"],
                                    seed=global_cfg["seed"] + self.rank + 7919)
                           if mix_token_cfg["enable"] else None)
-        self.train_model = (_TrainForward(self.model, tokens=True) if self.token_labeling
-                            else self.model)
+        # the training forward: the model, or a wrapper of it where it is converted to a
+        # static graph or returns the token outputs too; data parallelism wraps that
+        self.train_model = (_TrainForward(self.model, tokens=self.token_labeling)
+                            if self.token_labeling or global_cfg["to_static"] else self.model)
         if global_cfg["to_static"]:
-            self.train_model = self._to_static(train_cfg["transforms"]["input_size"])
+            self.train_model = self._to_static(self.train_model,
+                                               train_cfg["transforms"]["input_size"])
         if self.world_size > 1:
-            self.train_model = fleet.distributed_model(
-                _TrainForward(self.model, tokens=True) if self.token_labeling else self.model)
+            self.train_model = fleet.distributed_model(self.train_model)
             self.optimizer = fleet.distributed_optimizer(self.optimizer)
         if global_cfg["resume"]:
             self._resume(global_cfg["resume"])
         self.vdl = VisualDLWriter(os.path.join(self.output_dir, "vdl"),
                                   enabled=global_cfg["use_visualdl"] and self.rank == 0)
 
-    def _to_static(self, size):
-        """``Global.to_static`` (PaddleClas's): the training forward as a static graph
-        (``paddle.jit.to_static``, SOT capture, input spec ``[None, 3, size, size]``); the
-        backward runs on that graph. A wrapper is converted, not the model, so evaluation
-        (any size) and the state dict stay those of the eager model."""
+    def _to_static(self, forward, size):
+        """``Global.to_static`` (PaddleClas's): the training forward ``forward`` (a
+        :class:`_TrainForward`) as a static graph (``paddle.jit.to_static``, SOT capture,
+        input spec ``[None, 3, size, size]``); the backward runs on that graph. The
+        wrapper is converted, not the model, so evaluation (any size) and the state dict
+        stay those of the eager model."""
         spec = [paddle.static.InputSpec([None, 3, size, size], "float32", name="images")]
         logger.info("Global.to_static: the training forward runs as a static graph, input "
                     "[None, 3, %d, %d] float32", size, size)
-        return paddle.jit.to_static(_TrainForward(self.model, self.token_labeling),
-                                    input_spec=spec)
+        return paddle.jit.to_static(forward, input_spec=spec)
 
     # -------------------------------------------------------------- checkpoints
     def _states(self, epoch, rng_states):
