@@ -523,12 +523,15 @@ class Engine:
         self.last_saved = (prefix, self.start_epoch)
         rng_states = states.get("rng_states") or []
         if len(rng_states) != self.world_size:
-            logger.warning("checkpoint was written by %d process(es), this run has %d: random "
-                           "streams restart from the seed", len(rng_states), self.world_size)
-            _seed_everything(self.config["Global"]["seed"] + self.rank + self.start_epoch)
+            why = (f"checkpoint was written by {len(rng_states)} process(es), this run has "
+                   f"{self.world_size}")
         elif not restore_rng_state(rng_states[self.rank], self._generators()):
-            logger.warning("checkpoint stores its random states in the old pickled form, "
-                           "which is not unpickled: random streams restart from the seed")
+            why = ("checkpoint stores its random states in the old pickled form, which is "
+                   "not unpickled")
+        else:
+            why = None
+        if why:
+            logger.warning("%s: random streams restart from the seed", why)
             _seed_everything(self.config["Global"]["seed"] + self.rank + self.start_epoch)
         logger.info("resumed from %s: %d epoch(s) done, best top-1 %.4f", prefix,
                     self.start_epoch, self.best_top1)
