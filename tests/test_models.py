@@ -184,8 +184,9 @@ def _pale_t_layout():
                            block + "norm1.weight": [dim], block + "norm1.bias": [dim]})
             for name in ("query", "key", "value"):  # phi: depth-wise conv (no bias), linear
                 layout.update({f"{block}attn.{name}.depthwise.weight": [dim, 1, 3, 3],
-                               f"{block}attn.{name}.linear.weight": [dim, dim],
-                               f"{block}attn.{name}.linear.bias": [dim]})
+                               f"{block}attn.{name}.linear.weight": [dim, dim]})
+            # the query's linear map alone has a bias (the keys' and values' are redundant)
+            layout[f"{block}attn.query.linear.bias"] = [dim]
             layout.update({block + "attn.proj.weight": [dim, dim],
                            block + "attn.proj.bias": [dim],
                            block + "norm2.weight": [dim], block + "norm2.bias": [dim],
@@ -209,3 +210,38 @@ def test_pale_t_state_dict_layout_is_pinned(channels_last):
     # 21.7M parameters (with the frozen stage norms): the paper's 22M for Pale-T
     assert sum(int(np.prod(shape)) for shape in expected.values()) / 1e6 == \
         pytest.approx(21.7, abs=0.05)
+
+
+@pytest.mark.parametrize("mode,size", [("pale", (14, 14)), ("pale", (9, 11)),
+                                       ("cross_shaped", (10, 12)), ("pale_vanilla", (9, 7)),
+                                       ("pale_sequential", (11, 9))])
+def test_attention_equals_three_bias_projections_with_the_value_bias_in_proj(mode, size):
+    # keys' and values' biases are redundant (PaleAttention's docstring): the layer equals
+    # the naive attention of q, k, v that all have a bias, once the value bias (through
+    # the output projection) is added to proj's bias; padded sizes mask keys
+    from paddle_pale.models.attention_reference import naive_mode_attention
+    from paddle_pale.models.pale import PaleAttention
+    paddle.seed(3)
+    dim, heads = 16, 4
+    layer = PaleAttention(dim, heads, pale_size=(3, 4), attention_mode=mode,
+                          stripe_width=(2, 3))
+    layer.eval()
+    for param in layer.parameters():
+        param.set_value(paddle.randn(param.shape) * 0.3)
+    key_bias, value_bias = paddle.randn([dim]), paddle.randn([dim])
+    x = paddle.randn([2, *size, dim])
+
+    def projection(phi, bias):  # conv then linear, in stock ops
+        taps = paddle.nn.functional.conv2d(x.transpose([0, 3, 1, 2]), phi.depthwise.weight,
+                                           padding=1, groups=dim).transpose([0, 2, 3, 1])
+        return paddle.matmul(taps, phi.linear.weight) + bias
+
+    q = projection(layer.query, layer.query.linear.bias)
+    k, v = projection(layer.key, key_bias), projection(layer.value, value_bias)
+    size_arg = (2, 3) if mode == "cross_shaped" else (3, 4)
+    expected = paddle.matmul(naive_mode_attention(q, k, v, heads, mode, size_arg),
+                             layer.proj.weight) + layer.proj.bias
+    with paddle.no_grad():
+        layer.proj.bias.set_value(layer.proj.bias + paddle.matmul(value_bias, layer.proj.weight))
+        out = layer(x)
+    np.testing.assert_allclose(out.numpy(), expected.numpy(), rtol=1e-4, atol=1e-4)

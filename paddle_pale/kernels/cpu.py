@@ -171,16 +171,12 @@ class CpuPaleAttention(PaleAttention):
         then their total bias as a last row."""
         projections = self._projections()
         weight = paddle.stack([p.linear.weight for p in projections])  # [3, C, C]
-        biases = [p.linear.bias for p in projections]
-        bias = None if biases[0] is None else paddle.stack(biases).unsqueeze(1)  # [3, 1, C]
+        # a map without a bias (the keys' and values', see PaleAttention) gets zeros
+        bias = paddle.stack([paddle.zeros([self.dim], weight.dtype) if p.linear.bias is None
+                             else p.linear.bias for p in projections]).unsqueeze(1)
         # one multiply by [s, 1, 1]: slices would cost zero-padded gradients
         scales = paddle.to_tensor([query_scale, 1.0, 1.0], dtype=weight.dtype).reshape([3, 1, 1])
-        weight = weight * scales
-        if bias is not None:
-            bias = bias * scales
-        else:
-            bias = paddle.zeros([3, 1, self.dim], dtype=weight.dtype)
-        return paddle.concat([weight, bias], axis=1)
+        return paddle.concat([weight, bias], axis=1) * scales  # [3, C + 1, C]
 
     def _fused_taps(self, x):
         """``[3, B, C + 1, HW]``: the depth-wise taps of q, k and v (and the ones

@@ -15,7 +15,7 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-__all__ = ["DropPath", "LayerNorm", "Mlp", "SeparableProjection", "ConditionalPositionEncoding",
+__all__ = ["DropPath", "LayerNorm", "Mlp", "ScaledLinear", "SeparableProjection", "ConditionalPositionEncoding",
            "identity_filters", "set_channels_last", "CHANNELS_LAST_LAYERS",
            "to_channels_first", "to_channels_last", "conv_fan_in", "init_weights"]
 
@@ -78,6 +78,18 @@ class Mlp(nn.Layer):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+class ScaledLinear(nn.Linear):
+    """``nn.Linear`` whose output can be scaled by a constant for free: ``scale`` is
+    folded into the weight and bias (a pass over ``in x out`` parameters instead of one
+    over the activations; an export folds it into the parameters)."""
+
+    def forward(self, x, scale=None):
+        if scale is None:
+            return super().forward(x)
+        bias = None if self.bias is None else self.bias * scale
+        return F.linear(x, self.weight * scale, bias)
+
+
 class SeparableProjection(nn.Layer):
     """phi_Q, phi_K or phi_V of Eq. 2: a separable convolution as in CvT (Wu et al.
     2021a), i.e. a 3x3 depth-wise convolution then a C x C linear map.
@@ -91,13 +103,15 @@ class SeparableProjection(nn.Layer):
     def __init__(self, dim, bias=True):
         super().__init__()
         self.depthwise = nn.Conv2D(dim, dim, 3, padding=1, groups=dim, bias_attr=False)
-        self.linear = nn.Linear(dim, dim, bias_attr=None if bias else False)
+        self.linear = ScaledLinear(dim, dim, bias_attr=None if bias else False)
 
-    def forward(self, x):  # [B, C, H, W] (or [B, H, W, C] channels last) -> [B, H, W, C]
+    def forward(self, x, scale=None):
+        """``[B, C, H, W]`` (or ``[B, H, W, C]`` channels last) -> ``[B, H, W, C]``;
+        times ``scale`` when given (see :class:`ScaledLinear`)."""
         taps = self.depthwise(x)
         if self.depthwise._data_format == "NCHW":
             taps = to_channels_last(taps)
-        return self.linear(taps)
+        return self.linear(taps, scale)
 
 
 def identity_filters(weight):

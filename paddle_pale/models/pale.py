@@ -14,8 +14,9 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.distributed.fleet.utils import recompute
 
-from .attention import stage_sizes, to_pale_size
-from .modes import DEFAULT_MODE, check_block_index, check_heads, get_mode, mode_attention
+from .attention import compute_dtype, stage_sizes, to_pale_size
+from .modes import (DEFAULT_MODE, check_block_index, check_heads, check_mode_inputs,
+                    get_mode)
 from .layers import (ConditionalPositionEncoding, DropPath, LayerNorm, Mlp, SeparableProjection,
                      set_channels_last, to_channels_first, to_channels_last, init_weights)
 
@@ -50,7 +51,11 @@ class PaleAttention(nn.Layer):
         num_heads: heads H_i (even for the modes that split them between rows and
             columns: ``pale``, ``cross_shaped``, ``axial``).
         pale_size: S_i, an int or ``(s_r, s_c)`` (the pale modes).
-        qkv_bias: bias in the Q/K/V linear maps.
+        qkv_bias: a bias in the query's linear map. The keys' and values' maps have
+            none: a bias on every key adds ``q . b`` to all scores of a query, which the
+            softmax cancels, and one on every value adds ``b`` to every output (the
+            weights sum to 1), which the output projection's bias already holds. The
+            same function as with three biases, two adds per block less.
         proj_drop: dropout after the output projection.
         attention_mode: one of :data:`paddle_pale.models.modes.MODES`.
         stripe_width: the stripe width of ``cross_shaped`` (an int or a pair).
@@ -74,8 +79,8 @@ class PaleAttention(nn.Layer):
         self.stripe_width = to_pale_size(stripe_width, "stripe_width")
         self.block_index = check_block_index(block_index)
         self.query = SeparableProjection(dim, qkv_bias)  # phi_Q
-        self.key = SeparableProjection(dim, qkv_bias)  # phi_K
-        self.value = SeparableProjection(dim, qkv_bias)  # phi_V
+        self.key = SeparableProjection(dim, bias=False)  # phi_K
+        self.value = SeparableProjection(dim, bias=False)  # phi_V
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop > 0 else nn.Identity()
 
@@ -85,16 +90,32 @@ class PaleAttention(nn.Layer):
         width of ``cross_shaped``, ``(1, 1)`` for ``axial``."""
         return self.mode.region(self.mode.layer_size(self.pale_size, self.stripe_width))
 
-    def qkv_projection(self, x):
-        """``(q, k, v)``, each ``[B, H, W, C]``, from ``x`` ``[B, H, W, C]``."""
+    def qkv_projection(self, x, query_scale=None):
+        """``(q, k, v)``, each ``[B, H, W, C]``, from ``x`` ``[B, H, W, C]``; the queries
+        times ``query_scale`` when given."""
         if self.query.depthwise._data_format == "NCHW":
             x = to_channels_first(x)  # once for the three convolutions
-        return self.query(x), self.key(x), self.value(x)
+        return self.query(x, query_scale), self.key(x), self.value(x)
 
     def forward(self, x):  # [B, H, W, C]
-        out = mode_attention(*self.qkv_projection(x), self.num_heads, self.mode, self.region,
-                             self.block_index)
+        check_mode_inputs(x, x, x, self.num_heads, self.mode)
+        dtype = compute_dtype(x)
+        backend = self.mode.backend(dtype, x.shape[1], x.shape[2], self.region,
+                                    self.block_index)
+        # the matmul path takes its queries scaled by the projection (Eq. 2's
+        # 1 / sqrt(d) on C x C weights, not on the activations); sdpa scales them itself,
+        # and Paddle selects flash attention only with its default scale
+        folded = backend == "matmul"
+        q, k, v = self.qkv_projection(x, self.head_dim ** -0.5 if folded else None)
+        if backend == "sdpa" and q.dtype != dtype:
+            q, k, v = (t.astype(dtype) for t in (q, k, v))
+        out = self.mode.compute((q, k, v), self.num_heads, self.region, self.block_index,
+                                backend, query_scale=1.0 if folded else None)
         return self.proj_drop(self.proj(out))
+
+    @property
+    def head_dim(self):
+        return self.dim // self.num_heads
 
     def functional_macs(self, inputs, output):
         """Multiply-accumulates of the attention matmuls, which no sublayer counts
