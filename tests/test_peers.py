@@ -145,3 +145,63 @@ def test_exported_predictor_matches_eager(tmp_path, onednn):
     assert len(outputs) == 4
     for got, want in zip(outputs, expected):
         np.testing.assert_allclose(got, want.numpy(), atol=1e-4, rtol=1e-4)
+
+
+def test_cases_parse_and_report_pale_over_cswin():
+    assert bench.parse_case("cswin_t") == ("cswin_t", False, False, False)
+    assert bench.parse_case("cswin_t/predictor+onednn") == ("cswin_t", True, False, True)
+    with pytest.raises(ValueError, match="cswin_t exports only with a fixed size"):
+        bench.parse_case("cswin_t/predictor-any-size")
+    for name in ("cswin_t", "cswin_t/predictor", "cswin_t/predictor+onednn"):
+        assert name in bench.MODEL_CASES
+    assert "cswin_t" in bench.ESTIMATE_MODELS
+    rows = [dict(name=name, mode=mode, images_per_s=ips) for name, mode, ips in (
+        ("pale_t", "infer", 6.0), ("cswin_t", "infer", 4.0), ("pale_t", "train", 3.0),
+        ("cswin_t", "train", 2.0), ("pale_t/predictor", "infer", 10.0),
+        ("swin_t/predictor+onednn", "infer", 8.0), ("cswin_t/predictor", "infer", 5.0),
+        ("cswin_t/predictor+onednn", "infer", 4.0))]
+    best = bench.best_predictors(rows)
+    assert best["cswin_t"]["name"] == "cswin_t/predictor"
+    assert best["ratios"] == {"swin_t": 1.25, "cswin_t": 2.0} and best["ratio"] == 1.25
+    assert bench.eager_ratios(rows) == {"infer": 1.5, "train": 1.5}
+
+
+def test_benchmark_cases_of_a_tiny_cswin(tmp_path):
+    overrides = {"cswin_t": TINY}
+    cases = bench.model_cases(1, (64, 32), names=("cswin_t", "cswin_t/predictor+onednn"),
+                              train=True, workdir=str(tmp_path), model_overrides=overrides)
+    macs, _ = count_flops(cswin_t(**TINY), (3, 64, 32))
+    assert [case.name for case in cases] == ["cswin_t", "cswin_t/predictor+onednn"]
+    assert [case.macs for case in cases] == [macs, macs]
+    assert list(cases[0].modes) == ["infer", "train"]
+    for case in cases:
+        for fn in case.modes.values():
+            fn()
+
+
+def test_cost_estimate_shows_pale_over_cswin():
+    devices = {"A": (100e12, 1e12)}
+    overrides = dict(embed_dims=(8, 16, 32, 64), depths=(1, 1, 1, 1),
+                     num_heads=(2, 2, 2, 2), cswin_t=dict(TINY, stripe_widths=(2, 2, 2, 2)))
+    report = bench.cost_estimate(("pale_t", "cswin_t"), batch=2, size=(64, 64),
+                                 training=False, devices=devices, model_overrides=overrides)
+    rows = {(row["name"], row["program"]): row for row in report["rows"]}
+    pale, cswin = rows[("pale_t", "forward")], rows[("cswin_t", "forward")]
+    assert cswin["gflops_per_image"] > 0
+    assert pale["speedup_by_peer"]["cswin_t"]["A"] == pytest.approx(
+        cswin["estimate_ms"]["A"] / pale["estimate_ms"]["A"])
+    text = bench.format_cost_estimate(report)
+    # no swin_t: the reference column is over pale_t, the table over cswin_t follows
+    assert "estimated speedup of Pale-T over cswin_t" in text
+
+
+def test_benchmark_tool_times_cswin_t():
+    # 112x112: maps 28, 14, 7 at strides 4-16 (stripe widths 1, 2, 7), 4x4 full attention
+    done = subprocess.run(
+        [sys.executable, "tools/benchmark.py", "--batch", "1", "--size", "112", "112",
+         "--models", "pale_t", "cswin_t", "--no-train", "--no-attention", "--rounds", "1",
+         "--warmup", "0"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "eager pale_t over eager cswin_t: infer" in done.stdout
+    row = next(line for line in done.stdout.splitlines() if line.startswith("cswin_t "))
+    assert "infer" in row
