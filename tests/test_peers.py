@@ -24,6 +24,8 @@ def test_size_matches_the_paper():
     backbone = cswin_t()
     classifier = count_params(cswin_t(num_classes=1000))
     assert classifier - count_params(backbone) == 512 * 1000 + 1000
+    # 22.32M here, 3.0% under the paper's rounded 23M: the paper's count may include
+    # something its text does not name; the MACs agree to 0.6%
     assert classifier / 1e6 == pytest.approx(23, rel=0.03)
     macs, stages = count_flops(backbone, (3, 224, 224))
     assert macs / 1e9 == pytest.approx(4.3, rel=0.05)
