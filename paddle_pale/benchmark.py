@@ -10,6 +10,9 @@ figure reported is the median over rounds. Cases:
   Paddle Inference predictor): the backbone, ``forward_pyramid`` (4 normed NCHW maps),
 * ``swin_t``: PaddleSeg's ``SwinTransformer_tiny_patch4_window7_224`` backbone, which
   returns the same 4 normed NCHW maps (so both run without a classifier),
+* ``cswin_t``: CSWin-T (:mod:`paddle_pale.peers`, written from the CSWin paper for this
+  benchmark), the same 4 normed NCHW maps; ``swin_t`` and ``cswin_t`` also as
+  predictors (fixed-size exports), like ``pale_t``,
 * ``ps_attention`` cores at the stage-1 shape (56x56x64, 2 heads at 224 input): the
   public ``pale_attention``, the CPU kernel's form of it (queries scaled in the
   projection, softmax in place), paddle's ``scaled_dot_product_attention`` on the same
@@ -43,13 +46,14 @@ from .models.attention import (pale_attention, pale_attention_halves, pale_atten
 from .models.attention_reference import naive_pale_attention
 from .models.pale import PaleAttention
 from .models.registry import create_model
+from .peers import cswin_t
 from .utils import program_cost
 from .utils.flops import count_flops
 
 __all__ = ["Case", "MODEL_CASES", "parse_case", "model_cases", "attention_cases",
            "run_benchmark", "matmul_gflops", "best_predictors", "format_report",
            "attention_score_elements", "resolution_sweep", "MemoryMeter", "cost_estimate",
-           "format_cost_estimate", "ESTIMATE_MODELS"]
+           "format_cost_estimate", "ESTIMATE_MODELS", "MODELS", "PEERS", "eager_ratios"]
 
 
 # ----------------------------------------------------------------------------- memory
@@ -188,9 +192,19 @@ def _swin_macs(model, size):
     return total
 
 
-MODEL_CASES = ("pale_t", "pale_t/plain", "swin_t", "pale_t/predictor", "swin_t/predictor",
-               "pale_t/predictor+onednn", "swin_t/predictor+onednn",
+def _cswin_macs(model, size):
+    """CSWin MACs: conv/linear layers by hook, plus what each attention layer declares
+    (``functional_macs``: QK^T and AV within its stripes, and LePE)."""
+    total, _ = count_flops(model, (3, *size))
+    return total
+
+
+MODEL_CASES = ("pale_t", "pale_t/plain", "swin_t", "cswin_t", "pale_t/predictor",
+               "swin_t/predictor", "cswin_t/predictor", "pale_t/predictor+onednn",
+               "swin_t/predictor+onednn", "cswin_t/predictor+onednn",
                "pale_t/predictor-any-size+onednn")
+# the models of the cases: Pale-T and its peers
+MODELS = ("pale_t", "swin_t", "cswin_t")
 
 
 def parse_case(name):
@@ -202,21 +216,30 @@ def parse_case(name):
     model, _, rest = name.partition("/")
     predictor = rest.split("+")[0]
     onednn = rest.endswith("+onednn")
-    if model not in ("pale_t", "swin_t") or predictor not in ("", "predictor",
-                                                              "predictor-any-size") or (
+    if model not in MODELS or predictor not in ("", "predictor", "predictor-any-size") or (
             onednn and not predictor) or rest.count("+") > int(onednn):
         raise ValueError(f"unknown model case {name!r}; expected MODEL, MODEL/predictor, "
                          f"MODEL/predictor+onednn or pale_t/predictor-any-size[+onednn] "
-                         f"with MODEL pale_t or swin_t")
+                         f"with MODEL one of {', '.join(MODELS)}")
     if model == "swin_t" and predictor == "predictor-any-size":
         raise ValueError("swin_t exports only with a fixed size: PaddleSeg's Swin pads "
                          "with F.pad amounts computed in Python from H and W")
+    if model == "cswin_t" and predictor == "predictor-any-size":
+        raise ValueError("cswin_t exports only with a fixed size: its stripes are "
+                         "reshapes by the stripe counts, computed in Python from H and W")
     return model, bool(predictor), predictor.endswith("any-size"), onednn
 
 
 def _build_model(model_name, model_overrides):
+    """The backbone of a model. ``model_overrides``: keyword arguments of Pale-T's
+    ``create_model``, and under the key ``"cswin_t"`` those of :func:`cswin_t`
+    (Swin-T takes none)."""
+    overrides = dict(model_overrides or {})
+    cswin_overrides = overrides.pop("cswin_t", None) or {}
     if model_name == "pale_t":
-        return create_model("pale_t", with_classifier=False, **(model_overrides or {}))
+        return create_model("pale_t", with_classifier=False, **overrides)
+    if model_name == "cswin_t":
+        return cswin_t(**cswin_overrides)
     from paddleseg.models.backbones.swin_transformer import \
         SwinTransformer_tiny_patch4_window7_224
     # no stochastic depth: Pale-T runs without it too
@@ -241,6 +264,8 @@ def model_cases(batch, size, names=MODEL_CASES, train=True, workdir=None,
         if model_name == "pale_t":
             forward = model.forward_pyramid
             macs, _ = count_flops(model, (3, *size), forward=lambda m, x: m.forward_pyramid(x))
+        elif model_name == "cswin_t":
+            forward, macs = model, _cswin_macs(model, size)
         else:
             forward, macs = model, _swin_macs(model, size)
         if predictor:
@@ -429,19 +454,37 @@ def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
 
 
+PEERS = ("swin_t", "cswin_t")
+
+
 def best_predictors(rows):
-    """The fastest exported-program case of each model (fixed-size exports, which both
-    models have) and Pale-T's ratio over Swin-T: ``{"pale_t": row, "swin_t": row,
-    "ratio": float}``; None where a model has no predictor case."""
+    """The fastest exported-program case of each model (fixed-size exports, which every
+    model has) and Pale-T's ratios over its peers: ``{"pale_t": row, "swin_t": row,
+    "cswin_t": row, "ratios": {"swin_t": float, "cswin_t": float}, "ratio": float}``
+    (``ratio``: over Swin-T, the reference); a model without a predictor case has row
+    None and no ratio."""
     best = {}
-    for model in ("pale_t", "swin_t"):
+    for model in MODELS:
         candidates = [row for row in rows if row["mode"] == "infer"
                       and row["name"].startswith(model + "/predictor")
                       and not parse_case(row["name"])[2]]
         best[model] = max(candidates, key=lambda r: r["images_per_s"], default=None)
-    if best["pale_t"] and best["swin_t"]:
-        best["ratio"] = best["pale_t"]["images_per_s"] / best["swin_t"]["images_per_s"]
+    best["ratios"] = OrderedDict(
+        (peer, best["pale_t"]["images_per_s"] / best[peer]["images_per_s"])
+        for peer in PEERS if best["pale_t"] and best[peer])
+    if "swin_t" in best["ratios"]:
+        best["ratio"] = best["ratios"]["swin_t"]
     return best
+
+
+def eager_ratios(rows, peer="cswin_t"):
+    """``{mode: float}``: eager Pale-T's images/s over eager ``peer``'s, per mode both
+    ran (the ``speedup`` column is over Swin-T)."""
+    by_case = {(row["name"], row["mode"]): row for row in rows}
+    return OrderedDict(
+        (mode, by_case[("pale_t", mode)]["images_per_s"] / by_case[(peer, mode)]["images_per_s"])
+        for mode in ("infer", "train") if ("pale_t", mode) in by_case
+        and (peer, mode) in by_case)
 
 
 def format_report(report):
@@ -465,11 +508,15 @@ def format_report(report):
             f"{_fmt(row['achieved_gflops'], '.1f'):>9}{_fmt(share, '.0f'):>8}"
             f"{_fmt(row['peak_mb'], '.0f'):>9}{_fmt(row['peak_growth_mb'], '.0f'):>8}")
     best = best_predictors(report["results"])
-    if best.get("ratio") is not None:
+    if best["ratios"]:
         lines += ["", f"best CPU predictor (fixed-size export): pale_t "
-                      f"{best['pale_t']['images_per_s']:.2f} img/s ({best['pale_t']['name']}), "
-                      f"swin_t {best['swin_t']['images_per_s']:.2f} img/s "
-                      f"({best['swin_t']['name']}): {best['ratio']:.2f}x"]
+                      f"{best['pale_t']['images_per_s']:.2f} img/s ({best['pale_t']['name']})"]
+        lines += [f"  over {peer} {best[peer]['images_per_s']:.2f} img/s ({best[peer]['name']}): "
+                  f"{ratio:.2f}x" for peer, ratio in best["ratios"].items()]
+    eager = eager_ratios(report["results"])
+    if eager:
+        lines += ["", "eager pale_t over eager cswin_t: " + ", ".join(
+            f"{mode} {ratio:.2f}x" for mode, ratio in eager.items())]
     if report.get("sweep"):
         lines += ["", f"resolution sweep (inference, batch {report['sweep_batch']}; "
                   "+MB: peak RSS growth during one forward; scores: largest attention score "
@@ -521,7 +568,7 @@ def save_json(report, path):
 # ----------------------------------------------------------------------------- estimate
 # pale_t/channels-last: Pale-T with channels-last convolutions (set_channels_last), as a
 # GPU trains it; exports are NCHW, as pale_t
-ESTIMATE_MODELS = ("pale_t", "pale_t/channels-last", "swin_t")
+ESTIMATE_MODELS = ("pale_t", "pale_t/channels-last", "swin_t", "cswin_t")
 
 
 def _estimate_programs(model_name, batch, size, training, model_overrides):
@@ -597,6 +644,15 @@ def cost_estimate(models=ESTIMATE_MODELS, batch=64, size=(224, 224), training=Tr
         row["speedup"] = OrderedDict((device, base["estimate_ms"][device] / ms)
                                      for device, ms in row["estimate_ms"].items())
         row["bytes_ratio"] = row["mb_per_image"] / base["mb_per_image"]
+        # over every peer present, not only the reference: Pale-T / CSWin-T too
+        row["speedup_by_peer"] = OrderedDict()
+        for peer in PEERS:
+            other = next((r for r in rows if r["name"] == peer
+                          and r["program"] == row["program"]), None)
+            if other is not None:
+                row["speedup_by_peer"][peer] = OrderedDict(
+                    (device, other["estimate_ms"][device] / ms)
+                    for device, ms in row["estimate_ms"].items())
     return OrderedDict(batch=batch, size=list(size), element_bytes=element_bytes,
                        compute_efficiency=compute_efficiency,
                        memory_efficiency=memory_efficiency,
@@ -627,8 +683,18 @@ def format_cost_estimate(report, top=8):
             + f"{row['memory_bound_share'][devices[-1]]:>10.0%}")
     lines += ["", f"x: over {report['rows'][0]['speedup_vs'] if report['rows'] else '-'} "
                   f"(bytes: ratio of MB/img; time: estimated speedup); mem-bound: share of "
-                  f"the estimated {devices[-1]} time in memory-bound ops", "",
-              f"MB per image by op type (top {top}; estimate inputs)"]
+                  f"the estimated {devices[-1]} time in memory-bound ops"]
+    other_peers = [peer for peer in PEERS if peer != (report["rows"][0]["speedup_vs"]
+                                                      if report["rows"] else None)
+                   and any(row["name"] == peer for row in report["rows"])]
+    for peer in other_peers:
+        lines += ["", f"estimated speedup of Pale-T over {peer} (its time / Pale-T's)",
+                  f"{'model':<22}{'program':<15}" + "".join(f"{d + ' x':>13}" for d in devices)]
+        for row in report["rows"]:
+            if row["name"].startswith("pale_t") and peer in row["speedup_by_peer"]:
+                lines.append(f"{row['name']:<22}{row['program']:<15}" + "".join(
+                    f"{row['speedup_by_peer'][peer][d]:>13.2f}" for d in devices))
+    lines += ["", f"MB per image by op type (top {top}; estimate inputs)"]
     for row in report["rows"]:
         if row["program"] in ("forward+flash", "train+flash", "export/cpu"):
             continue
