@@ -15,8 +15,8 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-__all__ = ["DropPath", "LayerNorm", "Mlp", "ScaledLinear", "SeparableProjection", "ConditionalPositionEncoding",
-           "identity_filters", "set_channels_last", "CHANNELS_LAST_LAYERS",
+__all__ = ["DropPath", "LayerNorm", "Mlp", "ScaledLinear", "SeparableProjection",
+           "ConditionalPositionEncoding", "identity_filters", "set_channels_last", "CHANNELS_LAST_LAYERS",
            "to_channels_first", "to_channels_last", "conv_fan_in", "init_weights"]
 
 _trunc_normal = nn.initializer.TruncatedNormal(std=0.02)

@@ -212,10 +212,15 @@ class AttentionMode(abc.ABC):
             return "matmul"
         return attention_backend(dtype, self.is_padded(height, width, region, block_index))
 
+    def plan(self, x, region, block_index=0):
+        """``(backend, dtype)`` for ``[B, H, W, C]`` inputs like ``x``: the kernel
+        (:meth:`backend`) and the dtype it computes in (AMP's half type under autocast)."""
+        dtype = compute_dtype(x)
+        return self.backend(dtype, x.shape[1], x.shape[2], region, block_index), dtype
+
     def attend(self, q, k, v, num_heads, region, block_index=0):
         """The checked entry of :func:`mode_attention`: picks the backend and computes."""
-        dtype = compute_dtype(q)
-        backend = self.backend(dtype, q.shape[1], q.shape[2], region, block_index)
+        backend, dtype = self.plan(q, region, block_index)
         if backend == "sdpa" and q.dtype != dtype:
             q, k, v = (t.astype(dtype) for t in (q, k, v))
         return self.compute((q, k, v), num_heads, region, block_index, backend)

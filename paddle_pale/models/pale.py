@@ -14,7 +14,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.distributed.fleet.utils import recompute
 
-from .attention import compute_dtype, stage_sizes, to_pale_size
+from .attention import stage_sizes, to_pale_size
 from .modes import (DEFAULT_MODE, check_block_index, check_heads, check_mode_inputs,
                     get_mode)
 from .layers import (ConditionalPositionEncoding, DropPath, LayerNorm, Mlp, SeparableProjection,
@@ -99,9 +99,7 @@ class PaleAttention(nn.Layer):
 
     def forward(self, x):  # [B, H, W, C]
         check_mode_inputs(x, x, x, self.num_heads, self.mode)
-        dtype = compute_dtype(x)
-        backend = self.mode.backend(dtype, x.shape[1], x.shape[2], self.region,
-                                    self.block_index)
+        backend, dtype = self.mode.plan(x, self.region, self.block_index)
         # the matmul path takes its queries scaled by the projection (Eq. 2's
         # 1 / sqrt(d) on C x C weights, not on the activations); sdpa scales them itself,
         # and Paddle selects flash attention only with its default scale
