@@ -123,43 +123,38 @@ class CrossShapedAttention(nn.Layer):
         scores = attention_scores(q * self.scale, k, None)
         return paddle.matmul(F.softmax(scores, axis=-1), v)
 
-    def _rows(self, q, k, v, weight, bias):
+    def _stripes(self, q, k, v, weight, bias, heads, stripe_width, axis):
+        """One branch: ``heads`` heads attend within stripes of ``stripe_width``
+        adjacent rows (``axis=1``) or columns (``axis=2``), plus its LePE."""
         height, width = q.shape[1], q.shape[2]
-        heads, s = self.num_heads // 2, self.stripe_width
-        groups = height // s
-        out = self._attend(*(group_rows(t, heads, s, groups, contiguous=True)
-                             for t in (q, k, v)))
-        out = ungroup_rows(out, s, groups, width, height, contiguous=True)
-        return out + stripe_lepe(v, weight, bias, s, axis=1)
-
-    def _columns(self, q, k, v, weight, bias):
-        height, width = q.shape[1], q.shape[2]
-        heads, s = self.num_heads // 2, self.stripe_width
-        groups = width // s
-        out = self._attend(*(group_columns(t, heads, s, groups, contiguous=True)
-                             for t in (q, k, v)))
-        out = ungroup_columns(out, s, groups, height, width, contiguous=True)
-        return out + stripe_lepe(v, weight, bias, s, axis=2)
-
-    def _full(self, q, k, v):
-        height, width = q.shape[1], q.shape[2]
-        # the whole map is one "stripe" of all its rows
-        out = self._attend(*(group_rows(t, self.num_heads, height, 1, contiguous=True)
-                             for t in (q, k, v)))
-        out = ungroup_rows(out, height, 1, width, height, contiguous=True)
-        return out + stripe_lepe(v, self.lepe_weight, self.lepe_bias, height, axis=1)
+        if axis == 1:
+            groups = height // stripe_width
+            out = self._attend(*(group_rows(t, heads, stripe_width, groups, contiguous=True)
+                                 for t in (q, k, v)))
+            out = ungroup_rows(out, stripe_width, groups, width, height, contiguous=True)
+        else:
+            groups = width // stripe_width
+            out = self._attend(*(group_columns(t, heads, stripe_width, groups,
+                                               contiguous=True) for t in (q, k, v)))
+            out = ungroup_columns(out, stripe_width, groups, height, width, contiguous=True)
+        return out + stripe_lepe(v, weight, bias, stripe_width, axis)
 
     def forward(self, x):
         if self.split:
             _check_divisible(x.shape[1], x.shape[2], self.stripe_width)
         q, k, v = paddle.split(self.qkv(x), 3, axis=-1)
         if not self.split:
-            return self.proj(self._full(q, k, v))
+            # the whole map is one stripe of all its rows
+            return self.proj(self._stripes(q, k, v, self.lepe_weight, self.lepe_bias,
+                                           self.num_heads, x.shape[1], axis=1))
         halves = [paddle.split(t, 2, axis=-1) for t in (q, k, v)]
         weights = paddle.split(self.lepe_weight, 2, axis=0)
         biases = paddle.split(self.lepe_bias, 2, axis=0)
-        rows = self._rows(*(h[0] for h in halves), weights[0], biases[0])
-        cols = self._columns(*(h[1] for h in halves), weights[1], biases[1])
+        heads = self.num_heads // 2
+        rows = self._stripes(*(h[0] for h in halves), weights[0], biases[0], heads,
+                             self.stripe_width, axis=1)
+        cols = self._stripes(*(h[1] for h in halves), weights[1], biases[1], heads,
+                             self.stripe_width, axis=2)
         return self.proj(paddle.concat([rows, cols], axis=-1))
 
     def functional_macs(self, inputs, output):
