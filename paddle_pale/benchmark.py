@@ -39,7 +39,7 @@ import paddle
 import paddle.nn.functional as F
 
 from .export import static_model
-from .inference import create_predictor, default_cpu_threads
+from .inference import create_predictor, default_cpu_threads, run_predictor
 from .kernels import use_cpu_kernels
 from .models.attention import (pale_attention, pale_attention_halves, pale_attention_macs,
                                split_halves)
@@ -165,15 +165,11 @@ def build_predictor(layer, fixed_size, directory, threads=None, onednn=True):
 
 
 def _predictor_infer(predictor, images):
-    input_handle = predictor.get_input_handle(predictor.get_input_names()[0])
     array = images.numpy()
     threads = default_cpu_threads()
 
     def run():
-        input_handle.copy_from_cpu(array)
-        predictor.run()
-        for name in predictor.get_output_names():
-            predictor.get_output_handle(name).copy_to_cpu()
+        run_predictor(predictor, array)
         # a predictor's run leaves the calling thread's math library at 1 thread (Paddle
         # 3.3.1; a 1024^3 matmul then takes 2x as long): give eager cases theirs back
         paddle.base.core.set_num_threads(threads)
@@ -192,19 +188,13 @@ def _swin_macs(model, size):
     return total
 
 
-def _cswin_macs(model, size):
-    """CSWin MACs: conv/linear layers by hook, plus what each attention layer declares
-    (``functional_macs``: QK^T and AV within its stripes, and LePE)."""
-    total, _ = count_flops(model, (3, *size))
-    return total
-
-
 MODEL_CASES = ("pale_t", "pale_t/plain", "swin_t", "cswin_t", "pale_t/predictor",
                "swin_t/predictor", "cswin_t/predictor", "pale_t/predictor+onednn",
                "swin_t/predictor+onednn", "cswin_t/predictor+onednn",
                "pale_t/predictor-any-size+onednn")
 # the models of the cases: Pale-T and its peers
 MODELS = ("pale_t", "swin_t", "cswin_t")
+PEERS = MODELS[1:]
 
 
 def parse_case(name):
@@ -265,7 +255,9 @@ def model_cases(batch, size, names=MODEL_CASES, train=True, workdir=None,
             forward = model.forward_pyramid
             macs, _ = count_flops(model, (3, *size), forward=lambda m, x: m.forward_pyramid(x))
         elif model_name == "cswin_t":
-            forward, macs = model, _cswin_macs(model, size)
+            # conv / linear layers by hook, plus each attention layer's functional_macs
+            # (QK^T and AV within its stripes, and LePE)
+            forward, macs = model, count_flops(model, (3, *size))[0]
         else:
             forward, macs = model, _swin_macs(model, size)
         if predictor:
@@ -452,9 +444,6 @@ def resolution_sweep(sizes=(224, 448, 896), batch=1, names=("pale_t", "swin_t"),
 # ----------------------------------------------------------------------------- report
 def _fmt(value, spec):
     return "-" if value is None else format(value, spec)
-
-
-PEERS = ("swin_t", "cswin_t")
 
 
 def best_predictors(rows):
@@ -684,9 +673,9 @@ def format_cost_estimate(report, top=8):
     lines += ["", f"x: over {report['rows'][0]['speedup_vs'] if report['rows'] else '-'} "
                   f"(bytes: ratio of MB/img; time: estimated speedup); mem-bound: share of "
                   f"the estimated {devices[-1]} time in memory-bound ops"]
-    other_peers = [peer for peer in PEERS if peer != (report["rows"][0]["speedup_vs"]
-                                                      if report["rows"] else None)
-                   and any(row["name"] == peer for row in report["rows"])]
+    reference = report["rows"][0]["speedup_vs"] if report["rows"] else None
+    present = {row["name"] for row in report["rows"]}
+    other_peers = [peer for peer in PEERS if peer != reference and peer in present]
     for peer in other_peers:
         lines += ["", f"estimated speedup of Pale-T over {peer} (its time / Pale-T's)",
                   f"{'model':<22}{'program':<15}" + "".join(f"{d + ' x':>13}" for d in devices)]

@@ -13,7 +13,7 @@ from .data.transforms import build_eval_transform, load_image
 from .utils.io import META_SUFFIX, PREPROCESS_KEYS, export_prefix, read_meta
 
 __all__ = ["ImageClassifier", "create_predictor", "onednn_passes_to_delete",
-           "program_op_names", "softmax", "top_k"]
+           "program_op_names", "run_predictor", "softmax", "top_k"]
 
 
 def softmax(logits):
@@ -103,6 +103,17 @@ def create_predictor(prefix, device="cpu", cpu_threads=None, onednn=True):
     return inference.create_predictor(config)
 
 
+def run_predictor(predictor, batch):
+    """Run a Paddle Inference ``predictor`` on one ``batch`` (an array, the program's
+    single input); returns every output as an array, in the program's order."""
+    handle = predictor.get_input_handle(predictor.get_input_names()[0])
+    handle.reshape(list(batch.shape))
+    handle.copy_from_cpu(batch)
+    predictor.run()
+    return [predictor.get_output_handle(name).copy_to_cpu()
+            for name in predictor.get_output_names()]
+
+
 class ImageClassifier:
     """A Paddle Inference predictor with the model's eval preprocessing.
 
@@ -141,12 +152,7 @@ class ImageClassifier:
             wanted = ", ".join("any" if size == -1 else str(size) for size in expected)
             raise ValueError(f"expected a batch of shape [B, {wanted}], got "
                              f"{list(batch.shape)}")
-        handle = self.predictor.get_input_handle(self.predictor.get_input_names()[0])
-        handle.reshape(list(batch.shape))
-        handle.copy_from_cpu(batch)
-        self.predictor.run()
-        output = self.predictor.get_output_handle(self.predictor.get_output_names()[0])
-        return output.copy_to_cpu()
+        return run_predictor(self.predictor, batch)[0]
 
     def predict(self, paths, k=5, batch_size=8):
         """Top-``k`` classes of each image file, one result per path, in order.

@@ -13,6 +13,7 @@ import pytest
 
 import paddle_pale
 from paddle_pale import benchmark as bench
+from paddle_pale.inference import run_predictor
 from paddle_pale.utils import cpu as cpu_env
 
 from conftest import ROOT
@@ -97,12 +98,7 @@ def test_predictor_matches_eager_model(tmp_path, fixed_size, onednn):
     images = paddle.randn([2, 3, 64, 48])
     predictor = bench.build_predictor(bench._Pyramid(model), fixed_size, str(tmp_path),
                                       onednn=onednn)
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(images.shape)
-    handle.copy_from_cpu(images.numpy())
-    predictor.run()
-    outputs = [predictor.get_output_handle(n).copy_to_cpu()
-               for n in predictor.get_output_names()]
+    outputs = run_predictor(predictor, images.numpy())
     with paddle.no_grad():
         expected = model.forward_pyramid(images)
     assert len(outputs) == 4

@@ -9,6 +9,7 @@ import paddle
 import pytest
 
 from paddle_pale import benchmark as bench
+from paddle_pale.inference import run_predictor
 from paddle_pale.peers import CrossShapedAttention, cswin_t, stripe_lepe
 from paddle_pale.utils.flops import count_flops, count_params
 
@@ -137,12 +138,7 @@ def test_exported_predictor_matches_eager(tmp_path, onednn):
     model.eval()
     images = paddle.randn([2, 3, 64, 32])
     predictor = bench.build_predictor(model, (64, 32), str(tmp_path), onednn=onednn)
-    handle = predictor.get_input_handle(predictor.get_input_names()[0])
-    handle.reshape(images.shape)
-    handle.copy_from_cpu(images.numpy())
-    predictor.run()
-    outputs = [predictor.get_output_handle(n).copy_to_cpu()
-               for n in predictor.get_output_names()]
+    outputs = run_predictor(predictor, images.numpy())
     with paddle.no_grad():
         expected = model(images)
     assert len(outputs) == 4
