@@ -119,6 +119,34 @@ def test_fused_attention_of_every_mode_matches_the_naive_reference(mode, size, b
         paddle.randn([2, 13, 17, 16]), atol=1e-4)
 
 
+@pytest.mark.parametrize("mode", ["pale", "pale_vanilla"])
+def test_attention_in_chunks_of_images_computes_the_whole_batch(monkeypatch, mode):
+    # a score budget of two images splits a training batch of 5 into 2 + 2 + 1; values
+    # and gradients as the plain layer's, and the attention core sees only chunks
+    plain = _random_biases(PaleAttention(16, 4, (3, 5), attention_mode=mode))
+    fast = use_cpu_kernels(copy.deepcopy(plain))
+    x = paddle.randn([5, 13, 17, 16])
+    per_image = fast.mode.score_elements(1, 4, 13, 17, fast.region) * 4
+    monkeypatch.setattr(cpu, "SCORE_CHUNK_BYTES", 2 * per_image + 3)
+    assert fast.images_per_chunk(x) == 2
+    batches = []
+    # the function of the mode's core that takes the grouped batch
+    module, name = (attention, "row_attention") if mode == "pale" else (
+        modes, "_vanilla_attention")
+    original = getattr(module, name)
+
+    def spy(q, *args, **kwargs):
+        batches.append(q.shape[0])
+        return original(q, *args, **kwargs)
+    monkeypatch.setattr(module, name, spy)
+    _assert_same_function(plain, fast, lambda m, t: m(t), x, atol=1e-4)
+    assert batches == [5, 2, 2, 1]  # the plain layer's whole batch, then the chunks
+    batches.clear()
+    with paddle.no_grad():  # inference: the whole batch at once
+        np.testing.assert_allclose(fast(x).numpy(), plain(x).numpy(), atol=1e-4)
+    assert batches == [5, 5]
+
+
 @pytest.mark.parametrize("training", [True, False])
 def test_linear_and_position_encoding_kernels(training):
     for plain, shape in ((paddle.nn.Linear(6, 5), [2, 3, 4, 6]),

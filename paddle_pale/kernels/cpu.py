@@ -22,7 +22,7 @@ from ..models.pale import ConvPatchEmbed, PaleAttention
 
 __all__ = ["use_cpu_kernels", "use_plain_layers", "uses_cpu_kernels", "CpuLinear",
            "CpuLayerNorm", "CpuConditionalPositionEncoding", "CpuConvPatchEmbed",
-           "CpuPaleAttention", "gemm_broadcast"]
+           "CpuPaleAttention", "gemm_broadcast", "SCORE_CHUNK_BYTES"]
 
 
 def gemm_broadcast(bias, num_rows):
@@ -148,6 +148,23 @@ class CpuConvPatchEmbed(ConvPatchEmbed):
         return self.norm(_add_channel_bias(self, out, conv.bias))
 
 
+# the largest score tensor an attention chunk builds in the training step
+# (CpuPaleAttention): stage 1 of Pale-T at 224 then runs one image at a time, stage 2
+# three, later stages the whole batch (5-7% faster steps at batch 8, docs/performance.md)
+SCORE_CHUNK_BYTES = 4 * 2 ** 20
+
+
+def _split_images(tensors, sizes):
+    """A tensor ``[B, ...]``, or nested tuples of them, or None -> one such value per
+    chunk of ``sizes`` images."""
+    if tensors is None:
+        return [None] * len(sizes)
+    if isinstance(tensors, (tuple, list)):
+        return list(zip(*(_split_images(t, sizes) for t in tensors)))
+    # split, not slices: its gradient is one concat, not zero-padded full-size sums
+    return paddle.split(tensors, sizes)
+
+
 class CpuPaleAttention(PaleAttention):
     """PS-Attention with phi_Q, phi_K and phi_V computed together, for every
     ``attention_mode`` (the projections are the same; only the region differs).
@@ -160,7 +177,9 @@ class CpuPaleAttention(PaleAttention):
     channel rides through the convolution and meets a bias row of the weights, so the
     matmul adds the linear biases itself.
     The attention scale is folded into the query weights; the softmax runs in place (a
-    fresh score-sized buffer costs more in page faults than the softmax itself).
+    fresh score-sized buffer costs more in page faults than the softmax itself). While a
+    gradient is recorded, large batches attend in chunks of images
+    (:meth:`images_per_chunk`).
     """
 
     def _projections(self):
@@ -212,14 +231,37 @@ class CpuPaleAttention(PaleAttention):
         out = paddle.matmul(self._fused_taps(x), weights.unsqueeze(1), transpose_x=True)
         return tuple(paddle.unbind(out.reshape([3, -1, height, width, channels])))
 
+    def images_per_chunk(self, x):
+        """Images of ``x`` whose attention runs together: as many as keep the largest
+        score tensor within :data:`SCORE_CHUNK_BYTES`, at least one."""
+        _, height, width, _ = x.shape
+        per_image = self.mode.score_elements(1, self.num_heads, height, width, self.region,
+                                             self.block_index) * x.element_size()
+        return max(1, int(SCORE_CHUNK_BYTES // per_image))
+
+    def _attend(self, qkv, halves):
+        return self.mode.compute(qkv, self.num_heads, self.region, self.block_index, "matmul",
+                                 query_scale=1.0, softmax=F.softmax_, halves=halves,
+                                 inplace=True)
+
     def forward(self, x):  # [B, H, W, C]
         if self.mode.split:
             qkv, halves = None, self.qkv_halves(x)
         else:
             qkv, halves = self.qkv(x), None
-        out = self.mode.compute(qkv, self.num_heads, self.region, self.block_index, "matmul",
-                                query_scale=1.0, softmax=F.softmax_, halves=halves,
-                                inplace=True)
+        batch = x.shape[0]
+        # chunks pay in the training step, whose backward reuses each chunk's scores;
+        # in inference alone they cost more than they save (docs/performance.md)
+        records_gradient = paddle.is_grad_enabled() and not x.stop_gradient
+        chunk = self.images_per_chunk(x) if records_gradient else batch
+        if chunk >= batch:
+            out = self._attend(qkv, halves)
+        else:
+            # attention is per image: a chunk's QK^T, softmax and AV (and their
+            # gradients) run while its scores are still in the cache
+            sizes = [chunk] * (batch // chunk) + ([batch % chunk] if batch % chunk else [])
+            out = paddle.concat([self._attend(*chunk_inputs) for chunk_inputs in zip(
+                _split_images(qkv, sizes), _split_images(halves, sizes))])
         return self.proj_drop(self.proj(out))
 
 
