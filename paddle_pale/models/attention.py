@@ -28,7 +28,7 @@ import paddle
 import paddle.nn.functional as F
 
 __all__ = ["pale_attention", "pale_attention_halves", "split_halves", "attention_backend",
-           "compute_dtype", "to_pale_size", "stage_sizes", "check_num_heads",
+           "compute_dtype", "in_backend_dtype", "to_pale_size", "stage_sizes", "check_num_heads",
            "pale_attention_macs", "check_attention_inputs",
            "check_qkv_shapes", "HALF_DTYPES",
            # the grouping the other attention modes (models/modes.py) build on
@@ -137,6 +137,15 @@ def attention_backend(dtype, padded):
     the one every exporter and CPU backend understands.
     """
     return "sdpa" if dtype in HALF_DTYPES and not padded else "matmul"
+
+
+def in_backend_dtype(qkv, backend, dtype):
+    """``(q, k, v)`` as ``backend`` takes them: ``sdpa`` in the compute ``dtype`` (AMP's
+    half type, see :func:`compute_dtype`; under O1 the projections may still be float32),
+    the matmul path as they are."""
+    if backend == "sdpa" and qkv[0].dtype != dtype:
+        return tuple(t.astype(dtype) for t in qkv)
+    return tuple(qkv)
 
 
 def padding_to(size, multiple):
@@ -398,8 +407,7 @@ def pale_attention(q, k, v, num_heads, pale_size):
     padded = not (known_zero(padding_to(q.shape[1], s_r))
                   and known_zero(padding_to(q.shape[2], s_c)))
     backend = attention_backend(dtype, padded)
-    if backend == "sdpa" and q.dtype != dtype:
-        q, k, v = (t.astype(dtype) for t in (q, k, v))
+    q, k, v = in_backend_dtype((q, k, v), backend, dtype)
     return pale_attention_halves(*split_halves(q, k, v), num_heads, (s_r, s_c), backend)
 
 

@@ -38,10 +38,11 @@ import numpy as np
 import paddle
 
 from .attention import (attention_backend, attention_scores, check_num_heads, check_qkv_shapes,
-                        column_attention, compute_dtype, group_columns, group_rows, key_bias,
-                        known_zero, line_bias, pad_axis, padding_to, pale_attention,
-                        pale_attention_halves, pale_attention_macs, row_attention, split_halves,
-                        to_pale_size, ungroup_columns, ungroup_rows)
+                        column_attention, compute_dtype, group_columns, group_rows,
+                        in_backend_dtype, key_bias, known_zero, line_bias, pad_axis,
+                        padding_to, pale_attention, pale_attention_halves, pale_attention_macs,
+                        row_attention, split_halves, to_pale_size, ungroup_columns,
+                        ungroup_rows)
 
 __all__ = ["AttentionMode", "MODES", "DEFAULT_MODE", "register_mode", "unregister_mode",
            "get_mode", "check_mode", "region_size", "mode_attention", "mode_attention_projected",
@@ -221,9 +222,8 @@ class AttentionMode(abc.ABC):
     def attend(self, q, k, v, num_heads, region, block_index=0):
         """The checked entry of :func:`mode_attention`: picks the backend and computes."""
         backend, dtype = self.plan(q, region, block_index)
-        if backend == "sdpa" and q.dtype != dtype:
-            q, k, v = (t.astype(dtype) for t in (q, k, v))
-        return self.compute((q, k, v), num_heads, region, block_index, backend)
+        return self.compute(in_backend_dtype((q, k, v), backend, dtype), num_heads, region,
+                            block_index, backend)
 
     @abc.abstractmethod
     def compute(self, qkv, num_heads, region, block_index=0, backend="matmul",

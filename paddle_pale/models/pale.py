@@ -14,7 +14,7 @@ import paddle.nn as nn
 import paddle.nn.functional as F
 from paddle.distributed.fleet.utils import recompute
 
-from .attention import stage_sizes, to_pale_size
+from .attention import in_backend_dtype, stage_sizes, to_pale_size
 from .modes import (DEFAULT_MODE, check_block_index, check_heads, check_mode_inputs,
                     get_mode)
 from .layers import (ConditionalPositionEncoding, DropPath, LayerNorm, Mlp, SeparableProjection,
@@ -104,11 +104,10 @@ class PaleAttention(nn.Layer):
         # 1 / sqrt(d) on C x C weights, not on the activations); sdpa scales them itself,
         # and Paddle selects flash attention only with its default scale
         folded = backend == "matmul"
-        q, k, v = self.qkv_projection(x, self.head_dim ** -0.5 if folded else None)
-        if backend == "sdpa" and q.dtype != dtype:
-            q, k, v = (t.astype(dtype) for t in (q, k, v))
-        out = self.mode.compute((q, k, v), self.num_heads, self.region, self.block_index,
-                                backend, query_scale=1.0 if folded else None)
+        qkv = self.qkv_projection(x, self.head_dim ** -0.5 if folded else None)
+        out = self.mode.compute(in_backend_dtype(qkv, backend, dtype), self.num_heads,
+                                self.region, self.block_index, backend,
+                                query_scale=1.0 if folded else None)
         return self.proj_drop(self.proj(out))
 
     @property
