@@ -23,7 +23,8 @@ setup(
     long_description=open(os.path.join(HERE, "README.md")).read(),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["paddle_pale", "paddle_pale.*"]),
-    package_data={"paddle_pale.engine": ["defaults.yaml"]},
+    package_data={"paddle_pale.engine": ["defaults.yaml"],
+                  "paddle_pale.kernels": ["cpu_ops.cc"]},  # built on first use
     python_requires=">=3.9,<3.12",
     install_requires=requirements("requirements.txt"),
     extras_require={

@@ -8,6 +8,10 @@ at construction (``stride``, ``padding``, ``epsilon``, ...), never Paddle's priv
 fields. Every trick was kept because it won an A/B run of the whole Pale-T against the
 plain layers; the figures are in docs/performance.md.
 
+The 3x3 depth-wise convolutions and the attention softmax run on the C++ kernels of
+:mod:`paddle_pale.kernels.native` (compiled on first use; Paddle's own kernels where
+they cannot be built).
+
 They are for eager execution on CPU: static graphs (export) and GPUs use the plain
 layers, whose stock ops AMP, flash attention, oneDNN, TensorRT and ONNX understand.
 """
@@ -19,6 +23,7 @@ import paddle.nn.functional as F
 from ..models.layers import (ConditionalPositionEncoding, LayerNorm, identity_filters,
                              to_channels_last)
 from ..models.pale import ConvPatchEmbed, PaleAttention
+from . import native
 
 __all__ = ["use_cpu_kernels", "use_plain_layers", "uses_cpu_kernels", "CpuLinear",
            "CpuLayerNorm", "CpuConditionalPositionEncoding", "CpuConvPatchEmbed",
@@ -129,8 +134,11 @@ class CpuConditionalPositionEncoding(ConditionalPositionEncoding):
 
     def forward(self, x):  # [B, H, W, C]
         weight = self.weight + identity_filters(self.weight)  # broadcast over channels
-        out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, None, 1, self.same_padding,
-                       groups=self.channels)
+        x = x.transpose([0, 3, 1, 2])
+        if tuple(weight.shape[2:]) == (3, 3):
+            out = native.depthwise_conv3x3(x, weight)
+        else:
+            out = F.conv2d(x, weight, None, 1, self.same_padding, groups=self.channels)
         return _add_channel_bias(self, to_channels_last(out), self.bias)
 
 
@@ -176,8 +184,9 @@ class CpuPaleAttention(PaleAttention):
     channels at once for the modes that attend with every head. A constant-one input
     channel rides through the convolution and meets a bias row of the weights, so the
     matmul adds the linear biases itself.
-    The attention scale is folded into the query weights; the softmax runs in place (a
-    fresh score-sized buffer costs more in page faults than the softmax itself). While a
+    The attention scale is folded into the query weights; without a gradient the softmax
+    runs in place (a fresh score-sized buffer costs more in page faults than the softmax
+    itself). While a
     gradient is recorded, large batches attend in chunks of images
     (:meth:`images_per_chunk`).
     """
@@ -207,7 +216,7 @@ class CpuPaleAttention(PaleAttention):
         # the ones channel passes through its three filters
         filters = paddle.concat([filters, identity_filters(filters).tile([3, 1, 1, 1])])
         x = F.pad(x.transpose([0, 3, 1, 2]), [0, 0, 0, 1, 0, 0, 0, 0], value=1.0)
-        taps = F.conv2d(x, filters, None, padding=1, groups=channels + 1)
+        taps = native.depthwise_conv3x3(x, filters)
         taps = taps.reshape([-1, channels + 1, 3, height * width])
         return taps.transpose([2, 0, 1, 3])  # [3, B, C + 1, HW]
 
@@ -241,7 +250,7 @@ class CpuPaleAttention(PaleAttention):
 
     def _attend(self, qkv, halves):
         return self.mode.compute(qkv, self.num_heads, self.region, self.block_index, "matmul",
-                                 query_scale=1.0, softmax=F.softmax_, halves=halves,
+                                 query_scale=1.0, softmax=native.softmax_, halves=halves,
                                  inplace=True)
 
     def forward(self, x):  # [B, H, W, C]

@@ -1,0 +1,291 @@
+// Eager-CPU kernels for what Paddle's own CPU kernels do slowly (docs/performance.md):
+//
+// * a 3x3 depth-wise convolution, stride 1, zero padding 1, NCHW, float32, with
+//   `multiplier` filters per input channel (output channel c * multiplier + j reads input
+//   channel c, as nn.Conv2D(groups=C) lays them out). Paddle's CPU kernel runs an
+//   im2col and a GEMM of one output row per channel and image; this walks each plane once.
+// * the softmax over the last axis (float32), forward in place or into a new tensor, and
+//   its backward. Paddle's CPU softmax calls a scalar exp per element.
+//
+// Compiled on first use by paddle_pale/kernels/native.py; paddle_pale/kernels/cpu.py
+// calls them through autograd functions whose backward is below too.
+#include <immintrin.h>
+
+#include <cmath>
+#include <vector>
+
+#include "paddle/extension.h"
+
+namespace {
+
+// out (+)= the 3x3 correlation of one H x W plane `in` with `w` (row-major 3x3), zero
+// padded; `accumulate` adds to `out` instead of overwriting it.
+void correlate_plane(const float* in, const float* w, float* out, int H, int W,
+                     bool accumulate) {
+  for (int y = 0; y < H; ++y) {
+    float* o = out + static_cast<int64_t>(y) * W;
+    if (!accumulate) {
+      for (int x = 0; x < W; ++x) o[x] = 0.f;
+    }
+    for (int dy = -1; dy <= 1; ++dy) {
+      const int row = y + dy;
+      if (row < 0 || row >= H) continue;
+      const float* r = in + static_cast<int64_t>(row) * W;
+      const float w0 = w[(dy + 1) * 3], w1 = w[(dy + 1) * 3 + 1], w2 = w[(dy + 1) * 3 + 2];
+      if (W == 1) {
+        o[0] += w1 * r[0];
+        continue;
+      }
+      for (int x = 1; x < W - 1; ++x) o[x] += w0 * r[x - 1] + w1 * r[x] + w2 * r[x + 1];
+      o[0] += w1 * r[0] + w2 * r[1];
+      o[W - 1] += w0 * r[W - 2] + w1 * r[W - 1];
+    }
+  }
+}
+
+void check_depthwise(const paddle::Tensor& x, const paddle::Tensor& w) {
+  PD_CHECK(x.is_cpu() && w.is_cpu(), "pale depth-wise conv: CPU tensors only");
+  PD_CHECK(x.dtype() == paddle::DataType::FLOAT32 && w.dtype() == paddle::DataType::FLOAT32,
+           "pale depth-wise conv: float32 only");
+  PD_CHECK(x.shape().size() == 4, "pale depth-wise conv: input must be [B, C, H, W]");
+  const auto& ws = w.shape();
+  PD_CHECK(ws.size() == 4 && ws[1] == 1 && ws[2] == 3 && ws[3] == 3 && ws[0] % x.shape()[1] == 0,
+           "pale depth-wise conv: filters must be [C * multiplier, 1, 3, 3]");
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> DepthwiseConvForward(const paddle::Tensor& x,
+                                                 const paddle::Tensor& w) {
+  check_depthwise(x, w);
+  const auto& s = x.shape();
+  const int64_t B = s[0], C = s[1];
+  const int H = s[2], W = s[3];
+  const int64_t M = w.shape()[0] / C;
+  auto out = paddle::empty({B, C * M, H, W}, x.dtype(), x.place());
+  const float* xp = x.data<float>();
+  const float* wp = w.data<float>();
+  float* op = out.data<float>();
+  const int64_t plane = static_cast<int64_t>(H) * W;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t j = 0; j < M; ++j) {
+        correlate_plane(xp + (b * C + c) * plane, wp + (c * M + j) * 9,
+                        op + (b * C * M + c * M + j) * plane, H, W, false);
+      }
+    }
+  }
+  return {out};
+}
+
+// d(x): each output plane's gradient correlated with its filter turned by 180 degrees,
+// summed over the multiplier; d(w): per filter tap, the sum over images of the output
+// gradient times the input shifted by that tap.
+std::vector<paddle::Tensor> DepthwiseConvBackward(const paddle::Tensor& x,
+                                                  const paddle::Tensor& w,
+                                                  const paddle::Tensor& grad) {
+  check_depthwise(x, w);
+  const auto& s = x.shape();
+  const int64_t B = s[0], C = s[1];
+  const int H = s[2], W = s[3];
+  const int64_t M = w.shape()[0] / C;
+  PD_CHECK(grad.shape() == std::vector<int64_t>({B, C * M, H, W}),
+           "pale depth-wise conv: the output gradient's shape must be the output's");
+  auto grad_x = paddle::empty(s, x.dtype(), x.place());
+  auto grad_w = paddle::empty(w.shape(), w.dtype(), w.place());
+  const float* xp = x.data<float>();
+  const float* wp = w.data<float>();
+  const float* gp = grad.data<float>();
+  float* gxp = grad_x.data<float>();
+  float* gwp = grad_w.data<float>();
+  const int64_t plane = static_cast<int64_t>(H) * W;
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t c = 0; c < C; ++c) {
+      for (int64_t j = 0; j < M; ++j) {
+        const float* f = wp + (c * M + j) * 9;
+        const float turned[9] = {f[8], f[7], f[6], f[5], f[4], f[3], f[2], f[1], f[0]};
+        correlate_plane(gp + (b * C * M + c * M + j) * plane, turned,
+                        gxp + (b * C + c) * plane, H, W, j > 0);
+      }
+    }
+  }
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t c = 0; c < C; ++c) {
+    for (int64_t j = 0; j < M; ++j) {
+      double taps[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
+      for (int64_t b = 0; b < B; ++b) {
+        const float* in = xp + (b * C + c) * plane;
+        const float* g = gp + (b * C * M + c * M + j) * plane;
+        for (int ky = 0; ky < 3; ++ky) {
+          for (int kx = 0; kx < 3; ++kx) {
+            // output (y, x) reads input (y + ky - 1, x + kx - 1) where it exists
+            const int y0 = ky == 0 ? 1 : 0, y1 = ky == 2 ? H - 1 : H;
+            const int x0 = kx == 0 ? 1 : 0, x1 = kx == 2 ? W - 1 : W;
+            float sum = 0.f;
+            for (int y = y0; y < y1; ++y) {
+              const float* gr = g + static_cast<int64_t>(y) * W;
+              const float* ir = in + static_cast<int64_t>(y + ky - 1) * W + (kx - 1);
+#pragma omp simd reduction(+ : sum)
+              for (int x = x0; x < x1; ++x) sum += gr[x] * ir[x];
+            }
+            taps[ky * 3 + kx] += sum;
+          }
+        }
+      }
+      for (int k = 0; k < 9; ++k) gwp[(c * M + j) * 9 + k] = static_cast<float>(taps[k]);
+    }
+  }
+  return {grad_x, grad_w};
+}
+
+namespace {
+
+__attribute__((target("avx2,fma"))) inline __m256 exp_avx2(__m256 x) {
+  // e^x for x <= 0 (scores minus their row maximum), Cephes' polynomial after
+  // x = n ln 2 + r; 0 below -87.3 (where float's e^x is denormal), so -inf gives 0
+  const __m256 lowest = _mm256_set1_ps(-87.3f);
+  const __m256 in_range = _mm256_cmp_ps(x, lowest, _CMP_GE_OQ);
+  x = _mm256_max_ps(x, lowest);
+  __m256 n = _mm256_floor_ps(
+      _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), _mm256_set1_ps(0.5f)));
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  x = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), x);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_fmadd_ps(y, x, _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_fmadd_ps(y, _mm256_mul_ps(x, x), _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
+  const __m256i exponent =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+  return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(exponent)), in_range);
+}
+
+float row_max(const float* in, int L) {
+  float m = -INFINITY;
+#pragma omp simd reduction(max : m)
+  for (int i = 0; i < L; ++i) m = in[i] > m ? in[i] : m;
+  return m;
+}
+
+// out = softmax(in) of one row (out may be in)
+__attribute__((target("avx2,fma"))) void softmax_row_avx2(const float* in, float* out, int L) {
+  const float m = row_max(in, L);
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256 vsum = _mm256_setzero_ps();
+  int i = 0;
+  for (; i + 8 <= L; i += 8) {
+    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(in + i), vm));
+    _mm256_storeu_ps(out + i, e);
+    vsum = _mm256_add_ps(vsum, e);
+  }
+  float lanes[8];
+  _mm256_storeu_ps(lanes, vsum);
+  float sum = 0.f;
+  for (int k = 0; k < 8; ++k) sum += lanes[k];
+  for (; i < L; ++i) {
+    out[i] = std::exp(in[i] - m);
+    sum += out[i];
+  }
+  const float inverse = 1.f / sum;
+  for (i = 0; i < L; ++i) out[i] *= inverse;
+}
+
+void softmax_row_plain(const float* in, float* out, int L) {
+  const float m = row_max(in, L);
+  float sum = 0.f;
+  for (int i = 0; i < L; ++i) {
+    out[i] = std::exp(in[i] - m);
+    sum += out[i];
+  }
+  const float inverse = 1.f / sum;
+  for (int i = 0; i < L; ++i) out[i] *= inverse;
+}
+
+void check_softmax(const paddle::Tensor& x) {
+  PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32,
+           "pale softmax: float32 CPU tensors only");
+  PD_CHECK(!x.shape().empty() && x.shape().back() > 0, "pale softmax: empty last axis");
+}
+
+void softmax_rows(const float* in, float* out, int64_t rows, int L) {
+  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    if (avx2) {
+      softmax_row_avx2(in + r * L, out + r * L, L);
+    } else {
+      softmax_row_plain(in + r * L, out + r * L, L);
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<paddle::Tensor> SoftmaxInplace(paddle::Tensor& x) {  // NOLINT
+  check_softmax(x);
+  const int64_t L = x.shape().back();
+  softmax_rows(x.data<float>(), x.data<float>(), x.numel() / L, static_cast<int>(L));
+  return {x};
+}
+
+std::vector<paddle::Tensor> SoftmaxForward(const paddle::Tensor& x) {
+  check_softmax(x);
+  const int64_t L = x.shape().back();
+  auto out = paddle::empty(x.shape(), x.dtype(), x.place());
+  softmax_rows(x.data<float>(), out.data<float>(), x.numel() / L, static_cast<int>(L));
+  return {out};
+}
+
+// d(x) = y * (d(y) - sum(y * d(y))) per row
+std::vector<paddle::Tensor> SoftmaxBackward(const paddle::Tensor& y, const paddle::Tensor& grad) {
+  check_softmax(y);
+  PD_CHECK(grad.shape() == y.shape(), "pale softmax: the gradient's shape must be the output's");
+  const int64_t L = y.shape().back();
+  const int64_t rows = y.numel() / L;
+  auto grad_x = paddle::empty(y.shape(), y.dtype(), y.place());
+  const float* yp = y.data<float>();
+  const float* gp = grad.data<float>();
+  float* op = grad_x.data<float>();
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* yr = yp + r * L;
+    const float* gr = gp + r * L;
+    float* o = op + r * L;
+    float dot = 0.f;
+#pragma omp simd reduction(+ : dot)
+    for (int64_t i = 0; i < L; ++i) dot += yr[i] * gr[i];
+#pragma omp simd
+    for (int64_t i = 0; i < L; ++i) o[i] = yr[i] * (gr[i] - dot);
+  }
+  return {grad_x};
+}
+
+PD_BUILD_OP(pale_depthwise_conv3x3)
+    .Inputs({"X", "Filter"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(DepthwiseConvForward));
+
+PD_BUILD_OP(pale_depthwise_conv3x3_backward)
+    .Inputs({"X", "Filter", "OutGrad"})
+    .Outputs({"XGrad", "FilterGrad"})
+    .SetKernelFn(PD_KERNEL(DepthwiseConvBackward));
+
+PD_BUILD_OP(pale_softmax_)
+    .Inputs({"X"})
+    .Outputs({"Out"})
+    .SetInplaceMap({{"X", "Out"}})
+    .SetKernelFn(PD_KERNEL(SoftmaxInplace));
+
+PD_BUILD_OP(pale_softmax)
+    .Inputs({"X"})
+    .Outputs({"Out"})
+    .SetKernelFn(PD_KERNEL(SoftmaxForward));
+
+PD_BUILD_OP(pale_softmax_backward)
+    .Inputs({"Out", "OutGrad"})
+    .Outputs({"XGrad"})
+    .SetKernelFn(PD_KERNEL(SoftmaxBackward));

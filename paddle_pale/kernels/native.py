@@ -1,0 +1,170 @@
+"""The C++ CPU kernels of ``cpu_ops.cc`` (3x3 depth-wise convolution, softmax over the
+last axis), compiled on first use, and autograd functions over them.
+
+Paddle's eager CPU kernels for these two ops are the slow ones of the Pale-T profile
+(docs/performance.md): the depth-wise convolution runs an im2col and a one-row GEMM per
+channel and image, the softmax a scalar ``exp`` per element. :mod:`paddle_pale.kernels.cpu`
+calls :func:`depthwise_conv3x3` and :func:`softmax` (and :func:`softmax_` where no
+gradient is taken), which fall back to ``F.conv2d`` / ``F.softmax`` wherever the native
+kernels do not apply: tensors not float32 on CPU, a build that failed, or
+``PADDLE_PALE_NATIVE_KERNELS=0`` in the environment.
+
+The source compiles with the system C++ compiler through
+``paddle.utils.cpp_extension.load`` into Paddle's extension folder
+(``PADDLE_EXTENSION_DIR``, default ``~/.cache/paddle_extensions``): about 15 s once, then
+about 2 s per process to check that the build is current. Processes that start together
+build it one at a time (a file lock). A failed build is reported once, as a warning
+naming the cause, and the stock kernels run instead.
+"""
+import contextlib
+import os
+import warnings
+
+import paddle
+import paddle.nn.functional as F
+
+__all__ = ["native_ops", "native_kernels_enabled", "depthwise_conv3x3", "softmax", "softmax_",
+           "SOURCE", "DISABLE_VARIABLE"]
+
+SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_ops.cc")
+# set to 0 to run Paddle's own kernels (A/B runs, or a machine without a compiler)
+DISABLE_VARIABLE = "PADDLE_PALE_NATIVE_KERNELS"
+_MODULE_NAME = "paddle_pale_cpu_ops"
+_state = {"ops": None, "error": None}
+
+
+def native_kernels_enabled():
+    """Whether the environment allows the native kernels (``PADDLE_PALE_NATIVE_KERNELS``
+    unset or not ``0``)."""
+    return os.environ.get(DISABLE_VARIABLE, "1").strip() not in ("0", "false", "False", "")
+
+
+@contextlib.contextmanager
+def _build_lock(directory):
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, f"{_MODULE_NAME}.lock"), "w") as handle:
+        try:
+            import fcntl
+        except ImportError:  # not POSIX: no lock
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _openmp_link_flags():
+    """Link flags that put the kernels' OpenMP loops on the runtime of Paddle's MKL
+    (``libiomp5``, which also serves GCC's OpenMP calls) where the wheel ships it: with
+    GCC's own ``libgomp`` the two thread pools would spin against each other on the same
+    cores after every parallel region."""
+    libs = os.path.join(os.path.dirname(os.path.abspath(paddle.__file__)), "libs")
+    if os.path.exists(os.path.join(libs, "libiomp5.so")):
+        return [f"-L{libs}", "-liomp5", f"-Wl,-rpath,{libs}"]
+    return ["-fopenmp"]
+
+
+def native_ops():
+    """The compiled module (its ops: ``pale_depthwise_conv3x3``, ``..._backward``,
+    ``pale_softmax``, ``pale_softmax_``, ``pale_softmax_backward``), or None where it is
+    disabled or could not be built (warned once, with the reason)."""
+    if not native_kernels_enabled():
+        return None
+    if _state["ops"] is None and _state["error"] is None:
+        from paddle.utils.cpp_extension import get_build_directory, load
+        try:
+            directory = get_build_directory()
+            with _build_lock(directory), warnings.catch_warnings():
+                # Paddle's builder suggests ccache at every build check
+                warnings.filterwarnings("ignore", message="No ccache found")
+                _state["ops"] = load(name=_MODULE_NAME, sources=[SOURCE],
+                                     extra_cxx_cflags=["-O3", "-fopenmp"],
+                                     extra_ldflags=_openmp_link_flags(),
+                                     build_directory=directory)
+        except Exception as error:  # no compiler, read-only cache, ABI mismatch, ...
+            _state["error"] = error
+            warnings.warn(f"paddle_pale.kernels: the native CPU kernels ({SOURCE}) could not "
+                          f"be built, Paddle's own kernels run instead: "
+                          f"{type(error).__name__}: {error}")
+    return _state["ops"]
+
+
+def _native_for(*tensors):
+    """The native ops if they apply to ``tensors`` (float32, on CPU), else None."""
+    if any(t.dtype != paddle.float32 or not t.place.is_cpu_place() for t in tensors):
+        return None
+    return native_ops()
+
+
+def _contiguous(t):
+    # with stride kernels on, a transpose may be a view; the kernels read dense rows
+    return t if t.is_contiguous() else t.contiguous()
+
+
+class _DepthwiseConv3x3(paddle.autograd.PyLayer):
+    @staticmethod
+    def forward(ctx, x, weight, ops):
+        x, weight = _contiguous(x), _contiguous(weight)
+        ctx.save_for_backward(x, weight)
+        ctx.ops = ops
+        ctx.needs_grad = (not x.stop_gradient, not weight.stop_gradient)
+        return ops.pale_depthwise_conv3x3(x, weight)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensor()
+        grad_x, grad_weight = ctx.ops.pale_depthwise_conv3x3_backward(x, weight,
+                                                                      _contiguous(grad))
+        return (grad_x if ctx.needs_grad[0] else None,
+                grad_weight if ctx.needs_grad[1] else None)
+
+
+def depthwise_conv3x3(x, weight):
+    """``F.conv2d(x, weight, padding=1, groups=C)`` for an NCHW ``x`` ``[B, C, H, W]``
+    and ``weight`` ``[C * m, 1, 3, 3]`` (``m`` filters per channel: output ``c m + j``
+    reads channel ``c``), no bias, with gradients."""
+    channels = x.shape[1]
+    if tuple(weight.shape[1:]) != (1, 3, 3) or weight.shape[0] % channels:
+        raise ValueError(f"depthwise_conv3x3 takes [C * m, 1, 3, 3] filters for C={channels} "
+                         f"channels, got {list(weight.shape)}")
+    ops = _native_for(x, weight)
+    if ops is None:
+        return F.conv2d(x, weight, None, padding=1, groups=channels)
+    return _DepthwiseConv3x3.apply(x, weight, ops)
+
+
+class _Softmax(paddle.autograd.PyLayer):
+    @staticmethod
+    def forward(ctx, x, ops):
+        out = ops.pale_softmax(_contiguous(x))
+        ctx.save_for_backward(out)
+        ctx.ops = ops
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, = ctx.saved_tensor()
+        return ctx.ops.pale_softmax_backward(out, _contiguous(grad))
+
+
+def softmax(x, axis=-1):
+    """``F.softmax(x, axis)`` over the last axis, with gradients."""
+    ops = _native_for(x) if axis in (-1, x.ndim - 1) else None
+    if ops is None:
+        return F.softmax(x, axis=axis)
+    return _Softmax.apply(x, ops)
+
+
+def softmax_(x, axis=-1):
+    """``F.softmax_(x, axis)``: the softmax over the last axis written into ``x``, for
+    where no gradient is taken (a score tensor that nothing else reads); with a gradient
+    recorded it is :func:`softmax`."""
+    if paddle.is_grad_enabled() and not x.stop_gradient:
+        return softmax(x, axis)
+    ops = _native_for(x) if axis in (-1, x.ndim - 1) else None
+    if ops is None or not x.is_contiguous():
+        return F.softmax_(x, axis=axis)
+    ops.pale_softmax_(x)
+    return x

@@ -1,0 +1,145 @@
+"""The C++ CPU kernels (paddle_pale.kernels.native): 3x3 depth-wise convolution and the
+softmax over the last axis, values and gradients against Paddle's own ops, and the
+fallback to them."""
+import shutil
+import warnings
+
+import numpy as np
+import paddle
+import paddle.nn.functional as F
+import pytest
+
+from paddle_pale.kernels import native
+
+HAS_COMPILER = any(shutil.which(name) for name in ("c++", "g++"))
+needs_native = pytest.mark.skipif(not HAS_COMPILER, reason="no C++ compiler here")
+
+
+@needs_native
+def test_the_native_kernels_build_where_a_compiler_is():
+    # otherwise every test below would pass through the fallback alone
+    ops = native.native_ops()
+    assert ops is not None, native._state["error"]
+    assert hasattr(ops, "pale_depthwise_conv3x3") and hasattr(ops, "pale_softmax_")
+
+
+def _grads(function, *tensors):
+    """Output and the gradients of ``tensors`` under a loss weighting every output
+    element differently."""
+    tensors = [t.clone() for t in tensors]
+    for t in tensors:
+        t.stop_gradient = False
+    out = function(*tensors)
+    weights = paddle.sin(paddle.arange(out.size, dtype="float32")).reshape(out.shape)
+    (out * weights).sum().backward()
+    return [out.numpy()] + [t.grad.numpy() for t in tensors]
+
+
+def _naive_depthwise(x, weight):
+    """Zero-padded 3x3 correlation written out in numpy: output c m + j reads channel c."""
+    batch, channels, height, width = x.shape
+    multiplier = weight.shape[0] // channels
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    out = np.zeros((batch, channels * multiplier, height, width), np.float64)
+    for o in range(channels * multiplier):
+        for dy in range(3):
+            for dx in range(3):
+                out[:, o] += weight[o, 0, dy, dx] * padded[:, o // multiplier,
+                                                           dy:dy + height, dx:dx + width]
+    return out
+
+
+@needs_native
+@pytest.mark.parametrize("shape,multiplier", [((2, 3, 5, 7), 1), ((2, 4, 6, 5), 3),
+                                              ((1, 2, 1, 4), 3), ((3, 2, 4, 1), 1),
+                                              ((1, 1, 1, 1), 2), ((2, 65, 9, 8), 3)])
+def test_depthwise_conv_matches_a_naive_reference_and_paddle_with_gradients(shape, multiplier):
+    x = paddle.randn(shape)
+    weight = paddle.randn([shape[1] * multiplier, 1, 3, 3])
+    np.testing.assert_allclose(native.depthwise_conv3x3(x, weight).numpy(),
+                               _naive_depthwise(x.numpy(), weight.numpy()), atol=1e-5)
+    got = _grads(native.depthwise_conv3x3, x, weight)
+    expected = _grads(lambda a, w: F.conv2d(a, w, padding=1, groups=shape[1]), x, weight)
+    for name, g, e in zip(("out", "d(x)", "d(weight)"), got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-4, rtol=1e-4, err_msg=name)
+
+
+@needs_native
+def test_depthwise_conv_reads_a_transposed_input_as_its_values():
+    # a transpose may be a strided view (stride kernels on): the kernel reads the values
+    tokens = paddle.randn([2, 5, 6, 4])  # [B, H, W, C]
+    x = tokens.transpose([0, 3, 1, 2])
+    weight = paddle.randn([4, 1, 3, 3])
+    np.testing.assert_allclose(native.depthwise_conv3x3(x, weight).numpy(),
+                               F.conv2d(x, weight, padding=1, groups=4).numpy(), atol=1e-5)
+
+
+def test_depthwise_conv_names_wrong_filters():
+    with pytest.raises(ValueError, match=r"\[C \* m, 1, 3, 3\] filters for C=4"):
+        native.depthwise_conv3x3(paddle.randn([1, 4, 5, 5]), paddle.randn([6, 1, 3, 3]))
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(3, 5, 13), (2, 392), (4, 1, 8), (2, 2, 49), (1, 1)])
+def test_softmax_matches_paddle_with_gradients_and_masked_keys(shape):
+    x = paddle.randn(shape) * 4
+    if shape[-1] > 2:  # padded keys: -inf scores get 0 probability
+        mask = np.zeros(shape, np.float32)
+        mask[..., 1::3] = -np.inf
+        x = x + paddle.to_tensor(mask)
+    expected = F.softmax(x, axis=-1).numpy()
+    np.testing.assert_allclose(native.softmax(x).numpy(), expected, atol=1e-6, rtol=1e-5)
+    assert np.all(native.softmax(x).numpy()[np.isinf(x.numpy())] == 0)
+    if shape[-1] > 2:
+        finite = paddle.randn(shape)  # a gradient of -inf entries is NaN in both
+        got, expected_grads = (_grads(native.softmax, finite),
+                               _grads(lambda t: F.softmax(t, axis=-1), finite))
+        for g, e in zip(got, expected_grads):
+            np.testing.assert_allclose(g, e, atol=1e-6, rtol=1e-5)
+
+
+@needs_native
+def test_inplace_softmax_writes_into_its_input_without_a_gradient():
+    x = paddle.randn([3, 4, 37]) * 3
+    expected = F.softmax(x, axis=-1).numpy()
+    with paddle.no_grad():
+        out = native.softmax_(x)
+    np.testing.assert_allclose(x.numpy(), expected, atol=1e-6, rtol=1e-5)
+    assert out is x
+
+
+def test_softmax_over_another_axis_is_paddles():
+    x = paddle.randn([3, 4, 5])
+    np.testing.assert_allclose(native.softmax(x, axis=1).numpy(),
+                               F.softmax(x, axis=1).numpy(), atol=1e-7)
+
+
+def test_disabled_by_the_environment_the_stock_kernels_run(monkeypatch):
+    monkeypatch.setenv(native.DISABLE_VARIABLE, "0")
+    x, weight = paddle.randn([2, 3, 5, 5]), paddle.randn([3, 1, 3, 3])
+    assert native.native_ops() is None
+    np.testing.assert_allclose(native.depthwise_conv3x3(x, weight).numpy(),
+                               F.conv2d(x, weight, padding=1, groups=3).numpy(), atol=1e-6)
+    np.testing.assert_allclose(native.softmax(x).numpy(), F.softmax(x).numpy(), atol=1e-7)
+
+
+def test_a_failed_build_warns_once_with_its_cause_and_the_stock_kernels_run(monkeypatch):
+    import paddle.utils.cpp_extension as cpp_extension
+
+    def no_compiler(*args, **kwargs):
+        raise RuntimeError("cc: command not found")
+
+    monkeypatch.setattr(cpp_extension, "load", no_compiler)
+    monkeypatch.setattr(native, "_state", {"ops": None, "error": None})
+    x = paddle.randn([2, 3, 4, 6])
+    with pytest.warns(UserWarning, match="could not be built.*cc: command not found"):
+        out = native.softmax(x)
+    np.testing.assert_allclose(out.numpy(), F.softmax(x).numpy(), atol=1e-7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once: the next call is silent
+        native.depthwise_conv3x3(x, paddle.randn([3, 1, 3, 3]))
+
+
+def test_half_precision_inputs_take_the_stock_kernels():
+    x = paddle.randn([2, 8]).astype("float16")
+    assert native._native_for(x) is None
