@@ -143,3 +143,15 @@ def test_a_failed_build_warns_once_with_its_cause_and_the_stock_kernels_run(monk
 def test_half_precision_inputs_take_the_stock_kernels():
     x = paddle.randn([2, 8]).astype("float16")
     assert native._native_for(x) is None
+
+
+@needs_native
+@pytest.mark.parametrize("shape", [(3, 7), (2, 4097), (5,), (2, 3, 4, 9)])
+def test_gelu_matches_paddles_exact_gelu_with_gradients(shape):
+    values = np.random.RandomState(0).randn(*shape).astype("float32") * 3
+    values.flat[:2] = [-12.0, 12.0]  # the tails, where e^(-x^2) underflows
+    x = paddle.to_tensor(values)
+    got = _grads(native.gelu, x)
+    expected = _grads(lambda t: F.gelu(t), x)
+    for name, g, e in zip(("out", "d(x)"), got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-6, rtol=1e-5, err_msg=name)

@@ -8,7 +8,7 @@ at construction (``stride``, ``padding``, ``epsilon``, ...), never Paddle's priv
 fields. Every trick was kept because it won an A/B run of the whole Pale-T against the
 plain layers; the figures are in docs/performance.md.
 
-The 3x3 depth-wise convolutions and the attention softmax run on the C++ kernels of
+The 3x3 depth-wise convolutions, the attention softmax and the MLP's GELU run on the C++ kernels of
 :mod:`paddle_pale.kernels.native` (compiled on first use; Paddle's own kernels where
 they cannot be built).
 
@@ -20,13 +20,13 @@ import paddle
 import paddle.nn as nn
 import paddle.nn.functional as F
 
-from ..models.layers import (ConditionalPositionEncoding, LayerNorm, identity_filters,
+from ..models.layers import (ConditionalPositionEncoding, LayerNorm, Mlp, identity_filters,
                              to_channels_last)
 from ..models.pale import ConvPatchEmbed, PaleAttention
 from . import native
 
 __all__ = ["use_cpu_kernels", "use_plain_layers", "uses_cpu_kernels", "CpuLinear",
-           "CpuLayerNorm", "CpuConditionalPositionEncoding", "CpuConvPatchEmbed",
+           "CpuLayerNorm", "CpuMlp", "CpuConditionalPositionEncoding", "CpuConvPatchEmbed",
            "CpuPaleAttention", "gemm_broadcast", "SCORE_CHUNK_BYTES"]
 
 
@@ -125,6 +125,14 @@ class CpuLayerNorm(LayerNorm):
             out = _LayerNormFunction.apply(rows, self.weight, self.bias, self.epsilon)
             return out.reshape(x.shape)
         return super().forward(x)
+
+
+class CpuMlp(Mlp):
+    """The MLP with its GELU (``Mlp``'s ``nn.GELU()``, the exact form) on the native
+    kernel (:func:`paddle_pale.kernels.native.gelu`)."""
+
+    def forward(self, x):
+        return self.drop(self.fc2(self.drop(native.gelu(self.fc1(x)))))
 
 
 class CpuConditionalPositionEncoding(ConditionalPositionEncoding):
@@ -275,7 +283,7 @@ class CpuPaleAttention(PaleAttention):
 
 
 # plain class -> CPU form; the forms subclass their plain class and add no state
-CPU_FORMS = {nn.Linear: CpuLinear, LayerNorm: CpuLayerNorm,
+CPU_FORMS = {nn.Linear: CpuLinear, LayerNorm: CpuLayerNorm, Mlp: CpuMlp,
              ConditionalPositionEncoding: CpuConditionalPositionEncoding,
              ConvPatchEmbed: CpuConvPatchEmbed, PaleAttention: CpuPaleAttention}
 PLAIN_FORMS = {cpu: plain for plain, cpu in CPU_FORMS.items()}
