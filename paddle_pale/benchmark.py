@@ -40,7 +40,7 @@ import paddle.nn.functional as F
 
 from .export import static_model
 from .inference import create_predictor, default_cpu_threads, run_predictor
-from .kernels import use_cpu_kernels
+from .kernels import native, use_cpu_kernels
 from .models.attention import (pale_attention, pale_attention_halves, pale_attention_macs,
                                split_halves)
 from .models.attention_reference import naive_pale_attention
@@ -481,7 +481,8 @@ def format_report(report):
     lines = [f"device {report['device']}  threads {report['threads']}  batch {report['batch']}"
              f"  input {report['size'][0]}x{report['size'][1]}  rounds {report['rounds']}"
              f"  clock {report['clock']}  stride kernels {report.get('stride_kernels')}"
-             f"  malloc tuned {bool(report.get('malloc_tuned'))}",
+             f"  malloc tuned {bool(report.get('malloc_tuned'))}"
+             f"  native CPU kernels {report.get('native_kernels')}",
              f"fp32 matmul 1024^3: {report['matmul_gflops']:.1f} GFLOP/s",
              "",
              f"{'case':<34}{'mode':<7}{'img/s':>9}{'ms/batch':>10}{'speedup':>9}  "
@@ -541,6 +542,8 @@ def benchmark(batch=8, size=(224, 224), models=MODEL_CASES,
         mkl_debug_cpu_type=os.environ.get("MKL_DEBUG_CPU_TYPE"),
         stride_kernels=paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"],
         malloc_tuned=malloc_tuned, batch=batch,
+        # whether use_cpu_kernels ran the C++ kernels (False: Paddle's, see kernels.native)
+        native_kernels=native.native_ops() is not None,
         size=list(size), rounds=rounds, iters=iters, clock=clock, memory=MemoryMeter().kind,
         matmul_gflops=matmul, results=results, sweep_batch=sweep_batch,
         sweep=resolution_sweep(sweep, sweep_batch, model_overrides=model_overrides)

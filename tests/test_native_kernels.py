@@ -155,3 +155,40 @@ def test_gelu_matches_paddles_exact_gelu_with_gradients(shape):
     expected = _grads(lambda t: F.gelu(t), x)
     for name, g, e in zip(("out", "d(x)"), got, expected):
         np.testing.assert_allclose(g, e, atol=1e-6, rtol=1e-5, err_msg=name)
+
+
+def _channels_last_reference(x, weight, ones):
+    """Paddle's NCHW convolution, each filter's output apart, channels last."""
+    batch, height, width, channels = x.shape
+    multiplier = weight.shape[0] // channels
+    out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, padding=1, groups=channels)
+    out = out.reshape([batch, channels, multiplier, height, width]).transpose([2, 0, 3, 4, 1])
+    if ones:
+        out = paddle.concat([out, paddle.ones([*out.shape[:-1], 1])], axis=-1)
+    return out
+
+
+@needs_native
+@pytest.mark.parametrize("shape,multiplier,ones", [((2, 5, 7, 3), 1, False),
+                                                   ((2, 6, 5, 4), 3, True),
+                                                   ((1, 1, 4, 2), 3, False),
+                                                   ((3, 4, 1, 9), 1, True),
+                                                   ((1, 1, 1, 1), 2, True),
+                                                   ((2, 9, 8, 65), 3, True)])
+def test_channels_last_depthwise_conv_matches_paddles_with_gradients(shape, multiplier, ones):
+    x = paddle.randn(shape)
+    weight = paddle.randn([shape[-1] * multiplier, 1, 3, 3])
+    got = _grads(lambda a, w: native.depthwise_conv3x3_channels_last(a, w, ones), x, weight)
+    expected = _grads(lambda a, w: _channels_last_reference(a, w, ones), x, weight)
+    for name, g, e in zip(("out", "d(x)", "d(weight)"), got, expected):
+        np.testing.assert_allclose(g, e, atol=1e-4, rtol=1e-4, err_msg=name)
+
+
+def test_channels_last_depthwise_conv_falls_back_to_the_same_layout(monkeypatch):
+    x, weight = paddle.randn([2, 5, 4, 3]), paddle.randn([9, 1, 3, 3])
+    expected = _channels_last_reference(x, weight, True).numpy()
+    monkeypatch.setenv(native.DISABLE_VARIABLE, "0")
+    np.testing.assert_allclose(native.depthwise_conv3x3_channels_last(x, weight, True).numpy(),
+                               expected, atol=1e-6)
+    with pytest.raises(ValueError, match=r"\[C \* m, 1, 3, 3\] filters for C=3"):
+        native.depthwise_conv3x3_channels_last(x, paddle.randn([4, 1, 3, 3]))

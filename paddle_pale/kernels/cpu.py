@@ -137,17 +137,17 @@ class CpuMlp(Mlp):
 
 class CpuConditionalPositionEncoding(ConditionalPositionEncoding):
     """``x + DWConv(x)`` as one depth-wise convolution with 1 added to every centre tap
-    (saves a pass over the activations forward and backward), its bias added after the
-    transpose back to channels last."""
+    (saves a pass over the activations forward and backward), a 3x3 one on the
+    channels-last tokens as they lie (the native kernel), its bias added after it."""
 
     def forward(self, x):  # [B, H, W, C]
         weight = self.weight + identity_filters(self.weight)  # broadcast over channels
-        x = x.transpose([0, 3, 1, 2])
-        if tuple(weight.shape[2:]) == (3, 3):
-            out = native.depthwise_conv3x3(x, weight)
+        if tuple(weight.shape[2:]) == (3, 3):  # on the tokens as they lie
+            out = native.depthwise_conv3x3_channels_last(x, weight).squeeze(0)
         else:
-            out = F.conv2d(x, weight, None, 1, self.same_padding, groups=self.channels)
-        return _add_channel_bias(self, to_channels_last(out), self.bias)
+            out = to_channels_last(F.conv2d(x.transpose([0, 3, 1, 2]), weight, None, 1,
+                                            self.same_padding, groups=self.channels))
+        return _add_channel_bias(self, out, self.bias)
 
 
 class CpuConvPatchEmbed(ConvPatchEmbed):
@@ -185,18 +185,17 @@ class CpuPaleAttention(PaleAttention):
     """PS-Attention with phi_Q, phi_K and phi_V computed together, for every
     ``attention_mode`` (the projections are the same; only the region differs).
 
-    The three depth-wise convolutions run as one grouped convolution with three filters
-    per channel; the three linear maps as batched matmuls that read the convolution's
-    channels-first output as it lies (a transposed operand) and write the two channel
-    halves that the split modes group (``pale``, ``cross_shaped``, ``axial``), or all
-    channels at once for the modes that attend with every head. A constant-one input
-    channel rides through the convolution and meets a bias row of the weights, so the
-    matmul adds the linear biases itself.
-    The attention scale is folded into the query weights; without a gradient the softmax
-    runs in place (a fresh score-sized buffer costs more in page faults than the softmax
-    itself). While a
-    gradient is recorded, large batches attend in chunks of images
-    (:meth:`images_per_chunk`).
+    The three depth-wise convolutions run as one native convolution with three filters
+    per channel on the channels-last tokens, each filter's taps apart
+    (:func:`~paddle_pale.kernels.native.depthwise_conv3x3_channels_last`); the three
+    linear maps as batched matmuls that read those taps as they lie and write the two
+    channel halves that the split modes group (``pale``, ``cross_shaped``, ``axial``), or
+    all channels at once for the modes that attend with every head. The taps carry a
+    channel of ones that meets a bias row of the weights, so the matmul adds the linear
+    biases itself. The attention scale is folded into the query weights; without a
+    gradient the softmax runs in place (a fresh score-sized buffer costs more in page
+    faults than the softmax itself). While a gradient is recorded, large batches attend
+    in chunks of images (:meth:`images_per_chunk`).
     """
 
     def _projections(self):
@@ -215,18 +214,14 @@ class CpuPaleAttention(PaleAttention):
         return paddle.concat([weight, bias], axis=1) * scales  # [3, C + 1, C]
 
     def _fused_taps(self, x):
-        """``[3, B, C + 1, HW]``: the depth-wise taps of q, k and v (and the ones
-        channel) of ``x`` ``[B, H, W, C]``, channels first as the convolution writes them."""
+        """``[3, B, HW, C + 1]``: the depth-wise taps of q, k and v of ``x``
+        ``[B, H, W, C]``, channels last, and a channel of ones (for the bias row)."""
         _, height, width, channels = x.shape
-        # filter j (q, k, v) of input channel c is output channel 3 c + j
+        # filter j (q, k, v) of input channel c is filter 3 c + j
         filters = paddle.stack([p.depthwise.weight for p in self._projections()], axis=1)
-        filters = filters.reshape([3 * channels, 1, 3, 3])
-        # the ones channel passes through its three filters
-        filters = paddle.concat([filters, identity_filters(filters).tile([3, 1, 1, 1])])
-        x = F.pad(x.transpose([0, 3, 1, 2]), [0, 0, 0, 1, 0, 0, 0, 0], value=1.0)
-        taps = native.depthwise_conv3x3(x, filters)
-        taps = taps.reshape([-1, channels + 1, 3, height * width])
-        return taps.transpose([2, 0, 1, 3])  # [3, B, C + 1, HW]
+        taps = native.depthwise_conv3x3_channels_last(
+            x, filters.reshape([3 * channels, 1, 3, 3]), ones=True)
+        return taps.reshape([3, -1, height * width, channels + 1])
 
     def qkv_halves(self, x):
         """``[B, H, W, C]`` -> ``(rows, cols)``, each ``(q, k, v)`` of one channel half,
@@ -236,7 +231,7 @@ class CpuPaleAttention(PaleAttention):
         head_dim = channels // self.num_heads
         taps = self._fused_taps(x)
         halves = paddle.split(self._weights_with_bias_row(head_dim ** -0.5), 2, axis=-1)
-        return tuple(paddle.unbind(paddle.matmul(taps, half.unsqueeze(1), transpose_x=True)
+        return tuple(paddle.unbind(paddle.matmul(taps, half.unsqueeze(1))
                                    .reshape([3, -1, height, width, channels // 2]))
                      for half in halves)
 
@@ -245,7 +240,7 @@ class CpuPaleAttention(PaleAttention):
         _, height, width, channels = x.shape
         head_dim = channels // self.num_heads
         weights = self._weights_with_bias_row(head_dim ** -0.5)  # [3, C + 1, C]
-        out = paddle.matmul(self._fused_taps(x), weights.unsqueeze(1), transpose_x=True)
+        out = paddle.matmul(self._fused_taps(x), weights.unsqueeze(1))
         return tuple(paddle.unbind(out.reshape([3, -1, height, width, channels])))
 
     def images_per_chunk(self, x):

@@ -1,9 +1,11 @@
 // Eager-CPU kernels for what Paddle's own CPU kernels do slowly (docs/performance.md):
 //
-// * a 3x3 depth-wise convolution, stride 1, zero padding 1, NCHW, float32, with
-//   `multiplier` filters per input channel (output channel c * multiplier + j reads input
-//   channel c, as nn.Conv2D(groups=C) lays them out). Paddle's CPU kernel runs an
-//   im2col and a GEMM of one output row per channel and image; this walks each plane once.
+// * a 3x3 depth-wise convolution, stride 1, zero padding 1, float32, with `multiplier`
+//   filters per input channel (filter c * multiplier + j reads input channel c, as
+//   nn.Conv2D(groups=C) lays them out), on NCHW planes, or on channels-last [B, H, W, C]
+//   tokens as the model holds them, writing [multiplier, B, H, W, C] (no transposes
+//   around it). Paddle's CPU kernel runs an im2col and a GEMM of one output row per
+//   channel and image; these walk each plane or row once.
 // * the softmax over the last axis (float32), forward in place or into a new tensor, and
 //   its backward. Paddle's CPU softmax calls a scalar exp per element.
 //
@@ -141,6 +143,156 @@ std::vector<paddle::Tensor> DepthwiseConvBackward(const paddle::Tensor& x,
       for (int k = 0; k < 9; ++k) gwp[(c * M + j) * 9 + k] = static_cast<float>(taps[k]);
     }
   }
+  return {grad_x, grad_w};
+}
+
+namespace {
+
+// filters [C * M, 1, 3, 3] -> [M][9][C]: one tap of every channel contiguous
+std::vector<float> taps_by_channel(const paddle::Tensor& w, int64_t C, int64_t M) {
+  const float* wp = w.data<float>();
+  std::vector<float> taps(static_cast<size_t>(M) * 9 * C);
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t j = 0; j < M; ++j)
+      for (int k = 0; k < 9; ++k) taps[(j * 9 + k) * C + c] = wp[(c * M + j) * 9 + k];
+  return taps;
+}
+
+void check_channels_last(const paddle::Tensor& x, const paddle::Tensor& w) {
+  PD_CHECK(x.is_cpu() && w.is_cpu(), "pale depth-wise conv: CPU tensors only");
+  PD_CHECK(x.dtype() == paddle::DataType::FLOAT32 && w.dtype() == paddle::DataType::FLOAT32,
+           "pale depth-wise conv: float32 only");
+  PD_CHECK(x.shape().size() == 4, "pale depth-wise conv: input must be [B, H, W, C]");
+  const auto& ws = w.shape();
+  PD_CHECK(ws.size() == 4 && ws[1] == 1 && ws[2] == 3 && ws[3] == 3 && ws[0] % x.shape()[3] == 0,
+           "pale depth-wise conv: filters must be [C * multiplier, 1, 3, 3]");
+}
+
+}  // namespace
+
+// x [B, H, W, C] -> out [M, B, H, W, C (+ 1)]: out[j, b, y, x, c] = sum over the taps
+// (ky, kx) of filter c M + j times x[b, y + ky - 1, x + kx - 1, c]; with `ones`, a last
+// channel of 1 (what a linear map's bias row reads).
+std::vector<paddle::Tensor> DepthwiseConvChannelsLast(const paddle::Tensor& x,
+                                                      const paddle::Tensor& w, bool ones) {
+  check_channels_last(x, w);
+  const auto& s = x.shape();
+  const int64_t B = s[0], H = s[1], W = s[2], C = s[3];
+  const int64_t M = w.shape()[0] / C;
+  const int64_t stride = C + (ones ? 1 : 0);
+  auto out = paddle::empty({M, B, H, W, stride}, x.dtype(), x.place());
+  const std::vector<float> taps = taps_by_channel(w, C, M);
+  const float* xp = x.data<float>();
+  float* op = out.data<float>();
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t y = 0; y < H; ++y) {
+      for (int64_t j = 0; j < M; ++j) {
+        for (int64_t col = 0; col < W; ++col) {
+          float* o = op + (((j * B + b) * H + y) * W + col) * stride;
+          for (int64_t c = 0; c < C; ++c) o[c] = 0.f;
+          if (ones) o[C] = 1.f;
+          for (int ky = 0; ky < 3; ++ky) {
+            const int64_t row = y + ky - 1;
+            if (row < 0 || row >= H) continue;
+            for (int kx = 0; kx < 3; ++kx) {
+              const int64_t at = col + kx - 1;
+              if (at < 0 || at >= W) continue;
+              const float* in = xp + ((b * H + row) * W + at) * C;
+              const float* f = taps.data() + (j * 9 + ky * 3 + kx) * C;
+#pragma omp simd
+              for (int64_t c = 0; c < C; ++c) o[c] += f[c] * in[c];
+            }
+          }
+        }
+      }
+    }
+  }
+  return {out};
+}
+
+std::vector<paddle::Tensor> DepthwiseConvChannelsLastBackward(const paddle::Tensor& x,
+                                                              const paddle::Tensor& w,
+                                                              const paddle::Tensor& grad,
+                                                              bool ones) {
+  check_channels_last(x, w);
+  const auto& s = x.shape();
+  const int64_t B = s[0], H = s[1], W = s[2], C = s[3];
+  const int64_t M = w.shape()[0] / C;
+  const int64_t stride = C + (ones ? 1 : 0);
+  PD_CHECK(grad.shape() == std::vector<int64_t>({M, B, H, W, stride}),
+           "pale depth-wise conv: the output gradient's shape must be the output's");
+  auto grad_x = paddle::empty(s, x.dtype(), x.place());
+  auto grad_w = paddle::empty(w.shape(), w.dtype(), w.place());
+  const std::vector<float> taps = taps_by_channel(w, C, M);
+  const float* xp = x.data<float>();
+  const float* gp = grad.data<float>();
+  float* gxp = grad_x.data<float>();
+  // d(x)[b, y, x] = sum over j and taps of filter (ky, kx) times d(out)[j, b, y - ky + 1,
+  // x - kx + 1]: every output that read it
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t b = 0; b < B; ++b) {
+    for (int64_t y = 0; y < H; ++y) {
+      for (int64_t col = 0; col < W; ++col) {
+        float* o = gxp + ((b * H + y) * W + col) * C;
+        for (int64_t c = 0; c < C; ++c) o[c] = 0.f;
+        for (int64_t j = 0; j < M; ++j) {
+          for (int ky = 0; ky < 3; ++ky) {
+            const int64_t row = y - ky + 1;
+            if (row < 0 || row >= H) continue;
+            for (int kx = 0; kx < 3; ++kx) {
+              const int64_t at = col - kx + 1;
+              if (at < 0 || at >= W) continue;
+              const float* g = gp + (((j * B + b) * H + row) * W + at) * stride;
+              const float* f = taps.data() + (j * 9 + ky * 3 + kx) * C;
+#pragma omp simd
+              for (int64_t c = 0; c < C; ++c) o[c] += f[c] * g[c];
+            }
+          }
+        }
+      }
+    }
+  }
+  // d(filter)[j, tap, c] = sum over b, y, x of d(out)[j, b, y, x, c] times the input the
+  // tap read; float sums per row, double per thread, then over threads
+  const int64_t size = M * 9 * C;
+  std::vector<double> total(static_cast<size_t>(size), 0.0);
+#pragma omp parallel
+  {
+    std::vector<double> mine(static_cast<size_t>(size), 0.0);
+    std::vector<float> row_sum(static_cast<size_t>(size));
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < B; ++b) {
+      for (int64_t y = 0; y < H; ++y) {
+        std::fill(row_sum.begin(), row_sum.end(), 0.f);
+        for (int64_t j = 0; j < M; ++j) {
+          for (int64_t col = 0; col < W; ++col) {
+            const float* g = gp + (((j * B + b) * H + y) * W + col) * stride;
+            for (int ky = 0; ky < 3; ++ky) {
+              const int64_t row = y + ky - 1;
+              if (row < 0 || row >= H) continue;
+              for (int kx = 0; kx < 3; ++kx) {
+                const int64_t at = col + kx - 1;
+                if (at < 0 || at >= W) continue;
+                const float* in = xp + ((b * H + row) * W + at) * C;
+                float* acc = row_sum.data() + (j * 9 + ky * 3 + kx) * C;
+#pragma omp simd
+                for (int64_t c = 0; c < C; ++c) acc[c] += g[c] * in[c];
+              }
+            }
+          }
+        }
+        for (int64_t i = 0; i < size; ++i) mine[i] += row_sum[i];
+      }
+    }
+#pragma omp critical
+    for (int64_t i = 0; i < size; ++i) total[i] += mine[i];
+  }
+  float* gwp = grad_w.data<float>();
+  for (int64_t c = 0; c < C; ++c)
+    for (int64_t j = 0; j < M; ++j)
+      for (int k = 0; k < 9; ++k)
+        gwp[(c * M + j) * 9 + k] = static_cast<float>(total[(j * 9 + k) * C + c]);
   return {grad_x, grad_w};
 }
 
@@ -388,6 +540,18 @@ PD_BUILD_OP(pale_gelu_backward)
     .Inputs({"X", "OutGrad"})
     .Outputs({"XGrad"})
     .SetKernelFn(PD_KERNEL(GeluBackward));
+
+PD_BUILD_OP(pale_depthwise_conv3x3_channels_last)
+    .Inputs({"X", "Filter"})
+    .Outputs({"Out"})
+    .Attrs({"ones: bool"})
+    .SetKernelFn(PD_KERNEL(DepthwiseConvChannelsLast));
+
+PD_BUILD_OP(pale_depthwise_conv3x3_channels_last_backward)
+    .Inputs({"X", "Filter", "OutGrad"})
+    .Outputs({"XGrad", "FilterGrad"})
+    .Attrs({"ones: bool"})
+    .SetKernelFn(PD_KERNEL(DepthwiseConvChannelsLastBackward));
 
 PD_BUILD_OP(pale_depthwise_conv3x3)
     .Inputs({"X", "Filter"})

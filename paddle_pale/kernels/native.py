@@ -24,8 +24,9 @@ import warnings
 import paddle
 import paddle.nn.functional as F
 
-__all__ = ["native_ops", "native_kernels_enabled", "depthwise_conv3x3", "softmax", "softmax_",
-           "gelu", "SOURCE", "DISABLE_VARIABLE"]
+__all__ = ["native_ops", "native_kernels_enabled", "depthwise_conv3x3",
+           "depthwise_conv3x3_channels_last", "softmax", "softmax_", "gelu", "SOURCE",
+           "DISABLE_VARIABLE"]
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_ops.cc")
 # set to 0 to run Paddle's own kernels (A/B runs, or a machine without a compiler)
@@ -132,6 +133,45 @@ def depthwise_conv3x3(x, weight):
     if ops is None:
         return F.conv2d(x, weight, None, padding=1, groups=channels)
     return _DepthwiseConv3x3.apply(x, weight, ops)
+
+
+class _DepthwiseConv3x3ChannelsLast(paddle.autograd.PyLayer):
+    @staticmethod
+    def forward(ctx, x, weight, ones, ops):
+        x, weight = _contiguous(x), _contiguous(weight)
+        ctx.save_for_backward(x, weight)
+        ctx.ops, ctx.ones = ops, ones
+        ctx.needs_grad = (not x.stop_gradient, not weight.stop_gradient)
+        return ops.pale_depthwise_conv3x3_channels_last(x, weight, ones)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensor()
+        grad_x, grad_weight = ctx.ops.pale_depthwise_conv3x3_channels_last_backward(
+            x, weight, _contiguous(grad), ctx.ones)
+        return (grad_x if ctx.needs_grad[0] else None,
+                grad_weight if ctx.needs_grad[1] else None)
+
+
+def depthwise_conv3x3_channels_last(x, weight, ones=False):
+    """The depth-wise convolution of :func:`depthwise_conv3x3` on channels-last tokens
+    ``x`` ``[B, H, W, C]``, each filter's output apart: ``[m, B, H, W, C]`` (filter
+    ``c m + j`` of ``weight`` writes ``[j, ..., c]``), with gradients; ``ones`` appends a
+    channel of ones (``[..., C + 1]``, no gradient) for a linear map's bias row."""
+    batch, height, width, channels = x.shape
+    if tuple(weight.shape[1:]) != (1, 3, 3) or weight.shape[0] % channels:
+        raise ValueError(f"depthwise_conv3x3_channels_last takes [C * m, 1, 3, 3] filters "
+                         f"for C={channels} channels, got {list(weight.shape)}")
+    ops = _native_for(x, weight)
+    if ops is not None:
+        return _DepthwiseConv3x3ChannelsLast.apply(x, weight, bool(ones), ops)
+    multiplier = weight.shape[0] // channels
+    out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, None, padding=1, groups=channels)
+    out = out.reshape([batch, channels, multiplier, height, width]).transpose([2, 0, 3, 4, 1])
+    if ones:
+        out = paddle.concat([out, paddle.ones([multiplier, batch, height, width, 1], out.dtype)],
+                            axis=-1)
+    return out
 
 
 class _Softmax(paddle.autograd.PyLayer):
