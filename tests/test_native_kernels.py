@@ -142,7 +142,7 @@ def test_a_failed_build_warns_once_with_its_cause_and_the_stock_kernels_run(monk
 
 def test_half_precision_inputs_take_the_stock_kernels():
     x = paddle.randn([2, 8]).astype("float16")
-    assert native._native_for(x) is None
+    assert native.available_for(x) is None
 
 
 @needs_native
@@ -192,3 +192,14 @@ def test_channels_last_depthwise_conv_falls_back_to_the_same_layout(monkeypatch)
                                expected, atol=1e-6)
     with pytest.raises(ValueError, match=r"\[C \* m, 1, 3, 3\] filters for C=3"):
         native.depthwise_conv3x3_channels_last(x, paddle.randn([4, 1, 3, 3]))
+
+
+@needs_native
+@pytest.mark.parametrize("rows,channels", [(3, 5), (200, 64), (131, 9), (1, 1)])
+def test_layer_norm_matches_paddles_with_gradients(rows, channels):
+    x = paddle.randn([rows, channels]) * 2 + 1
+    weight, bias = paddle.randn([channels]), paddle.randn([channels])
+    got = _grads(lambda a, w, b: native.layer_norm(a, w, b, 1e-5), x, weight, bias)
+    expected = _grads(lambda a, w, b: F.layer_norm(a, [channels], w, b, 1e-5), x, weight, bias)
+    for name, g, e in zip(("out", "d(x)", "d(weight)", "d(bias)"), got, expected):
+        np.testing.assert_allclose(g, e, atol=2e-5, rtol=1e-4, err_msg=name)

@@ -115,14 +115,19 @@ class _LayerNormFunction(paddle.autograd.PyLayer):
 
 class CpuLayerNorm(LayerNorm):
     """The model's :class:`~paddle_pale.models.layers.LayerNorm` over the last axis whose
-    backward, when training in float32, is :class:`_LayerNormFunction`."""
+    backward, when training in float32, is the native kernel's
+    (:func:`paddle_pale.kernels.native.layer_norm`), or :class:`_LayerNormFunction` where
+    that cannot be built."""
 
     def forward(self, x):
         if (self.training and x.dtype == paddle.float32 and self.weight is not None
                 and self.bias is not None
                 and not all(t.stop_gradient for t in (x, self.weight, self.bias))):
             rows = x.reshape([-1, x.shape[-1]])
-            out = _LayerNormFunction.apply(rows, self.weight, self.bias, self.epsilon)
+            if native.available_for(rows, self.weight, self.bias) is not None:
+                out = native.layer_norm(rows, self.weight, self.bias, self.epsilon)
+            else:
+                out = _LayerNormFunction.apply(rows, self.weight, self.bias, self.epsilon)
             return out.reshape(x.shape)
         return super().forward(x)
 

@@ -1,12 +1,14 @@
 """The C++ CPU kernels of ``cpu_ops.cc`` (3x3 depth-wise convolution, softmax over the
-last axis, exact GELU), compiled on first use, and autograd functions over them.
+last axis, exact GELU, LayerNorm for training), compiled on first use, and autograd
+functions over them.
 
 Paddle's eager CPU kernels for these ops are the slow ones of the Pale-T profile
 (docs/performance.md): the depth-wise convolution runs an im2col and a one-row GEMM per
-channel and image, the softmax a scalar ``exp`` and GELU a scalar ``erf`` per element.
-:mod:`paddle_pale.kernels.cpu` calls :func:`depthwise_conv3x3`, :func:`softmax` (and
-:func:`softmax_` where no gradient is taken) and :func:`gelu`, which fall back to
-``F.conv2d`` / ``F.softmax`` / ``F.gelu`` wherever the native kernels do not apply:
+channel and image, the softmax a scalar ``exp`` and GELU a scalar ``erf`` per element,
+and LayerNorm's backward is many times slower than its forward.
+:mod:`paddle_pale.kernels.cpu` calls :func:`depthwise_conv3x3_channels_last`,
+:func:`softmax` (:func:`softmax_` where no gradient is taken), :func:`gelu` and
+:func:`layer_norm`, which fall back to Paddle's ops wherever the native kernels do not apply:
 tensors not float32 on CPU, a build that failed, or ``PADDLE_PALE_NATIVE_KERNELS=0`` in
 the environment.
 
@@ -25,8 +27,8 @@ import paddle
 import paddle.nn.functional as F
 
 __all__ = ["native_ops", "native_kernels_enabled", "depthwise_conv3x3",
-           "depthwise_conv3x3_channels_last", "softmax", "softmax_", "gelu", "SOURCE",
-           "DISABLE_VARIABLE"]
+           "depthwise_conv3x3_channels_last", "softmax", "softmax_", "gelu", "layer_norm",
+           "available_for", "SOURCE", "DISABLE_VARIABLE"]
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_ops.cc")
 # set to 0 to run Paddle's own kernels (A/B runs, or a machine without a compiler)
@@ -69,9 +71,10 @@ def _openmp_link_flags():
 
 
 def native_ops():
-    """The compiled module (its ops: ``pale_depthwise_conv3x3``, ``pale_softmax``,
-    ``pale_softmax_``, ``pale_gelu`` and the backward of each), or None where it is
-    disabled or could not be built (warned once, with the reason)."""
+    """The compiled module (its ops: ``pale_depthwise_conv3x3`` (NCHW) and
+    ``..._channels_last``, ``pale_softmax``, ``pale_softmax_``, ``pale_gelu``,
+    ``pale_layer_norm`` and the backward of each), or None where it is disabled or could
+    not be built (warned once, with the reason)."""
     if not native_kernels_enabled():
         return None
     if _state["ops"] is None and _state["error"] is None:
@@ -91,7 +94,7 @@ def native_ops():
     return _state["ops"]
 
 
-def _native_for(*tensors):
+def available_for(*tensors):
     """The native ops if they apply to ``tensors`` (float32, on CPU), else None."""
     if any(t.dtype != paddle.float32 or not t.place.is_cpu_place() for t in tensors):
         return None
@@ -129,7 +132,7 @@ def depthwise_conv3x3(x, weight):
     if tuple(weight.shape[1:]) != (1, 3, 3) or weight.shape[0] % channels:
         raise ValueError(f"depthwise_conv3x3 takes [C * m, 1, 3, 3] filters for C={channels} "
                          f"channels, got {list(weight.shape)}")
-    ops = _native_for(x, weight)
+    ops = available_for(x, weight)
     if ops is None:
         return F.conv2d(x, weight, None, padding=1, groups=channels)
     return _DepthwiseConv3x3.apply(x, weight, ops)
@@ -162,7 +165,7 @@ def depthwise_conv3x3_channels_last(x, weight, ones=False):
     if tuple(weight.shape[1:]) != (1, 3, 3) or weight.shape[0] % channels:
         raise ValueError(f"depthwise_conv3x3_channels_last takes [C * m, 1, 3, 3] filters "
                          f"for C={channels} channels, got {list(weight.shape)}")
-    ops = _native_for(x, weight)
+    ops = available_for(x, weight)
     if ops is not None:
         return _DepthwiseConv3x3ChannelsLast.apply(x, weight, bool(ones), ops)
     multiplier = weight.shape[0] // channels
@@ -190,7 +193,7 @@ class _Softmax(paddle.autograd.PyLayer):
 
 def softmax(x, axis=-1):
     """``F.softmax(x, axis)`` over the last axis, with gradients."""
-    ops = _native_for(x) if axis in (-1, x.ndim - 1) else None
+    ops = available_for(x) if axis in (-1, x.ndim - 1) else None
     if ops is None:
         return F.softmax(x, axis=axis)
     return _Softmax.apply(x, ops)
@@ -202,7 +205,7 @@ def softmax_(x, axis=-1):
     recorded it is :func:`softmax`."""
     if paddle.is_grad_enabled() and not x.stop_gradient:
         return softmax(x, axis)
-    ops = _native_for(x) if axis in (-1, x.ndim - 1) else None
+    ops = available_for(x) if axis in (-1, x.ndim - 1) else None
     if ops is None or not x.is_contiguous():
         return F.softmax_(x, axis=axis)
     ops.pale_softmax_(x)
@@ -226,7 +229,33 @@ class _Gelu(paddle.autograd.PyLayer):
 def gelu(x):
     """``F.gelu(x)`` (the exact form, ``x Phi(x)``), with gradients; the native kernel's
     erf is within 1.5e-7 of the exact one."""
-    ops = _native_for(x)
+    ops = available_for(x)
     if ops is None:
         return F.gelu(x)
     return _Gelu.apply(x, ops)
+
+
+class _LayerNorm(paddle.autograd.PyLayer):
+    @staticmethod
+    def forward(ctx, rows, weight, bias, epsilon, ops):
+        rows = _contiguous(rows)
+        out, mean, rstd = ops.pale_layer_norm(rows, weight, bias, epsilon)
+        ctx.save_for_backward(rows, weight, mean, rstd)
+        ctx.ops = ops
+        ctx.needs_grad = [not t.stop_gradient for t in (rows, weight, bias)]
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        rows, weight, mean, rstd = ctx.saved_tensor()
+        grads = ctx.ops.pale_layer_norm_backward(rows, weight, mean, rstd, _contiguous(grad))
+        return tuple(g if needed else None for g, needed in zip(grads, ctx.needs_grad))
+
+
+def layer_norm(rows, weight, bias, epsilon):
+    """``F.layer_norm`` over the last axis of ``rows`` ``[N, C]`` with a weight and a
+    bias, with gradients (the backward from the forward's row statistics)."""
+    ops = available_for(rows, weight, bias)
+    if ops is None:
+        return F.layer_norm(rows, rows.shape[-1:], weight, bias, epsilon)
+    return _LayerNorm.apply(rows, weight, bias, float(epsilon), ops)
