@@ -14,12 +14,13 @@ the environment.
 
 The source compiles with the system C++ compiler through
 ``paddle.utils.cpp_extension.load`` into Paddle's extension folder
-(``PADDLE_EXTENSION_DIR``, default ``~/.cache/paddle_extensions``): about 15 s once, then
-about 2 s per process to check that the build is current. Processes that start together
-build it one at a time (a file lock). A failed build is reported once, as a warning
+(``PADDLE_EXTENSION_DIR``, default ``~/.cache/paddle_extensions``), one build per source
+text and Paddle install: about 15 s once, then about 2 s per process to check that the
+build is current. Processes that start together build it one at a time (a file lock). A failed build is reported once, as a warning
 naming the cause, and the stock kernels run instead.
 """
 import contextlib
+import hashlib
 import os
 import warnings
 
@@ -33,7 +34,6 @@ __all__ = ["native_ops", "native_kernels_enabled", "depthwise_conv3x3",
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_ops.cc")
 # set to 0 to run Paddle's own kernels (A/B runs, or a machine without a compiler)
 DISABLE_VARIABLE = "PADDLE_PALE_NATIVE_KERNELS"
-_MODULE_NAME = "paddle_pale_cpu_ops"
 _state = {"ops": None, "error": None}
 
 
@@ -43,10 +43,23 @@ def native_kernels_enabled():
     return os.environ.get(DISABLE_VARIABLE, "1").strip() not in ("0", "false", "False", "")
 
 
+def _module_name(link_flags):
+    """``paddle_pale_cpu_ops_<hash>``: one build per source text and Paddle install, so
+    that a process never finds its loaded library rebuilt in place by another (a second
+    virtual environment, or a changed source) under the same name."""
+    digest = hashlib.sha256()
+    with open(SOURCE, "rb") as handle:
+        digest.update(handle.read())
+    for part in (paddle.__version__, os.path.dirname(os.path.abspath(paddle.__file__)),
+                 *link_flags):
+        digest.update(part.encode())
+    return f"paddle_pale_cpu_ops_{digest.hexdigest()[:12]}"
+
+
 @contextlib.contextmanager
-def _build_lock(directory):
+def _build_lock(directory, name):
     os.makedirs(directory, exist_ok=True)
-    with open(os.path.join(directory, f"{_MODULE_NAME}.lock"), "w") as handle:
+    with open(os.path.join(directory, f"{name}.lock"), "w") as handle:
         try:
             import fcntl
         except ImportError:  # not POSIX: no lock
@@ -81,11 +94,12 @@ def native_ops():
         try:
             from paddle.utils.cpp_extension import get_build_directory, load
             directory = get_build_directory()
-            with _build_lock(directory):
-                _state["ops"] = load(name=_MODULE_NAME, sources=[SOURCE],
+            link_flags = _openmp_link_flags()
+            name = _module_name(link_flags)
+            with _build_lock(directory, name):
+                _state["ops"] = load(name=name, sources=[SOURCE],
                                      extra_cxx_cflags=["-O3", "-fopenmp"],
-                                     extra_ldflags=_openmp_link_flags(),
-                                     build_directory=directory)
+                                     extra_ldflags=link_flags, build_directory=directory)
         except Exception as error:  # no compiler, read-only cache, ABI mismatch, ...
             _state["error"] = error
             warnings.warn(f"paddle_pale.kernels: the native CPU kernels ({SOURCE}) could not "
