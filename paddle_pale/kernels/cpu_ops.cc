@@ -17,7 +17,18 @@
 //
 // Compiled on first use by paddle_pale/kernels/native.py; paddle_pale/kernels/cpu.py
 // calls them through autograd functions whose backward is below too.
+// the AVX2 forms of exp, erf, softmax and GELU are built on x86 and chosen at run time
+// where the CPU has AVX2 and FMA; elsewhere the plain loops run
+#ifndef PALE_X86
+#if defined(__x86_64__) || defined(__i386__)
+#define PALE_X86 1
+#else
+#define PALE_X86 0
+#endif
+#endif
+#if PALE_X86
 #include <immintrin.h>
+#endif
 
 #include <algorithm>
 #include <cmath>
@@ -301,6 +312,7 @@ std::vector<paddle::Tensor> DepthwiseConvChannelsLastBackward(const paddle::Tens
 
 namespace {
 
+#if PALE_X86
 __attribute__((target("avx2,fma"))) inline __m256 exp_avx2(__m256 x) {
   // e^x for x <= 0 (scores minus their row maximum), Cephes' polynomial after
   // x = n ln 2 + r; 0 below -87.3 (where float's e^x is denormal), so -inf gives 0
@@ -323,6 +335,8 @@ __attribute__((target("avx2,fma"))) inline __m256 exp_avx2(__m256 x) {
   return _mm256_and_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(exponent)), in_range);
 }
 
+#endif  // PALE_X86
+
 float row_max(const float* in, int L) {
   float m = -INFINITY;
 #pragma omp simd reduction(max : m)
@@ -330,6 +344,7 @@ float row_max(const float* in, int L) {
   return m;
 }
 
+#if PALE_X86
 // out = softmax(in) of one row (out may be in)
 __attribute__((target("avx2,fma"))) void softmax_row_avx2(const float* in, float* out, int L) {
   const float m = row_max(in, L);
@@ -353,6 +368,8 @@ __attribute__((target("avx2,fma"))) void softmax_row_avx2(const float* in, float
   for (i = 0; i < L; ++i) out[i] *= inverse;
 }
 
+#endif  // PALE_X86
+
 void softmax_row_plain(const float* in, float* out, int L) {
   const float m = row_max(in, L);
   float sum = 0.f;
@@ -364,6 +381,14 @@ void softmax_row_plain(const float* in, float* out, int L) {
   for (int i = 0; i < L; ++i) out[i] *= inverse;
 }
 
+bool has_avx2() {
+#if PALE_X86
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#else
+  return false;
+#endif
+}
+
 void check_softmax(const paddle::Tensor& x) {
   PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32,
            "pale softmax: float32 CPU tensors only");
@@ -371,14 +396,16 @@ void check_softmax(const paddle::Tensor& x) {
 }
 
 void softmax_rows(const float* in, float* out, int64_t rows, int L) {
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx2 = has_avx2();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
+#if PALE_X86
     if (avx2) {
       softmax_row_avx2(in + r * L, out + r * L, L);
-    } else {
-      softmax_row_plain(in + r * L, out + r * L, L);
+      continue;
     }
+#endif
+    softmax_row_plain(in + r * L, out + r * L, L);
   }
 }
 
@@ -425,6 +452,7 @@ std::vector<paddle::Tensor> SoftmaxBackward(const paddle::Tensor& y, const paddl
 
 namespace {
 
+#if PALE_X86
 __attribute__((target("avx2,fma"))) inline __m256 erf_avx2(__m256 x) {
   // Abramowitz & Stegun 7.1.26 on |x| (absolute error below 1.5e-7), sign restored
   const __m256 sign = _mm256_and_ps(x, _mm256_set1_ps(-0.f));
@@ -441,17 +469,23 @@ __attribute__((target("avx2,fma"))) inline __m256 erf_avx2(__m256 x) {
   return _mm256_or_ps(_mm256_fnmadd_ps(y, e, _mm256_set1_ps(1.f)), sign);
 }
 
+#endif  // PALE_X86
+
 constexpr float kInverseSqrt2 = 0.70710678118654752f;
 constexpr float kInverseSqrt2Pi = 0.39894228040143268f;
 
+#if PALE_X86
 // Phi(x), the standard normal CDF
 __attribute__((target("avx2,fma"))) inline __m256 normal_cdf_avx2(__m256 x) {
   const __m256 erf = erf_avx2(_mm256_mul_ps(x, _mm256_set1_ps(kInverseSqrt2)));
   return _mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(_mm256_set1_ps(1.f), erf));
 }
 
+#endif  // PALE_X86
+
 inline float normal_cdf(float x) { return 0.5f * (1.f + std::erf(x * kInverseSqrt2)); }
 
+#if PALE_X86
 // out = x Phi(x)
 __attribute__((target("avx2,fma"))) void gelu_avx2(const float* x, float* out, int64_t n) {
   int64_t i = 0;
@@ -480,6 +514,8 @@ __attribute__((target("avx2,fma"))) void gelu_backward_avx2(const float* x, cons
   }
 }
 
+#endif  // PALE_X86
+
 void gelu_plain(const float* x, float* out, int64_t n) {
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * normal_cdf(x[i]);
 }
@@ -502,15 +538,17 @@ std::vector<paddle::Tensor> GeluForward(const paddle::Tensor& x) {
   const float* xp = x.data<float>();
   float* op = out.data<float>();
   const int64_t n = x.numel();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx2 = has_avx2();
 #pragma omp parallel for schedule(static)
   for (int64_t begin = 0; begin < n; begin += kGeluBlock) {
     const int64_t count = std::min(kGeluBlock, n - begin);
+#if PALE_X86
     if (avx2) {
       gelu_avx2(xp + begin, op + begin, count);
-    } else {
-      gelu_plain(xp + begin, op + begin, count);
+      continue;
     }
+#endif
+    gelu_plain(xp + begin, op + begin, count);
   }
   return {out};
 }
@@ -524,15 +562,17 @@ std::vector<paddle::Tensor> GeluBackward(const paddle::Tensor& x, const paddle::
   const float* gp = grad.data<float>();
   float* op = grad_x.data<float>();
   const int64_t n = x.numel();
-  const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  const bool avx2 = has_avx2();
 #pragma omp parallel for schedule(static)
   for (int64_t begin = 0; begin < n; begin += kGeluBlock) {
     const int64_t count = std::min(kGeluBlock, n - begin);
+#if PALE_X86
     if (avx2) {
       gelu_backward_avx2(xp + begin, gp + begin, op + begin, count);
-    } else {
-      gelu_backward_plain(xp + begin, gp + begin, op + begin, count);
+      continue;
     }
+#endif
+    gelu_backward_plain(xp + begin, gp + begin, op + begin, count);
   }
   return {grad_x};
 }
