@@ -20,7 +20,7 @@ def test_the_native_kernels_build_where_a_compiler_is():
     # otherwise every test below would pass through the fallback alone
     ops = native.native_ops()
     assert ops is not None, native._state["error"]
-    assert hasattr(ops, "pale_depthwise_conv3x3") and hasattr(ops, "pale_softmax_")
+    assert hasattr(ops, "pale_depthwise_conv3x3_channels_last") and hasattr(ops, "pale_softmax_")
 
 
 def _grads(function, *tensors):
@@ -35,31 +35,51 @@ def _grads(function, *tensors):
     return [out.numpy()] + [t.grad.numpy() for t in tensors]
 
 
-def _naive_depthwise(x, weight):
-    """Zero-padded 3x3 correlation written out in numpy: output c m + j reads channel c."""
-    batch, channels, height, width = x.shape
+def _naive_depthwise(tokens, weight):
+    """Zero-padded 3x3 correlation written out in numpy on channels-last ``tokens``
+    ``[B, H, W, C]``: ``[m, B, H, W, C]``, filter c m + j reading channel c."""
+    batch, height, width, channels = tokens.shape
     multiplier = weight.shape[0] // channels
-    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
-    out = np.zeros((batch, channels * multiplier, height, width), np.float64)
-    for o in range(channels * multiplier):
-        for dy in range(3):
-            for dx in range(3):
-                out[:, o] += weight[o, 0, dy, dx] * padded[:, o // multiplier,
-                                                           dy:dy + height, dx:dx + width]
+    padded = np.pad(tokens, ((0, 0), (1, 1), (1, 1), (0, 0)))
+    out = np.zeros((multiplier, batch, height, width, channels), np.float64)
+    for c in range(channels):
+        for j in range(multiplier):
+            for dy in range(3):
+                for dx in range(3):
+                    out[j, ..., c] += weight[c * multiplier + j, 0, dy, dx] * padded[
+                        :, dy:dy + height, dx:dx + width, c]
+    return out
+
+
+def _channels_last_reference(x, weight, ones):
+    """Paddle's NCHW convolution, each filter's output apart, channels last."""
+    batch, height, width, channels = x.shape
+    multiplier = weight.shape[0] // channels
+    out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, padding=1, groups=channels)
+    out = out.reshape([batch, channels, multiplier, height, width]).transpose([2, 0, 3, 4, 1])
+    if ones:
+        out = paddle.concat([out, paddle.ones([*out.shape[:-1], 1])], axis=-1)
     return out
 
 
 @needs_native
-@pytest.mark.parametrize("shape,multiplier", [((2, 3, 5, 7), 1), ((2, 4, 6, 5), 3),
-                                              ((1, 2, 1, 4), 3), ((3, 2, 4, 1), 1),
-                                              ((1, 1, 1, 1), 2), ((2, 65, 9, 8), 3)])
-def test_depthwise_conv_matches_a_naive_reference_and_paddle_with_gradients(shape, multiplier):
+@pytest.mark.parametrize("shape,multiplier,ones", [((2, 5, 7, 3), 1, False),
+                                                   ((2, 6, 5, 4), 3, True),
+                                                   ((1, 1, 4, 2), 3, False),
+                                                   ((3, 4, 1, 9), 1, True),
+                                                   ((1, 1, 1, 1), 2, True),
+                                                   ((2, 9, 8, 65), 3, True)])
+def test_depthwise_conv_matches_a_naive_reference_and_paddle_with_gradients(shape, multiplier,
+                                                                            ones):
     x = paddle.randn(shape)
-    weight = paddle.randn([shape[1] * multiplier, 1, 3, 3])
-    np.testing.assert_allclose(native.depthwise_conv3x3(x, weight).numpy(),
-                               _naive_depthwise(x.numpy(), weight.numpy()), atol=1e-5)
-    got = _grads(native.depthwise_conv3x3, x, weight)
-    expected = _grads(lambda a, w: F.conv2d(a, w, padding=1, groups=shape[1]), x, weight)
+    weight = paddle.randn([shape[-1] * multiplier, 1, 3, 3])
+    out = native.depthwise_conv3x3_channels_last(x, weight, ones).numpy()
+    np.testing.assert_allclose(out[..., :shape[-1]], _naive_depthwise(x.numpy(), weight.numpy()),
+                               atol=1e-5)
+    if ones:
+        assert np.all(out[..., -1] == 1)
+    got = _grads(lambda a, w: native.depthwise_conv3x3_channels_last(a, w, ones), x, weight)
+    expected = _grads(lambda a, w: _channels_last_reference(a, w, ones), x, weight)
     for name, g, e in zip(("out", "d(x)", "d(weight)"), got, expected):
         np.testing.assert_allclose(g, e, atol=1e-4, rtol=1e-4, err_msg=name)
 
@@ -67,16 +87,25 @@ def test_depthwise_conv_matches_a_naive_reference_and_paddle_with_gradients(shap
 @needs_native
 def test_depthwise_conv_reads_a_transposed_input_as_its_values():
     # a transpose may be a strided view (stride kernels on): the kernel reads the values
-    tokens = paddle.randn([2, 5, 6, 4])  # [B, H, W, C]
-    x = tokens.transpose([0, 3, 1, 2])
+    x = paddle.randn([2, 4, 5, 6]).transpose([0, 2, 3, 1])  # [B, H, W, C]
     weight = paddle.randn([4, 1, 3, 3])
-    np.testing.assert_allclose(native.depthwise_conv3x3(x, weight).numpy(),
-                               F.conv2d(x, weight, padding=1, groups=4).numpy(), atol=1e-5)
+    np.testing.assert_allclose(native.depthwise_conv3x3_channels_last(x, weight).numpy(),
+                               _channels_last_reference(x, weight, False).numpy(), atol=1e-5)
 
 
 def test_depthwise_conv_names_wrong_filters():
     with pytest.raises(ValueError, match=r"\[C \* m, 1, 3, 3\] filters for C=4"):
-        native.depthwise_conv3x3(paddle.randn([1, 4, 5, 5]), paddle.randn([6, 1, 3, 3]))
+        native.depthwise_conv3x3_channels_last(paddle.randn([1, 5, 5, 4]),
+                                               paddle.randn([6, 1, 3, 3]))
+
+
+def test_disabled_depthwise_conv_falls_back_to_the_same_layout(monkeypatch):
+    x, weight = paddle.randn([2, 5, 4, 3]), paddle.randn([9, 1, 3, 3])
+    expected = _naive_depthwise(x.numpy(), weight.numpy())
+    monkeypatch.setenv(native.DISABLE_VARIABLE, "0")
+    out = native.depthwise_conv3x3_channels_last(x, weight, True).numpy()
+    np.testing.assert_allclose(out[..., :3], expected, atol=1e-5)
+    assert np.all(out[..., -1] == 1)
 
 
 @needs_native
@@ -116,11 +145,10 @@ def test_softmax_over_another_axis_is_paddles():
 
 def test_disabled_by_the_environment_the_stock_kernels_run(monkeypatch):
     monkeypatch.setenv(native.DISABLE_VARIABLE, "0")
-    x, weight = paddle.randn([2, 3, 5, 5]), paddle.randn([3, 1, 3, 3])
+    x = paddle.randn([2, 3, 5, 5])
     assert native.native_ops() is None
-    np.testing.assert_allclose(native.depthwise_conv3x3(x, weight).numpy(),
-                               F.conv2d(x, weight, padding=1, groups=3).numpy(), atol=1e-6)
     np.testing.assert_allclose(native.softmax(x).numpy(), F.softmax(x).numpy(), atol=1e-7)
+    np.testing.assert_allclose(native.gelu(x).numpy(), F.gelu(x).numpy(), atol=1e-7)
 
 
 def test_a_failed_build_warns_once_with_its_cause_and_the_stock_kernels_run(monkeypatch):
@@ -137,7 +165,7 @@ def test_a_failed_build_warns_once_with_its_cause_and_the_stock_kernels_run(monk
     np.testing.assert_allclose(out.numpy(), F.softmax(x).numpy(), atol=1e-7)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once: the next call is silent
-        native.depthwise_conv3x3(x, paddle.randn([3, 1, 3, 3]))
+        native.gelu(x)
 
 
 def test_half_precision_inputs_take_the_stock_kernels():
@@ -155,43 +183,6 @@ def test_gelu_matches_paddles_exact_gelu_with_gradients(shape):
     expected = _grads(lambda t: F.gelu(t), x)
     for name, g, e in zip(("out", "d(x)"), got, expected):
         np.testing.assert_allclose(g, e, atol=1e-6, rtol=1e-5, err_msg=name)
-
-
-def _channels_last_reference(x, weight, ones):
-    """Paddle's NCHW convolution, each filter's output apart, channels last."""
-    batch, height, width, channels = x.shape
-    multiplier = weight.shape[0] // channels
-    out = F.conv2d(x.transpose([0, 3, 1, 2]), weight, padding=1, groups=channels)
-    out = out.reshape([batch, channels, multiplier, height, width]).transpose([2, 0, 3, 4, 1])
-    if ones:
-        out = paddle.concat([out, paddle.ones([*out.shape[:-1], 1])], axis=-1)
-    return out
-
-
-@needs_native
-@pytest.mark.parametrize("shape,multiplier,ones", [((2, 5, 7, 3), 1, False),
-                                                   ((2, 6, 5, 4), 3, True),
-                                                   ((1, 1, 4, 2), 3, False),
-                                                   ((3, 4, 1, 9), 1, True),
-                                                   ((1, 1, 1, 1), 2, True),
-                                                   ((2, 9, 8, 65), 3, True)])
-def test_channels_last_depthwise_conv_matches_paddles_with_gradients(shape, multiplier, ones):
-    x = paddle.randn(shape)
-    weight = paddle.randn([shape[-1] * multiplier, 1, 3, 3])
-    got = _grads(lambda a, w: native.depthwise_conv3x3_channels_last(a, w, ones), x, weight)
-    expected = _grads(lambda a, w: _channels_last_reference(a, w, ones), x, weight)
-    for name, g, e in zip(("out", "d(x)", "d(weight)"), got, expected):
-        np.testing.assert_allclose(g, e, atol=1e-4, rtol=1e-4, err_msg=name)
-
-
-def test_channels_last_depthwise_conv_falls_back_to_the_same_layout(monkeypatch):
-    x, weight = paddle.randn([2, 5, 4, 3]), paddle.randn([9, 1, 3, 3])
-    expected = _channels_last_reference(x, weight, True).numpy()
-    monkeypatch.setenv(native.DISABLE_VARIABLE, "0")
-    np.testing.assert_allclose(native.depthwise_conv3x3_channels_last(x, weight, True).numpy(),
-                               expected, atol=1e-6)
-    with pytest.raises(ValueError, match=r"\[C \* m, 1, 3, 3\] filters for C=3"):
-        native.depthwise_conv3x3_channels_last(x, paddle.randn([4, 1, 3, 3]))
 
 
 @needs_native

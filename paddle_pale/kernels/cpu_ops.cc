@@ -2,10 +2,10 @@
 //
 // * a 3x3 depth-wise convolution, stride 1, zero padding 1, float32, with `multiplier`
 //   filters per input channel (filter c * multiplier + j reads input channel c, as
-//   nn.Conv2D(groups=C) lays them out), on NCHW planes, or on channels-last [B, H, W, C]
-//   tokens as the model holds them, writing [multiplier, B, H, W, C] (no transposes
-//   around it). Paddle's CPU kernel runs an im2col and a GEMM of one output row per
-//   channel and image; these walk each plane or row once.
+//   nn.Conv2D(groups=C) lays them out), on channels-last [B, H, W, C] tokens as the model
+//   holds them, writing [multiplier, B, H, W, C] (no transposes around it). Paddle's
+//   CPU kernel runs an im2col and a GEMM of one output row per channel and image (NCHW);
+//   this reads each token's channels once per tap.
 // * the softmax over the last axis (float32), forward in place or into a new tensor, and
 //   its backward. Paddle's CPU softmax calls a scalar exp per element.
 //
@@ -38,130 +38,6 @@
 
 namespace {
 
-// out (+)= the 3x3 correlation of one H x W plane `in` with `w` (row-major 3x3), zero
-// padded; `accumulate` adds to `out` instead of overwriting it.
-void correlate_plane(const float* in, const float* w, float* out, int H, int W,
-                     bool accumulate) {
-  for (int y = 0; y < H; ++y) {
-    float* o = out + static_cast<int64_t>(y) * W;
-    if (!accumulate) {
-      for (int x = 0; x < W; ++x) o[x] = 0.f;
-    }
-    for (int dy = -1; dy <= 1; ++dy) {
-      const int row = y + dy;
-      if (row < 0 || row >= H) continue;
-      const float* r = in + static_cast<int64_t>(row) * W;
-      const float w0 = w[(dy + 1) * 3], w1 = w[(dy + 1) * 3 + 1], w2 = w[(dy + 1) * 3 + 2];
-      if (W == 1) {
-        o[0] += w1 * r[0];
-        continue;
-      }
-      for (int x = 1; x < W - 1; ++x) o[x] += w0 * r[x - 1] + w1 * r[x] + w2 * r[x + 1];
-      o[0] += w1 * r[0] + w2 * r[1];
-      o[W - 1] += w0 * r[W - 2] + w1 * r[W - 1];
-    }
-  }
-}
-
-void check_depthwise(const paddle::Tensor& x, const paddle::Tensor& w) {
-  PD_CHECK(x.is_cpu() && w.is_cpu(), "pale depth-wise conv: CPU tensors only");
-  PD_CHECK(x.dtype() == paddle::DataType::FLOAT32 && w.dtype() == paddle::DataType::FLOAT32,
-           "pale depth-wise conv: float32 only");
-  PD_CHECK(x.shape().size() == 4, "pale depth-wise conv: input must be [B, C, H, W]");
-  const auto& ws = w.shape();
-  PD_CHECK(ws.size() == 4 && ws[1] == 1 && ws[2] == 3 && ws[3] == 3 && ws[0] % x.shape()[1] == 0,
-           "pale depth-wise conv: filters must be [C * multiplier, 1, 3, 3]");
-}
-
-}  // namespace
-
-std::vector<paddle::Tensor> DepthwiseConvForward(const paddle::Tensor& x,
-                                                 const paddle::Tensor& w) {
-  check_depthwise(x, w);
-  const auto& s = x.shape();
-  const int64_t B = s[0], C = s[1];
-  const int H = s[2], W = s[3];
-  const int64_t M = w.shape()[0] / C;
-  auto out = paddle::empty({B, C * M, H, W}, x.dtype(), x.place());
-  const float* xp = x.data<float>();
-  const float* wp = w.data<float>();
-  float* op = out.data<float>();
-  const int64_t plane = static_cast<int64_t>(H) * W;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t c = 0; c < C; ++c) {
-      for (int64_t j = 0; j < M; ++j) {
-        correlate_plane(xp + (b * C + c) * plane, wp + (c * M + j) * 9,
-                        op + (b * C * M + c * M + j) * plane, H, W, false);
-      }
-    }
-  }
-  return {out};
-}
-
-// d(x): each output plane's gradient correlated with its filter turned by 180 degrees,
-// summed over the multiplier; d(w): per filter tap, the sum over images of the output
-// gradient times the input shifted by that tap.
-std::vector<paddle::Tensor> DepthwiseConvBackward(const paddle::Tensor& x,
-                                                  const paddle::Tensor& w,
-                                                  const paddle::Tensor& grad) {
-  check_depthwise(x, w);
-  const auto& s = x.shape();
-  const int64_t B = s[0], C = s[1];
-  const int H = s[2], W = s[3];
-  const int64_t M = w.shape()[0] / C;
-  PD_CHECK(grad.shape() == std::vector<int64_t>({B, C * M, H, W}),
-           "pale depth-wise conv: the output gradient's shape must be the output's");
-  auto grad_x = paddle::empty(s, x.dtype(), x.place());
-  auto grad_w = paddle::empty(w.shape(), w.dtype(), w.place());
-  const float* xp = x.data<float>();
-  const float* wp = w.data<float>();
-  const float* gp = grad.data<float>();
-  float* gxp = grad_x.data<float>();
-  float* gwp = grad_w.data<float>();
-  const int64_t plane = static_cast<int64_t>(H) * W;
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t b = 0; b < B; ++b) {
-    for (int64_t c = 0; c < C; ++c) {
-      for (int64_t j = 0; j < M; ++j) {
-        const float* f = wp + (c * M + j) * 9;
-        const float turned[9] = {f[8], f[7], f[6], f[5], f[4], f[3], f[2], f[1], f[0]};
-        correlate_plane(gp + (b * C * M + c * M + j) * plane, turned,
-                        gxp + (b * C + c) * plane, H, W, j > 0);
-      }
-    }
-  }
-#pragma omp parallel for collapse(2) schedule(static)
-  for (int64_t c = 0; c < C; ++c) {
-    for (int64_t j = 0; j < M; ++j) {
-      double taps[9] = {0, 0, 0, 0, 0, 0, 0, 0, 0};
-      for (int64_t b = 0; b < B; ++b) {
-        const float* in = xp + (b * C + c) * plane;
-        const float* g = gp + (b * C * M + c * M + j) * plane;
-        for (int ky = 0; ky < 3; ++ky) {
-          for (int kx = 0; kx < 3; ++kx) {
-            // output (y, x) reads input (y + ky - 1, x + kx - 1) where it exists
-            const int y0 = ky == 0 ? 1 : 0, y1 = ky == 2 ? H - 1 : H;
-            const int x0 = kx == 0 ? 1 : 0, x1 = kx == 2 ? W - 1 : W;
-            float sum = 0.f;
-            for (int y = y0; y < y1; ++y) {
-              const float* gr = g + static_cast<int64_t>(y) * W;
-              const float* ir = in + static_cast<int64_t>(y + ky - 1) * W + (kx - 1);
-#pragma omp simd reduction(+ : sum)
-              for (int x = x0; x < x1; ++x) sum += gr[x] * ir[x];
-            }
-            taps[ky * 3 + kx] += sum;
-          }
-        }
-      }
-      for (int k = 0; k < 9; ++k) gwp[(c * M + j) * 9 + k] = static_cast<float>(taps[k]);
-    }
-  }
-  return {grad_x, grad_w};
-}
-
-namespace {
-
 // filters [C * M, 1, 3, 3] -> [M][9][C]: one tap of every channel contiguous
 std::vector<float> taps_by_channel(const paddle::Tensor& w, int64_t C, int64_t M) {
   const float* wp = w.data<float>();
@@ -170,6 +46,22 @@ std::vector<float> taps_by_channel(const paddle::Tensor& w, int64_t C, int64_t M
     for (int64_t j = 0; j < M; ++j)
       for (int k = 0; k < 9; ++k) taps[(j * 9 + k) * C + c] = wp[(c * M + j) * 9 + k];
   return taps;
+}
+
+// fn(tap, row, at) for each tap (ky, kx) of position (y, x) whose input
+// (y + sign (ky - 1), x + sign (kx - 1)) lies inside the H x W map; tap = 3 ky + kx.
+// sign 1: the inputs an output reads; -1: the outputs that read an input.
+template <typename Function>
+inline void for_each_tap(int64_t y, int64_t x, int64_t H, int64_t W, int sign, Function fn) {
+  for (int ky = 0; ky < 3; ++ky) {
+    const int64_t row = y + sign * (ky - 1);
+    if (row < 0 || row >= H) continue;
+    for (int kx = 0; kx < 3; ++kx) {
+      const int64_t at = x + sign * (kx - 1);
+      if (at < 0 || at >= W) continue;
+      fn(ky * 3 + kx, row, at);
+    }
+  }
 }
 
 void check_channels_last(const paddle::Tensor& x, const paddle::Tensor& w) {
@@ -206,18 +98,12 @@ std::vector<paddle::Tensor> DepthwiseConvChannelsLast(const paddle::Tensor& x,
           float* o = op + (((j * B + b) * H + y) * W + col) * stride;
           for (int64_t c = 0; c < C; ++c) o[c] = 0.f;
           if (ones) o[C] = 1.f;
-          for (int ky = 0; ky < 3; ++ky) {
-            const int64_t row = y + ky - 1;
-            if (row < 0 || row >= H) continue;
-            for (int kx = 0; kx < 3; ++kx) {
-              const int64_t at = col + kx - 1;
-              if (at < 0 || at >= W) continue;
-              const float* in = xp + ((b * H + row) * W + at) * C;
-              const float* f = taps.data() + (j * 9 + ky * 3 + kx) * C;
+          for_each_tap(y, col, H, W, 1, [&](int tap, int64_t row, int64_t at) {
+            const float* in = xp + ((b * H + row) * W + at) * C;
+            const float* f = taps.data() + (j * 9 + tap) * C;
 #pragma omp simd
-              for (int64_t c = 0; c < C; ++c) o[c] += f[c] * in[c];
-            }
-          }
+            for (int64_t c = 0; c < C; ++c) o[c] += f[c] * in[c];
+          });
         }
       }
     }
@@ -251,18 +137,12 @@ std::vector<paddle::Tensor> DepthwiseConvChannelsLastBackward(const paddle::Tens
         float* o = gxp + ((b * H + y) * W + col) * C;
         for (int64_t c = 0; c < C; ++c) o[c] = 0.f;
         for (int64_t j = 0; j < M; ++j) {
-          for (int ky = 0; ky < 3; ++ky) {
-            const int64_t row = y - ky + 1;
-            if (row < 0 || row >= H) continue;
-            for (int kx = 0; kx < 3; ++kx) {
-              const int64_t at = col - kx + 1;
-              if (at < 0 || at >= W) continue;
-              const float* g = gp + (((j * B + b) * H + row) * W + at) * stride;
-              const float* f = taps.data() + (j * 9 + ky * 3 + kx) * C;
+          for_each_tap(y, col, H, W, -1, [&](int tap, int64_t row, int64_t at) {
+            const float* g = gp + (((j * B + b) * H + row) * W + at) * stride;
+            const float* f = taps.data() + (j * 9 + tap) * C;
 #pragma omp simd
-              for (int64_t c = 0; c < C; ++c) o[c] += f[c] * g[c];
-            }
-          }
+            for (int64_t c = 0; c < C; ++c) o[c] += f[c] * g[c];
+          });
         }
       }
     }
@@ -282,18 +162,12 @@ std::vector<paddle::Tensor> DepthwiseConvChannelsLastBackward(const paddle::Tens
         for (int64_t j = 0; j < M; ++j) {
           for (int64_t col = 0; col < W; ++col) {
             const float* g = gp + (((j * B + b) * H + y) * W + col) * stride;
-            for (int ky = 0; ky < 3; ++ky) {
-              const int64_t row = y + ky - 1;
-              if (row < 0 || row >= H) continue;
-              for (int kx = 0; kx < 3; ++kx) {
-                const int64_t at = col + kx - 1;
-                if (at < 0 || at >= W) continue;
-                const float* in = xp + ((b * H + row) * W + at) * C;
-                float* acc = row_sum.data() + (j * 9 + ky * 3 + kx) * C;
+            for_each_tap(y, col, H, W, 1, [&](int tap, int64_t row, int64_t at) {
+              const float* in = xp + ((b * H + row) * W + at) * C;
+              float* acc = row_sum.data() + (j * 9 + tap) * C;
 #pragma omp simd
-                for (int64_t c = 0; c < C; ++c) acc[c] += g[c] * in[c];
-              }
-            }
+              for (int64_t c = 0; c < C; ++c) acc[c] += g[c] * in[c];
+            });
           }
         }
         for (int64_t i = 0; i < size; ++i) mine[i] += row_sum[i];
@@ -396,7 +270,7 @@ void check_softmax(const paddle::Tensor& x) {
 }
 
 void softmax_rows(const float* in, float* out, int64_t rows, int L) {
-  const bool avx2 = has_avx2();
+  [[maybe_unused]] const bool avx2 = has_avx2();
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
 #if PALE_X86
@@ -527,53 +401,50 @@ void gelu_backward_plain(const float* x, const float* grad, float* out, int64_t 
   }
 }
 
-constexpr int64_t kGeluBlock = 4096;  // elements per parallel work item
+// fn(begin, count) over [0, n) in blocks of 4096 elements, the blocks in parallel
+template <typename Function>
+void in_blocks(int64_t n, Function fn) {
+  constexpr int64_t kBlock = 4096;
+#pragma omp parallel for schedule(static)
+  for (int64_t begin = 0; begin < n; begin += kBlock) fn(begin, std::min(kBlock, n - begin));
+}
+
+void check_gelu(const paddle::Tensor& x) {
+  PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32,
+           "pale gelu: float32 CPU tensors only");
+}
 
 }  // namespace
 
 std::vector<paddle::Tensor> GeluForward(const paddle::Tensor& x) {
-  PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32,
-           "pale gelu: float32 CPU tensors only");
+  check_gelu(x);
   auto out = paddle::empty(x.shape(), x.dtype(), x.place());
   const float* xp = x.data<float>();
   float* op = out.data<float>();
-  const int64_t n = x.numel();
-  const bool avx2 = has_avx2();
-#pragma omp parallel for schedule(static)
-  for (int64_t begin = 0; begin < n; begin += kGeluBlock) {
-    const int64_t count = std::min(kGeluBlock, n - begin);
+  [[maybe_unused]] const bool avx2 = has_avx2();
+  in_blocks(x.numel(), [&](int64_t begin, int64_t count) {
 #if PALE_X86
-    if (avx2) {
-      gelu_avx2(xp + begin, op + begin, count);
-      continue;
-    }
+    if (avx2) return gelu_avx2(xp + begin, op + begin, count);
 #endif
     gelu_plain(xp + begin, op + begin, count);
-  }
+  });
   return {out};
 }
 
 std::vector<paddle::Tensor> GeluBackward(const paddle::Tensor& x, const paddle::Tensor& grad) {
-  PD_CHECK(x.is_cpu() && x.dtype() == paddle::DataType::FLOAT32,
-           "pale gelu: float32 CPU tensors only");
+  check_gelu(x);
   PD_CHECK(grad.shape() == x.shape(), "pale gelu: the gradient's shape must be the input's");
   auto grad_x = paddle::empty(x.shape(), x.dtype(), x.place());
   const float* xp = x.data<float>();
   const float* gp = grad.data<float>();
   float* op = grad_x.data<float>();
-  const int64_t n = x.numel();
-  const bool avx2 = has_avx2();
-#pragma omp parallel for schedule(static)
-  for (int64_t begin = 0; begin < n; begin += kGeluBlock) {
-    const int64_t count = std::min(kGeluBlock, n - begin);
+  [[maybe_unused]] const bool avx2 = has_avx2();
+  in_blocks(x.numel(), [&](int64_t begin, int64_t count) {
 #if PALE_X86
-    if (avx2) {
-      gelu_backward_avx2(xp + begin, gp + begin, op + begin, count);
-      continue;
-    }
+    if (avx2) return gelu_backward_avx2(xp + begin, gp + begin, op + begin, count);
 #endif
     gelu_backward_plain(xp + begin, gp + begin, op + begin, count);
-  }
+  });
   return {grad_x};
 }
 
@@ -725,16 +596,6 @@ PD_BUILD_OP(pale_depthwise_conv3x3_channels_last_backward)
     .Outputs({"XGrad", "FilterGrad"})
     .Attrs({"ones: bool"})
     .SetKernelFn(PD_KERNEL(DepthwiseConvChannelsLastBackward));
-
-PD_BUILD_OP(pale_depthwise_conv3x3)
-    .Inputs({"X", "Filter"})
-    .Outputs({"Out"})
-    .SetKernelFn(PD_KERNEL(DepthwiseConvForward));
-
-PD_BUILD_OP(pale_depthwise_conv3x3_backward)
-    .Inputs({"X", "Filter", "OutGrad"})
-    .Outputs({"XGrad", "FilterGrad"})
-    .SetKernelFn(PD_KERNEL(DepthwiseConvBackward));
 
 PD_BUILD_OP(pale_softmax_)
     .Inputs({"X"})

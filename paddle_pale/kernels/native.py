@@ -27,8 +27,7 @@ import warnings
 import paddle
 import paddle.nn.functional as F
 
-__all__ = ["native_ops", "native_kernels_enabled", "depthwise_conv3x3",
-           "depthwise_conv3x3_channels_last", "softmax", "softmax_", "gelu", "layer_norm",
+__all__ = ["native_ops", "native_kernels_enabled", "depthwise_conv3x3_channels_last", "softmax", "softmax_", "gelu", "layer_norm",
            "available_for", "SOURCE", "DISABLE_VARIABLE"]
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_ops.cc")
@@ -84,10 +83,10 @@ def _openmp_link_flags():
 
 
 def native_ops():
-    """The compiled module (its ops: ``pale_depthwise_conv3x3`` (NCHW) and
-    ``..._channels_last``, ``pale_softmax``, ``pale_softmax_``, ``pale_gelu``,
-    ``pale_layer_norm`` and the backward of each), or None where it is disabled or could
-    not be built (warned once, with the reason)."""
+    """The compiled module (its ops: ``pale_depthwise_conv3x3_channels_last``,
+    ``pale_softmax``, ``pale_softmax_``, ``pale_gelu``, ``pale_layer_norm`` and the
+    backward of each), or None where it is disabled or could not be built (warned once,
+    with the reason)."""
     if not native_kernels_enabled():
         return None
     if _state["ops"] is None and _state["error"] is None:
@@ -120,38 +119,6 @@ def _contiguous(t):
     return t if t.is_contiguous() else t.contiguous()
 
 
-class _DepthwiseConv3x3(paddle.autograd.PyLayer):
-    @staticmethod
-    def forward(ctx, x, weight, ops):
-        x, weight = _contiguous(x), _contiguous(weight)
-        ctx.save_for_backward(x, weight)
-        ctx.ops = ops
-        ctx.needs_grad = (not x.stop_gradient, not weight.stop_gradient)
-        return ops.pale_depthwise_conv3x3(x, weight)
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, weight = ctx.saved_tensor()
-        grad_x, grad_weight = ctx.ops.pale_depthwise_conv3x3_backward(x, weight,
-                                                                      _contiguous(grad))
-        return (grad_x if ctx.needs_grad[0] else None,
-                grad_weight if ctx.needs_grad[1] else None)
-
-
-def depthwise_conv3x3(x, weight):
-    """``F.conv2d(x, weight, padding=1, groups=C)`` for an NCHW ``x`` ``[B, C, H, W]``
-    and ``weight`` ``[C * m, 1, 3, 3]`` (``m`` filters per channel: output ``c m + j``
-    reads channel ``c``), no bias, with gradients."""
-    channels = x.shape[1]
-    if tuple(weight.shape[1:]) != (1, 3, 3) or weight.shape[0] % channels:
-        raise ValueError(f"depthwise_conv3x3 takes [C * m, 1, 3, 3] filters for C={channels} "
-                         f"channels, got {list(weight.shape)}")
-    ops = available_for(x, weight)
-    if ops is None:
-        return F.conv2d(x, weight, None, padding=1, groups=channels)
-    return _DepthwiseConv3x3.apply(x, weight, ops)
-
-
 class _DepthwiseConv3x3ChannelsLast(paddle.autograd.PyLayer):
     @staticmethod
     def forward(ctx, x, weight, ones, ops):
@@ -171,10 +138,11 @@ class _DepthwiseConv3x3ChannelsLast(paddle.autograd.PyLayer):
 
 
 def depthwise_conv3x3_channels_last(x, weight, ones=False):
-    """The depth-wise convolution of :func:`depthwise_conv3x3` on channels-last tokens
-    ``x`` ``[B, H, W, C]``, each filter's output apart: ``[m, B, H, W, C]`` (filter
-    ``c m + j`` of ``weight`` writes ``[j, ..., c]``), with gradients; ``ones`` appends a
-    channel of ones (``[..., C + 1]``, no gradient) for a linear map's bias row."""
+    """``F.conv2d(x, weight, padding=1, groups=C)`` (``weight`` ``[C * m, 1, 3, 3]``, no
+    bias) on channels-last tokens ``x`` ``[B, H, W, C]``, each filter's output apart:
+    ``[m, B, H, W, C]`` (filter ``c m + j`` writes ``[j, ..., c]``), with gradients;
+    ``ones`` appends a channel of ones (``[..., C + 1]``, no gradient) for a linear map's
+    bias row."""
     batch, height, width, channels = x.shape
     if tuple(weight.shape[1:]) != (1, 3, 3) or weight.shape[0] % channels:
         raise ValueError(f"depthwise_conv3x3_channels_last takes [C * m, 1, 3, 3] filters "
