@@ -8,9 +8,9 @@ at construction (``stride``, ``padding``, ``epsilon``, ...), never Paddle's priv
 fields. Every trick was kept because it won an A/B run of the whole Pale-T against the
 plain layers; the figures are in docs/performance.md.
 
-The 3x3 depth-wise convolutions, the attention softmax and the MLP's GELU run on the C++ kernels of
-:mod:`paddle_pale.kernels.native` (compiled on first use; Paddle's own kernels where
-they cannot be built).
+The 3x3 depth-wise convolutions, the attention softmax, the MLP's GELU and LayerNorm in
+training run on the C++ kernels of :mod:`paddle_pale.kernels.native` (compiled on first
+use; Paddle's own kernels where they cannot be built).
 
 They are for eager execution on CPU: static graphs (export) and GPUs use the plain
 layers, whose stock ops AMP, flash attention, oneDNN, TensorRT and ONNX understand.

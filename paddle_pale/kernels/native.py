@@ -27,8 +27,9 @@ import warnings
 import paddle
 import paddle.nn.functional as F
 
-__all__ = ["native_ops", "native_kernels_enabled", "depthwise_conv3x3_channels_last", "softmax", "softmax_", "gelu", "layer_norm",
-           "available_for", "SOURCE", "DISABLE_VARIABLE"]
+__all__ = ["native_ops", "native_kernels_enabled", "available_for",
+           "depthwise_conv3x3_channels_last", "softmax", "softmax_", "gelu", "layer_norm",
+           "SOURCE", "DISABLE_VARIABLE"]
 
 SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cpu_ops.cc")
 # set to 0 to run Paddle's own kernels (A/B runs, or a machine without a compiler)
@@ -37,9 +38,10 @@ _state = {"ops": None, "error": None}
 
 
 def native_kernels_enabled():
-    """Whether the environment allows the native kernels (``PADDLE_PALE_NATIVE_KERNELS``
-    unset or not ``0``)."""
-    return os.environ.get(DISABLE_VARIABLE, "1").strip() not in ("0", "false", "False", "")
+    """Whether the environment allows the native kernels: ``PADDLE_PALE_NATIVE_KERNELS``
+    unset, or not one of ``0``, ``false``, ``no``, ``off``."""
+    return os.environ.get(DISABLE_VARIABLE, "1").strip().lower() not in ("0", "false", "no",
+                                                                          "off")
 
 
 def _module_name(link_flags):
@@ -119,6 +121,11 @@ def _contiguous(t):
     return t if t.is_contiguous() else t.contiguous()
 
 
+def _needed(ctx, grads):
+    """``grads`` with None for the inputs that take no gradient (``ctx.needs_grad``)."""
+    return tuple(g if needed else None for g, needed in zip(grads, ctx.needs_grad))
+
+
 class _DepthwiseConv3x3ChannelsLast(paddle.autograd.PyLayer):
     @staticmethod
     def forward(ctx, x, weight, ones, ops):
@@ -131,10 +138,8 @@ class _DepthwiseConv3x3ChannelsLast(paddle.autograd.PyLayer):
     @staticmethod
     def backward(ctx, grad):
         x, weight = ctx.saved_tensor()
-        grad_x, grad_weight = ctx.ops.pale_depthwise_conv3x3_channels_last_backward(
-            x, weight, _contiguous(grad), ctx.ones)
-        return (grad_x if ctx.needs_grad[0] else None,
-                grad_weight if ctx.needs_grad[1] else None)
+        return _needed(ctx, ctx.ops.pale_depthwise_conv3x3_channels_last_backward(
+            x, weight, _contiguous(grad), ctx.ones))
 
 
 def depthwise_conv3x3_channels_last(x, weight, ones=False):
@@ -230,8 +235,8 @@ class _LayerNorm(paddle.autograd.PyLayer):
     @staticmethod
     def backward(ctx, grad):
         rows, weight, mean, rstd = ctx.saved_tensor()
-        grads = ctx.ops.pale_layer_norm_backward(rows, weight, mean, rstd, _contiguous(grad))
-        return tuple(g if needed else None for g, needed in zip(grads, ctx.needs_grad))
+        return _needed(ctx, ctx.ops.pale_layer_norm_backward(rows, weight, mean, rstd,
+                                                             _contiguous(grad)))
 
 
 def layer_norm(rows, weight, bias, epsilon):
