@@ -542,8 +542,9 @@ def benchmark(batch=8, size=(224, 224), models=MODEL_CASES,
         mkl_debug_cpu_type=os.environ.get("MKL_DEBUG_CPU_TYPE"),
         stride_kernels=paddle.get_flags(["FLAGS_use_stride_kernel"])["FLAGS_use_stride_kernel"],
         malloc_tuned=malloc_tuned, batch=batch,
-        # whether use_cpu_kernels ran the C++ kernels (False: Paddle's, see kernels.native)
-        native_kernels=native.native_ops() is not None,
+        # whether use_cpu_kernels ran the C++ kernels (False: Paddle's, or no eager Pale-T
+        # case ran; see kernels.native): asked without starting a build
+        native_kernels=native.native_kernels_loaded(),
         size=list(size), rounds=rounds, iters=iters, clock=clock, memory=MemoryMeter().kind,
         matmul_gflops=matmul, results=results, sweep_batch=sweep_batch,
         sweep=resolution_sweep(sweep, sweep_batch, model_overrides=model_overrides)

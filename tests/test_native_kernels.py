@@ -20,6 +20,7 @@ def test_the_native_kernels_build_where_a_compiler_is():
     # otherwise every test below would pass through the fallback alone
     ops = native.native_ops()
     assert ops is not None, native._state["error"]
+    assert native.native_kernels_loaded()
     assert hasattr(ops, "pale_depthwise_conv3x3_channels_last") and hasattr(ops, "pale_softmax_")
 
 
@@ -146,7 +147,7 @@ def test_softmax_over_another_axis_is_paddles():
 def test_disabled_by_the_environment_the_stock_kernels_run(monkeypatch):
     monkeypatch.setenv(native.DISABLE_VARIABLE, "0")
     x = paddle.randn([2, 3, 5, 5])
-    assert native.native_ops() is None
+    assert native.native_ops() is None and not native.native_kernels_loaded()
     np.testing.assert_allclose(native.softmax(x).numpy(), F.softmax(x).numpy(), atol=1e-7)
     np.testing.assert_allclose(native.gelu(x).numpy(), F.gelu(x).numpy(), atol=1e-7)
 

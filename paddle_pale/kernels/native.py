@@ -27,7 +27,7 @@ import warnings
 import paddle
 import paddle.nn.functional as F
 
-__all__ = ["native_ops", "native_kernels_enabled", "available_for",
+__all__ = ["native_ops", "native_kernels_enabled", "native_kernels_loaded", "available_for",
            "depthwise_conv3x3_channels_last", "softmax", "softmax_", "gelu", "layer_norm",
            "SOURCE", "DISABLE_VARIABLE"]
 
@@ -109,6 +109,12 @@ def native_ops():
     return _state["ops"]
 
 
+def native_kernels_loaded():
+    """Whether this process has loaded the native kernels (a kernel asked for them and
+    they built); unlike :func:`native_ops`, never starts a build."""
+    return _state["ops"] is not None and native_kernels_enabled()
+
+
 def available_for(*tensors):
     """The native ops if they apply to ``tensors`` (float32, on CPU), else None."""
     if any(t.dtype != paddle.float32 or not t.place.is_cpu_place() for t in tensors):
@@ -178,9 +184,14 @@ class _Softmax(paddle.autograd.PyLayer):
         return ctx.ops.pale_softmax_backward(out, _contiguous(grad))
 
 
+def _softmax_ops(x, axis):
+    """The native ops for a softmax of ``x`` over ``axis``: the last axis only."""
+    return available_for(x) if axis in (-1, x.ndim - 1) else None
+
+
 def softmax(x, axis=-1):
     """``F.softmax(x, axis)`` over the last axis, with gradients."""
-    ops = available_for(x) if axis in (-1, x.ndim - 1) else None
+    ops = _softmax_ops(x, axis)
     if ops is None:
         return F.softmax(x, axis=axis)
     return _Softmax.apply(x, ops)
@@ -192,7 +203,7 @@ def softmax_(x, axis=-1):
     recorded it is :func:`softmax`."""
     if paddle.is_grad_enabled() and not x.stop_gradient:
         return softmax(x, axis)
-    ops = available_for(x) if axis in (-1, x.ndim - 1) else None
+    ops = _softmax_ops(x, axis)
     if ops is None or not x.is_contiguous():
         return F.softmax_(x, axis=axis)
     ops.pale_softmax_(x)
