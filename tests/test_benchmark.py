@@ -4,6 +4,7 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import sys
 
@@ -176,6 +177,45 @@ def test_cpu_env_never_overrides_the_user(monkeypatch):
     assert cpu_env.tune_malloc({"MALLOC_TRIM_THRESHOLD_": "0"}) == {}
 
 
+_PAGE_FAULTS_PER_BLOCK = """
+import ctypes, resource, sys
+if sys.argv[1] == "tuned":
+    from paddle_pale.utils.cpu import tune_malloc
+    assert tune_malloc({}), "mallopt refused the settings"
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.free.argtypes = [ctypes.c_void_p]
+size = 48 << 20  # over 32 MB, the largest mmap threshold glibc takes
+def fill():
+    block = libc.malloc(size)
+    ctypes.memset(block, 1, size)
+    libc.free(block)
+fill()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(4):
+    fill()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4)
+"""
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                    reason="glibc's mallopt")
+def test_tuned_allocator_reuses_blocks_over_the_largest_mmap_threshold():
+    # a 48 MB block (a batch's attention scores are that large) freed and taken again:
+    # glibc by default maps it fresh each time, one page fault per page it touches;
+    # tuned, it comes back from the heap already faulted in
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    faults = {}
+    for mode in ("plain", "tuned"):
+        done = subprocess.run([sys.executable, "-c", _PAGE_FAULTS_PER_BLOCK, mode], cwd=ROOT,
+                              env=env, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        faults[mode] = float(done.stdout.split()[-1])
+    pages = (48 << 20) // resource.getpagesize()
+    assert faults["plain"] >= pages // 512, faults  # fresh pages (2 MB ones at the least)
+    assert faults["tuned"] <= 16, faults
+
+
 def test_importing_the_package_changes_nothing_in_the_process():
     # no module of the library sets variables, tunes the allocator or imports paddle when
     # imported; configure_cpu() is an explicit call (made by the tools)
@@ -218,6 +258,7 @@ def test_benchmark_tool_sets_cpu_env_before_paddle_and_writes_json(tmp_path):
     if not any(name.startswith("MALLOC_") for name in env) and \
             platform.libc_ver()[0] == "glibc":
         assert data["malloc_tuned"] == {"MALLOC_MMAP_THRESHOLD_": 32 << 20,
+                                        "MALLOC_MMAP_MAX_": 0,
                                         "MALLOC_TRIM_THRESHOLD_": 1 << 30}
     assert [r["name"] for r in data["results"]][:1] == ["pale_t"]
     assert "img/s" in done.stdout

@@ -25,9 +25,11 @@ e.g. ``OMP_NUM_THREADS=1 python tools/benchmark.py``. The tools call
 glibc's allocator is tuned too (:func:`tune_malloc`): by default it maps every block over
 128 KB fresh from the kernel and unmaps it on free, so each new activation tensor pays a
 page fault per 4 KB (a fresh tensor costs several times what reused memory does).
-Blocks up to 32 MB come from the heap and up to 1 GB of freed heap is kept for reuse,
-as ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_TRIM_THRESHOLD_=1073741824`` would do;
-exporting either variable yourself leaves the allocator alone.
+Every block comes from the heap, none is mapped on its own, and up to 1 GB of freed heap
+is kept for reuse, as ``MALLOC_MMAP_THRESHOLD_=33554432 MALLOC_MMAP_MAX_=0
+MALLOC_TRIM_THRESHOLD_=1073741824`` would do; exporting any of them yourself leaves the
+allocator alone. The threshold alone is not enough: glibc caps it at 32 MB, and a
+batch's largest tensors (Pale-T's stage-1 attention scores at batch 8: 39 MB) are larger.
 """
 import ctypes
 import glob
@@ -41,7 +43,9 @@ __all__ = ["physical_cores", "is_amd_cpu", "has_nvidia_gpu", "recommended_env",
 # glibc mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_MMAP_MAX = -4
 MALLOC_SETTINGS = {"MALLOC_MMAP_THRESHOLD_": (_M_MMAP_THRESHOLD, 32 << 20),
+                   "MALLOC_MMAP_MAX_": (_M_MMAP_MAX, 0),
                    "MALLOC_TRIM_THRESHOLD_": (_M_TRIM_THRESHOLD, 1 << 30)}
 
 
