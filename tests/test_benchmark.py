@@ -185,7 +185,7 @@ if sys.argv[1] == "tuned":
 libc = ctypes.CDLL("libc.so.6")
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
-size = 48 << 20  # over 32 MB, the largest mmap threshold glibc takes
+size = int(sys.argv[2])
 def fill():
     block = libc.malloc(size)
     ctypes.memset(block, 1, size)
@@ -204,14 +204,15 @@ def test_tuned_allocator_reuses_blocks_over_the_largest_mmap_threshold():
     # a 48 MB block (a batch's attention scores are that large) freed and taken again:
     # glibc by default maps it fresh each time, one page fault per page it touches;
     # tuned, it comes back from the heap already faulted in
+    size = 48 << 20  # over 32 MB, the largest mmap threshold glibc takes
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
     faults = {}
     for mode in ("plain", "tuned"):
-        done = subprocess.run([sys.executable, "-c", _PAGE_FAULTS_PER_BLOCK, mode], cwd=ROOT,
-                              env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run([sys.executable, "-c", _PAGE_FAULTS_PER_BLOCK, mode, str(size)],
+                              cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr[-2000:]
         faults[mode] = float(done.stdout.split()[-1])
-    pages = (48 << 20) // resource.getpagesize()
+    pages = size // resource.getpagesize()
     assert faults["plain"] >= pages // 512, faults  # fresh pages (2 MB ones at the least)
     assert faults["tuned"] <= 16, faults
 
